@@ -1,0 +1,138 @@
+"""Deterministic ids: every seed of DESIGN §3, in one place.
+
+Every new-DB id is `uuid5(NAMESPACE, seed)`, so any step run twice, or against DEV and PROD, gives
+the same ids. Ids inside seeds are the *new* ids. The bot's runtime uses the same namespace and
+seeds, so rows it creates later agree with migrated ones. Tests pin known vectors: change nothing
+here without changing the bot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Hashable
+from datetime import UTC, datetime
+
+NAMESPACE = uuid.NAMESPACE_DNS
+MEMORY_NAMESPACE = uuid.uuid5(NAMESPACE, "tinybot-memory")
+
+_EPOCH = datetime(1970, 1, 1)
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def content_hash(text: str) -> str:
+    """h(text): the first 32 hex characters of SHA-256 of the UTF-8 text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def deterministic_uuid(seed: str, namespace: uuid.UUID = NAMESPACE) -> uuid.UUID:
+    return uuid.uuid5(namespace, seed)
+
+
+def epoch_microseconds(moment: datetime) -> int:
+    """Microseconds since the Unix epoch; a naive datetime is UTC by the old DB's convention."""
+    epoch = _EPOCH_UTC if moment.tzinfo is not None else _EPOCH
+    delta = moment - epoch
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+# --- seeds (DESIGN §3) -----------------------------------------------------------------------
+
+
+def user_seed(discord_id: str) -> str:
+    return f"discord:{discord_id}"
+
+
+def persona_seed(owner_id: uuid.UUID | str, name: str) -> str:
+    return f"persona:{owner_id}:{name}"
+
+
+def system_prompt_seed(name: str) -> str:
+    return f"system_prompt:{name}"
+
+
+def llm_config_seed(owner_id: uuid.UUID | str | None, name: str) -> str:
+    return f"llm_config:{owner_id if owner_id is not None else 'global'}:{name}"
+
+
+def personality_seed(slug: str) -> str:
+    return f"personality:{slug}"
+
+
+def user_personality_config_seed(user_id: uuid.UUID | str, personality_id: uuid.UUID | str) -> str:
+    return f"user_personality_config:{user_id}:{personality_id}"
+
+
+def activated_channel_seed(channel_id: str, personality_id: uuid.UUID | str) -> str:
+    return f"activated_channel:{channel_id}:{personality_id}"
+
+
+def conversation_message_seed(
+    channel_id: str,
+    personality_id: uuid.UUID | str,
+    persona_id: uuid.UUID | str,
+    created_at: datetime,
+    role: str,
+    content: str,
+) -> str:
+    return (
+        f"conversation_history:{channel_id}:{personality_id}:{persona_id}:"
+        f"{epoch_microseconds(created_at)}:{role}:{content_hash(content)}"
+    )
+
+
+def shapes_persona_mapping_seed(shapes_user_id: uuid.UUID | str) -> str:
+    return f"shapes_persona_mapping:{shapes_user_id}"
+
+
+def memory_id(persona_id: uuid.UUID | str, personality_id: uuid.UUID | str, content: str) -> uuid.UUID:
+    return uuid.uuid5(MEMORY_NAMESPACE, f"{persona_id}:{personality_id}:{content_hash(content)}")
+
+
+def legacy_memory_id(
+    shapes_user_id: uuid.UUID | str, personality_id: uuid.UUID | str, content: str
+) -> uuid.UUID:
+    return uuid.uuid5(MEMORY_NAMESPACE, f"{shapes_user_id}:{personality_id}:{content_hash(content)}")
+
+
+# --- collisions -------------------------------------------------------------------------------
+
+
+def with_collision_suffix(seed: str, n: int) -> str:
+    """The seed of the n-th row (n >= 2) sharing a natural key: `seed:n`."""
+    return seed if n == 1 else f"{seed}:{n}"
+
+
+class SeedAllocator:
+    """Hands out ids for seeds in the order rows arrive, never merging two rows silently.
+
+    Feed rows in (created_at, old id) order. The first row with a seed gets `uuid5(seed)`; the
+    second and later get `uuid5(seed:n)`, n = 2, 3, ... If a suffixed id is itself taken (a natural
+    key that happens to end in `:n`), n keeps counting until the id is free.
+    """
+
+    def __init__(self, namespace: uuid.UUID = NAMESPACE) -> None:
+        self._namespace = namespace
+        self._taken: set[uuid.UUID] = set()
+        self._next_suffix: dict[Hashable, int] = {}
+        self.collisions = 0
+
+    def allocate(self, seed: str) -> uuid.UUID:
+        new_id = uuid.uuid5(self._namespace, seed)
+        if new_id not in self._taken:
+            self._taken.add(new_id)
+            return new_id
+        self.collisions += 1
+        n = self._next_suffix.get(new_id, 2)
+        while True:
+            candidate = uuid.uuid5(self._namespace, with_collision_suffix(seed, n))
+            n += 1
+            if candidate not in self._taken:
+                self._next_suffix[new_id] = n
+                self._taken.add(candidate)
+                return candidate
+
+
+def expected_ids_for_group(seed: str, size: int, namespace: uuid.UUID = NAMESPACE) -> set[uuid.UUID]:
+    """The ids a group of `size` rows sharing `seed` must hold, whatever their order."""
+    return {uuid.uuid5(namespace, with_collision_suffix(seed, n)) for n in range(1, size + 1)}

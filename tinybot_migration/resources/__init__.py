@@ -1,0 +1,4 @@
+from tinybot_migration.resources.new_database import NewDatabaseResource
+from tinybot_migration.resources.old_database import OldDatabaseResource
+
+__all__ = ["NewDatabaseResource", "OldDatabaseResource"]

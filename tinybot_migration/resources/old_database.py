@@ -1,0 +1,36 @@
+"""The old bot database: read-only to this project, always."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from pydantic import Field
+
+from tinybot_migration.resources.database_connection import PostgresDatabaseResource, open_connection
+from tinybot_migration.settings import OLD_DATABASE_NAME
+
+
+class OldDatabaseResource(PostgresDatabaseResource):
+    """Connections to the old database (env `OLD_DATABASE_URL`; embedded `tinybot_old` when unset).
+
+    Every connection is opened with `default_transaction_read_only=on` and marked read-only, so
+    the server itself rejects any write, whatever code runs on it.
+    """
+
+    embedded_database: str = Field(default=OLD_DATABASE_NAME)
+
+    @contextmanager
+    def connect(self) -> Iterator[psycopg.Connection]:
+        conn = open_connection(
+            self.resolved_url(),
+            "old database",
+            autocommit=True,
+            options="-c default_transaction_read_only=on",
+        )
+        conn.read_only = True
+        try:
+            yield conn
+        finally:
+            conn.close()

@@ -1,0 +1,51 @@
+"""Where the project keeps its local state, and the environment variables it reads.
+
+Nothing here is resolved at import: callers ask when they need a value.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+# Every environment variable the project reads, with what it means (the README repeats this).
+ENVIRONMENT_VARIABLES = {
+    "TINYBOT_HOME": "local state: embedded PostgreSQL data, Dagster instance, demo export (default ./.tinybot)",
+    "OLD_DATABASE_URL": "old bot database, opened read-only (default: embedded database tinybot_old)",
+    "DATABASE_URL": "new database with pgvector (default: embedded database tinybot_new)",
+    "DAGSTER_STORAGE_URL": "Dagster's own run storage (default: embedded database dagster)",
+    "SHAPES_EXPORT_DIR": "shapes.inc export folder (default: $TINYBOT_HOME/shapes_export)",
+    "DAGSTER_HOME": "Dagster instance folder (default: $TINYBOT_HOME/dagster, set by the CLI)",
+}
+
+OLD_DATABASE_NAME = "tinybot_old"
+NEW_DATABASE_NAME = "tinybot_new"
+DAGSTER_DATABASE_NAME = "dagster"
+
+
+def tinybot_home() -> Path:
+    return Path(os.environ.get("TINYBOT_HOME", ".tinybot")).expanduser().resolve()
+
+
+def dagster_home() -> Path:
+    return Path(os.environ.get("DAGSTER_HOME") or tinybot_home() / "dagster").expanduser().resolve()
+
+
+def shapes_export_dir() -> Path:
+    return (
+        Path(os.environ.get("SHAPES_EXPORT_DIR") or tinybot_home() / "shapes_export").expanduser().resolve()
+    )
+
+
+def redact_url(url: str) -> str:
+    """A database URL safe for logs, metadata and errors: the password is replaced by ***."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable database URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
