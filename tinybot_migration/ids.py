@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Hashable
 from datetime import UTC, datetime
 
 NAMESPACE = uuid.NAMESPACE_DNS
@@ -95,7 +94,76 @@ def legacy_memory_id(
     return uuid.uuid5(MEMORY_NAMESPACE, f"{shapes_user_id}:{personality_id}:{content_hash(content)}")
 
 
-# --- collisions -------------------------------------------------------------------------------
+# --- the same seeds in SQL ----------------------------------------------------------------------
+# The relational copy builds each seed in the database (the server hashes content and formats
+# timestamps on its own core) and only runs SHA-1 in Python: PostgreSQL here has no SHA-1. Each
+# function takes SQL expressions for the seed's columns and mirrors the Python seed above;
+# tests compare both on the real server.
+
+
+def _text(expr: str) -> str:
+    return f"({expr})::text"
+
+
+def epoch_microseconds_sql(expr: str) -> str:
+    """Epoch microseconds of a naive-UTC timestamp or a timestamptz, independent of TimeZone."""
+    return f"(extract(epoch FROM {expr}) * 1000000)::bigint::text"
+
+
+def content_hash_sql(expr: str) -> str:
+    return f"left(encode(sha256(convert_to({expr}, 'UTF8')), 'hex'), 32)"
+
+
+def user_seed_sql(discord_id: str) -> str:
+    return f"'discord:' || {_text(discord_id)}"
+
+
+def persona_seed_sql(owner_id: str, name: str) -> str:
+    return f"'persona:' || {_text(owner_id)} || ':' || {_text(name)}"
+
+
+def system_prompt_seed_sql(name: str) -> str:
+    return f"'system_prompt:' || {_text(name)}"
+
+
+def llm_config_seed_sql(owner_id: str, name: str) -> str:
+    return f"'llm_config:' || coalesce({_text(owner_id)}, 'global') || ':' || {_text(name)}"
+
+
+def personality_seed_sql(slug: str) -> str:
+    return f"'personality:' || {_text(slug)}"
+
+
+def user_personality_config_seed_sql(user_id: str, personality_id: str) -> str:
+    return f"'user_personality_config:' || {_text(user_id)} || ':' || {_text(personality_id)}"
+
+
+def activated_channel_seed_sql(channel_id: str, personality_id: str) -> str:
+    return f"'activated_channel:' || {_text(channel_id)} || ':' || {_text(personality_id)}"
+
+
+def conversation_message_seed_sql(
+    channel_id: str, personality_id: str, persona_id: str, created_at: str, role: str, content: str
+) -> str:
+    return (
+        f"'conversation_history:' || {_text(channel_id)} || ':' || {_text(personality_id)} || ':' || "
+        f"{_text(persona_id)} || ':' || {epoch_microseconds_sql(created_at)} || ':' || {_text(role)} || ':' || "
+        f"{content_hash_sql(content)}"
+    )
+
+
+# --- fast uuid5 ---------------------------------------------------------------------------------
+
+_VARIANT_NIBBLE = {c: "89ab"[int(c, 16) & 0x3] for c in "0123456789abcdef"}
+
+
+def uuid5_text(seed: bytes, namespace: uuid.UUID = NAMESPACE) -> str:
+    """`str(uuid.uuid5(namespace, seed))` for a UTF-8 encoded seed, without building UUID objects."""
+    h = hashlib.sha1(namespace.bytes + seed).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT_NIBBLE[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+# --- collisions ---------------------------------------------------------------------------------
 
 
 def with_collision_suffix(seed: str, n: int) -> str:
@@ -113,19 +181,23 @@ class SeedAllocator:
 
     def __init__(self, namespace: uuid.UUID = NAMESPACE) -> None:
         self._namespace = namespace
-        self._taken: set[uuid.UUID] = set()
-        self._next_suffix: dict[Hashable, int] = {}
+        self._taken: set[str] = set()
+        self._next_suffix: dict[str, int] = {}
         self.collisions = 0
 
     def allocate(self, seed: str) -> uuid.UUID:
-        new_id = uuid.uuid5(self._namespace, seed)
+        return uuid.UUID(self.allocate_text(seed.encode("utf-8")))
+
+    def allocate_text(self, seed: bytes) -> str:
+        """The id (as text) for a UTF-8 encoded seed: the hot path of the relational copy."""
+        new_id = uuid5_text(seed, self._namespace)
         if new_id not in self._taken:
             self._taken.add(new_id)
             return new_id
         self.collisions += 1
         n = self._next_suffix.get(new_id, 2)
         while True:
-            candidate = uuid.uuid5(self._namespace, with_collision_suffix(seed, n))
+            candidate = uuid5_text(seed + b":%d" % n, self._namespace)
             n += 1
             if candidate not in self._taken:
                 self._next_suffix[new_id] = n

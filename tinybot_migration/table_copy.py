@@ -1,19 +1,24 @@
 """The relational copy: stream a table out of the old DB, re-key it, upsert it into the new DB.
 
 Per table, in one new-DB transaction:
-  old `COPY (SELECT … ORDER BY created_at, id) TO STDOUT (FORMAT BINARY)`
-  → Python: remap every foreign key through the parents' id maps, allocate the deterministic id
-  → new `COPY stage FROM STDIN (FORMAT BINARY)` into a temporary staging table
-  → `INSERT … SELECT … FROM stage ON CONFLICT (key) DO UPDATE … WHERE row differs`.
-Rows stream through; nothing but the id maps is held in memory. Timestamps stay naive in staging
-and are converted with `AT TIME ZONE 'UTC'` in SQL, so neither server's nor client's `TimeZone`
-can shift them; JSON travels as its text so numbers and keys survive byte for byte.
+  old  `COPY (SELECT seed, old id, columns in new form …) TO STDOUT` (text format)
+  → Python: new id = uuid5(seed), with `:n` suffixes for colliding seeds
+  → new  `COPY stage FROM STDIN` into a temporary staging table
+  → `INSERT … SELECT … FROM stage ON CONFLICT (key) DO UPDATE … WHERE the row differs`.
+
+The old server does everything it can on its own core: it remaps foreign keys (the parents' id
+maps are passed in as arrays), hashes content, formats the seed, and converts timestamps with
+`AT TIME ZONE 'UTC'` to text with an explicit offset, so no session `TimeZone` can shift them.
+Python only runs SHA-1 (the embedded server has none) and moves lines of COPY text: values are
+never parsed, so bytes, JSON, numerics and NULLs arrive exactly as they left.
+
+Loading into an empty table drops its foreign keys and secondary indexes first and rebuilds them
+after the load, in the same transaction.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -21,11 +26,13 @@ import psycopg
 from psycopg import sql
 
 from tinybot_migration.ids import SeedAllocator
-from tinybot_migration.schema import NEW_SECONDARY_INDEXES
-from tinybot_migration.tables import TABLES_BY_NAME, TableSpec
+from tinybot_migration.tables import PARENT_TABLES, TABLES_BY_NAME, TableSpec
 
 PROGRESS_EVERY_ROWS = 100_000
+WRITE_BUFFER_BYTES = 1 << 20
 MAX_REJECTION_SAMPLES = 5
+# Text COPY is only unambiguous with fixed output styles; set them for every copy transaction.
+TEXT_FORMAT_SETTINGS = ("SET LOCAL DateStyle = 'ISO, YMD'", "SET LOCAL bytea_output = 'hex'")
 
 Log = Callable[[str], None]
 
@@ -37,9 +44,9 @@ class CopyResult:
     rows_inserted: int = 0
     rows_updated: int = 0
     id_collisions_resolved: int = 0
-    rows_rejected: int = 0  # foreign key whose parent is not in the parent table
+    rows_rejected: int = 0  # a foreign key whose parent is not in the parent table
     rejection_samples: list[str] = field(default_factory=list)
-    rebuilt_indexes: int = 0
+    rebuilt_constraints: int = 0  # constraints and indexes rebuilt after a bulk load
     seconds: float = 0.0
 
     @property
@@ -58,15 +65,11 @@ class CopyResult:
 @dataclass(frozen=True)
 class ColumnType:
     name: str
-    data_type: str  # information_schema data_type, e.g. "timestamp with time zone", "jsonb"
+    data_type: str  # information_schema data_type, or the type name for user-defined and arrays
 
     @property
     def is_timestamp(self) -> bool:
         return self.data_type.startswith("timestamp")
-
-    @property
-    def is_json(self) -> bool:
-        return self.data_type in ("json", "jsonb")
 
 
 def column_types(conn: psycopg.Connection, table: str, columns: tuple[str, ...]) -> list[ColumnType]:
@@ -80,12 +83,121 @@ def column_types(conn: psycopg.Connection, table: str, columns: tuple[str, ...])
     }
     missing = [c for c in columns if c not in found]
     if missing:
-        raise RuntimeError(f"table {table} has no column(s) {', '.join(missing)} in {conn.info.dbname}")
+        raise RuntimeError(
+            f"table {table} has no column(s) {', '.join(missing)} in database {conn.info.dbname}"
+        )
     return [ColumnType(c, found[c]) for c in columns]
 
 
+def copy_lines(copy) -> Iterator[bytes]:
+    """Lines of a text-format COPY TO STDOUT, without their newline (values never contain one)."""
+    carry = b""
+    for block in copy:
+        data = carry + bytes(block) if carry else bytes(block)
+        *lines, carry = data.split(b"\n")
+        yield from lines
+    if carry:
+        yield carry
+
+
+# --- the old side: one query per table that does the re-keying work in SQL ---------------------
+
+
+def _mapping_alias(column: str) -> sql.Identifier:
+    return sql.Identifier(f"map_{column}")
+
+
+def old_rows_query(
+    spec: TableSpec,
+    maps: dict[str, dict[str, str]],
+    types: list[ColumnType],
+    with_old_id: bool,
+) -> tuple[sql.Composed, list]:
+    """COPY query over the old table giving [seed as UTF-8 hex, [old id,]] then the new-form columns
+    of `types` (the id column, which Python fills in, excepted).
+
+    Rows whose non-NULL foreign key has no parent in the map are left out (and counted apart).
+    """
+    t = sql.Identifier("t")
+    fks = {fk.column: fk for fk in spec.foreign_keys}
+    joins: list[sql.Composable] = []
+    filters: list[sql.Composable] = []
+    params: list = []
+    for fk in spec.foreign_keys:
+        alias = _mapping_alias(fk.column)
+        parent_map = maps[fk.parent]
+        joins.append(
+            sql.SQL(
+                " LEFT JOIN unnest(%s::uuid[], %s::uuid[]) AS {alias}(old_id, new_id) ON {alias}.old_id = t.{col}"
+            ).format(alias=alias, col=sql.Identifier(fk.column))
+        )
+        params += [list(parent_map.keys()), list(parent_map.values())]
+        filters.append(
+            sql.SQL("(t.{col} IS NULL OR {alias}.new_id IS NOT NULL)").format(
+                col=sql.Identifier(fk.column), alias=alias
+            )
+        )
+
+    def new_value(column: str) -> sql.Composable:
+        if column in fks:
+            return sql.SQL("{}.new_id").format(_mapping_alias(column))
+        return sql.SQL("{}.{}").format(t, sql.Identifier(column))
+
+    outputs: list[sql.Composable] = []
+    if spec.has_id:
+        seed = spec.seed_sql(*[new_value(c).as_string() for c in spec.seed_columns])
+        outputs.append(sql.SQL("encode(convert_to({}, 'UTF8'), 'hex')").format(sql.SQL(seed)))
+        if with_old_id:
+            outputs.append(sql.SQL("t.id"))
+    for column in types:
+        if spec.has_id and column.name == "id":
+            continue
+        value = new_value(column.name)
+        outputs.append(sql.SQL("{} AT TIME ZONE 'UTC'").format(value) if column.is_timestamp else value)
+    order = sql.SQL(", ").join(
+        sql.SQL("t.{}").format(sql.Identifier(c.strip())) for c in spec.order_by.split(",")
+    )
+    query = sql.SQL(
+        "COPY (SELECT {outputs} FROM {table} AS t{joins}{where} ORDER BY {order}) TO STDOUT"
+    ).format(
+        outputs=sql.SQL(", ").join(outputs),
+        table=sql.Identifier(spec.name),
+        joins=sql.Composed(joins),
+        where=sql.SQL(" WHERE ") + sql.SQL(" AND ").join(filters) if filters else sql.SQL(""),
+        order=order,
+    )
+    return query, params
+
+
+def count_missing_parents(
+    old_conn: psycopg.Connection, spec: TableSpec, maps: dict[str, dict[str, str]], result: CopyResult
+) -> None:
+    """Count (and sample) old rows left out because a foreign key points at no parent."""
+    for fk in spec.foreign_keys:
+        parent_ids = list(maps[fk.parent].keys())
+        rows = old_conn.execute(
+            sql.SQL(
+                "SELECT ({key})::text, t.{col}::text FROM {table} AS t"
+                " LEFT JOIN unnest(%s::uuid[]) AS parent(id) ON parent.id = t.{col}"
+                " WHERE t.{col} IS NOT NULL AND parent.id IS NULL"
+            ).format(
+                key=sql.SQL(" || ',' || ").join(
+                    sql.SQL("t.{}").format(sql.Identifier(c)) for c in spec.conflict_key
+                ),
+                col=sql.Identifier(fk.column),
+                table=sql.Identifier(spec.name),
+            ),
+            (parent_ids,),
+        ).fetchall()
+        result.rows_rejected += len(rows)
+        for key, parent in rows[: MAX_REJECTION_SAMPLES - len(result.rejection_samples)]:
+            result.rejection_samples.append(
+                f"{spec.name} row {key}: {fk.column} {parent} is not in {fk.parent}"
+            )
+
+
 class IdMaps:
-    """old id → new id for each parent table, computed on demand from the old DB.
+    """old id → new id (both as text) for each parent table, computed on demand from the old DB.
 
     A map is rebuilt by running the same allocation the copy ran (same order, same seeds, same
     collision suffixes), so it agrees with the new DB without keeping old ids there.
@@ -93,87 +205,85 @@ class IdMaps:
 
     def __init__(self, old_conn: psycopg.Connection) -> None:
         self._old_conn = old_conn
-        self._maps: dict[str, dict[uuid.UUID, uuid.UUID]] = {}
+        self._maps: dict[str, dict[str, str]] = {}
 
-    def remember(self, table: str, mapping: dict[uuid.UUID, uuid.UUID]) -> None:
+    def remember(self, table: str, mapping: dict[str, str]) -> None:
         self._maps[table] = mapping
 
-    def get(self, table: str) -> dict[uuid.UUID, uuid.UUID]:
+    def get(self, table: str) -> dict[str, str]:
         if table not in self._maps:
             spec = TABLES_BY_NAME[table]
-            mapping: dict[uuid.UUID, uuid.UUID] = {}
-            for old_id, row in remap_rows(self._old_conn, spec, self, CopyResult(spec.name)):
-                mapping[old_id] = row[0]
+            maps = self.for_parents_of(spec)
+            query, params = old_rows_query(spec, maps, [], with_old_id=True)
+            allocator = SeedAllocator()
+            mapping: dict[str, str] = {}
+            with self._old_conn.cursor() as cur, cur.copy(query, params) as copy:
+                for line in copy_lines(copy):
+                    seed_hex, old_id = line.split(b"\t")
+                    mapping[old_id.decode()] = allocator.allocate_text(bytes.fromhex(seed_hex.decode()))
             self._maps[table] = mapping
         return self._maps[table]
 
+    def for_parents_of(self, spec: TableSpec) -> dict[str, dict[str, str]]:
+        return {fk.parent: self.get(fk.parent) for fk in spec.foreign_keys}
 
-def _old_select(spec: TableSpec, types: list[ColumnType]) -> sql.Composed:
-    exprs = [
-        sql.SQL("{}::text").format(sql.Identifier(t.name)) if t.is_json else sql.Identifier(t.name)
-        for t in types
+
+# --- the new side -------------------------------------------------------------------------------
+
+
+def prepare_bulk_load(conn: psycopg.Connection, table_name: str) -> list[sql.Composable]:
+    """Drop what slows a bulk load into an empty table; return the statements that rebuild it.
+
+    Foreign keys and secondary indexes always go; the primary key and unique constraints go too
+    when no other table references this one. Rebuilding them validates the loaded rows at once
+    (a duplicate id or a missing parent fails the transaction), in a fraction of the time that
+    row-by-row maintenance takes.
+    """
+    table = sql.Identifier(table_name)
+    referenced = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE confrelid = %s::regclass)", (table_name,)
+    ).fetchone()[0]
+    constraints = conn.execute(
+        "SELECT conname, contype, pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE conrelid = %s::regclass AND contype = ANY(%s) ORDER BY contype DESC, conname",
+        (table_name, ["f"] if referenced else ["f", "p", "u"]),
+    ).fetchall()
+    indexes = conn.execute(
+        "SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
+        " WHERE x.indrelid = %s::regclass"
+        " AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid) ORDER BY i.relname",
+        (table_name,),
+    ).fetchall()
+    if constraints:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} {}").format(
+                table,
+                sql.SQL(", ").join(
+                    sql.SQL("DROP CONSTRAINT {}").format(sql.Identifier(name)) for name, _, _ in constraints
+                ),
+            )
+        )
+    for name, _ in indexes:
+        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
+    # Keys and unique constraints first (sorted 'u', 'p' before 'f'), then indexes, then foreign keys.
+    keys = [(n, d) for n, kind, d in constraints if kind != "f"]
+    foreign_keys = [(n, d) for n, kind, d in constraints if kind == "f"]
+    rebuild: list[sql.Composable] = [
+        sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(table, sql.Identifier(n), sql.SQL(d))
+        for n, d in keys
     ]
-    return sql.SQL("COPY (SELECT {} FROM {} ORDER BY {}) TO STDOUT (FORMAT BINARY)").format(
-        sql.SQL(", ").join(exprs), sql.Identifier(spec.name), sql.SQL(spec.order_by)
-    )
-
-
-def binary_types(
-    conn: psycopg.Connection, table: str, columns: tuple[str, ...], casts: list[str] | None = None
-) -> list[int]:
-    """Type oids of `columns` as a binary COPY carries them (after the given casts)."""
-    casts = casts or [""] * len(columns)
-    select = sql.SQL(", ").join(
-        sql.SQL("{}{}").format(sql.Identifier(c), sql.SQL(cast))
-        for c, cast in zip(columns, casts, strict=True)
-    )
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("SELECT {} FROM {} LIMIT 0").format(select, sql.Identifier(table)))
-        return [d.type_code for d in cur.description]
-
-
-def remap_rows(
-    old_conn: psycopg.Connection, spec: TableSpec, id_maps: IdMaps, result: CopyResult
-) -> Iterator[tuple[uuid.UUID | None, list]]:
-    """Yield (old id, re-keyed row) for every old row whose parents all exist, in read order."""
-    old_types = column_types(old_conn, spec.name, spec.columns)
-    oids = binary_types(old_conn, spec.name, spec.columns, ["::text" if t.is_json else "" for t in old_types])
-    fk_positions = [(spec.columns.index(fk.column), fk, id_maps.get(fk.parent)) for fk in spec.foreign_keys]
-    seed_positions = [spec.columns.index(c) for c in spec.seed_columns]
-    allocator = SeedAllocator() if spec.has_id else None
-    seed = spec.seed
-    with old_conn.transaction(), old_conn.cursor() as cur:
-        # Sorting a large table for the collision order wants more than the default 4 MB.
-        cur.execute("SET LOCAL work_mem = '256MB'")
-        with cur.copy(_old_select(spec, old_types)) as copy:
-            copy.set_types(oids)
-            for record in copy.rows():
-                result.rows_read += 1
-                row = list(record)
-                rejected = False
-                for position, fk, mapping in fk_positions:
-                    old_parent = row[position]
-                    if old_parent is None:
-                        continue
-                    new_parent = mapping.get(old_parent)
-                    if new_parent is None:
-                        rejected = True
-                        result.rows_rejected += 1
-                        if len(result.rejection_samples) < MAX_REJECTION_SAMPLES:
-                            result.rejection_samples.append(
-                                f"{spec.name} row {row[0]}: {fk.column} {old_parent} is not in {fk.parent}"
-                            )
-                        break
-                    row[position] = new_parent
-                if rejected:
-                    continue
-                old_id = None
-                if allocator is not None:
-                    old_id = row[0]
-                    row[0] = allocator.allocate(seed(*[row[i] for i in seed_positions]))
-                yield old_id, row
-    if allocator is not None:
-        result.id_collisions_resolved = allocator.collisions
+    rebuild += [sql.SQL(definition) for _, definition in indexes]
+    if foreign_keys:
+        rebuild.append(
+            sql.SQL("ALTER TABLE {} {}").format(
+                table,
+                sql.SQL(", ").join(
+                    sql.SQL("ADD CONSTRAINT {} {}").format(sql.Identifier(n), sql.SQL(d))
+                    for n, d in foreign_keys
+                ),
+            )
+        )
+    return rebuild
 
 
 def copy_table(
@@ -183,91 +293,111 @@ def copy_table(
     id_maps: IdMaps,
     log: Log | None = None,
 ) -> CopyResult:
-    """Copy one table old → new in a single new-DB transaction; a failure leaves the new DB as it was."""
+    """Copy one table old → new in a single new-DB transaction; a failure leaves the new DB as it was.
+
+    Into an empty table the rows are copied directly (see `prepare_bulk_load`); otherwise into a
+    staging table and then upserted, rewriting only rows that differ.
+    """
     started = time.perf_counter()
     result = CopyResult(spec.name)
     new_types = column_types(new_conn, spec.name, spec.columns)
-    stage = sql.Identifier(f"stage_{spec.name}")
+    maps = id_maps.for_parents_of(spec)
+    count_missing_parents(old_conn, spec, maps, result)
+    keep_map = spec.name in PARENT_TABLES
+    query, params = old_rows_query(spec, maps, new_types, with_old_id=keep_map)
     table = sql.Identifier(spec.name)
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in spec.columns)
-    mapping: dict[uuid.UUID, uuid.UUID] = {}
+    mapping: dict[str, str] = {}
+    allocator = SeedAllocator()
 
-    with new_conn.transaction():
-        new_conn.execute(
-            sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
-                stage, sql.SQL(", ").join(_staging_column(t) for t in new_types)
+    with new_conn.transaction(), old_conn.transaction():
+        for statement in TEXT_FORMAT_SETTINGS:
+            old_conn.execute(statement)
+            new_conn.execute(statement)
+        # Sorting a large table into collision order wants more than the default 4 MB.
+        old_conn.execute("SET LOCAL work_mem = '256MB'")
+        new_conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
+        # No other writer may slip in between the emptiness test and the load.
+        new_conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(table))
+        bulk = new_conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(table)).fetchone()[0]
+        if bulk:
+            rebuild = prepare_bulk_load(new_conn, spec.name)
+            destination = table
+        else:
+            destination = sql.Identifier(f"stage_{spec.name}")
+            new_conn.execute(
+                sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+                    destination, columns, table
+                )
             )
-        )
-        stage_oids = binary_types(new_conn, f"stage_{spec.name}", spec.columns)
         next_report = PROGRESS_EVERY_ROWS
-        with new_conn.cursor().copy(
-            sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(stage, columns)
-        ) as copy:
-            copy.set_types(stage_oids)
-            for old_id, row in remap_rows(old_conn, spec, id_maps, result):
-                copy.write_row(row)
-                if old_id is not None:
-                    mapping[old_id] = row[0]
-                if log is not None and result.rows_read >= next_report:
-                    elapsed = time.perf_counter() - started
-                    log(
-                        f"{spec.name}: {result.rows_read:,} rows read ({result.rows_read / elapsed:,.0f} rows/s)"
+        with (
+            old_conn.cursor() as old_cur,
+            old_cur.copy(query, params) as source,
+            new_conn.cursor() as new_cur,
+            new_cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(destination, columns)) as target,
+        ):
+            pending: list[bytes] = []
+            pending_bytes = 0
+            for line in copy_lines(source):
+                if keep_map:
+                    seed_hex, old_id, rest = line.split(b"\t", 2)
+                    new_id = allocator.allocate_text(bytes.fromhex(seed_hex.decode()))
+                    mapping[old_id.decode()] = new_id
+                    line = b"%s\t%s" % (new_id.encode(), rest)
+                elif spec.has_id:
+                    seed_hex, rest = line.split(b"\t", 1)
+                    line = b"%s\t%s" % (
+                        allocator.allocate_text(bytes.fromhex(seed_hex.decode())).encode(),
+                        rest,
                     )
+                pending.append(line)
+                pending_bytes += len(line)
+                if pending_bytes >= WRITE_BUFFER_BYTES:
+                    pending.append(b"")
+                    target.write(b"\n".join(pending))
+                    pending, pending_bytes = [], 0
+                result.rows_read += 1
+                if log is not None and result.rows_read >= next_report:
+                    rate = result.rows_read / (time.perf_counter() - started)
+                    log(f"{spec.name}: {result.rows_read:,} rows streamed ({rate:,.0f} rows/s)")
                     next_report += PROGRESS_EVERY_ROWS
+            if pending:
+                pending.append(b"")
+                target.write(b"\n".join(pending))
+        staged = result.rows_read
+        result.rows_read += result.rows_rejected
 
-        target_was_empty = new_conn.execute(
-            sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(table)
-        ).fetchone()[0]
-        secondary = NEW_SECONDARY_INDEXES.get(spec.name, {})
-        if target_was_empty and secondary:
-            # A bulk load into an empty table is faster with its secondary indexes built after it.
-            for name in secondary:
-                new_conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(name)))
-        result.rows_inserted, result.rows_updated = new_conn.execute(_upsert(spec, new_types)).fetchone()
-        if target_was_empty and secondary:
-            for statement in secondary.values():
+        if bulk:
+            result.rows_inserted = staged
+            for statement in rebuild:
                 new_conn.execute(statement)
-            result.rebuilt_indexes = len(secondary)
+            result.rebuilt_constraints = len(rebuild)
+        else:
+            result.rows_inserted, result.rows_updated = new_conn.execute(_upsert(spec)).fetchone()
 
     if result.rows_written:
         new_conn.execute(sql.SQL("ANALYZE {}").format(table))
-    if spec.has_id:
+    if keep_map:
         id_maps.remember(spec.name, mapping)
+    result.id_collisions_resolved = allocator.collisions
     result.seconds = time.perf_counter() - started
     if log is not None:
         log(
             f"{spec.name}: {result.rows_read:,} read, {result.rows_inserted:,} inserted, "
             f"{result.rows_updated:,} updated, {result.rows_unchanged:,} unchanged, "
             f"{result.id_collisions_resolved} id collisions, {result.rows_rejected} rejected "
-            f"in {result.seconds:.2f}s"
+            f"in {result.seconds:.2f}s" + (" (bulk load into an empty table)" if bulk else "")
         )
     return result
 
 
-def _staging_column(column: ColumnType) -> sql.Composed:
-    if column.is_timestamp:
-        data_type = "timestamp"  # naive UTC from the old DB, converted explicitly on insert
-    elif column.is_json or column.data_type == "character varying":
-        data_type = "text"
-    else:
-        data_type = column.data_type
-    return sql.SQL("{} {}").format(sql.Identifier(column.name), sql.SQL(data_type))
-
-
-def _upsert(spec: TableSpec, types: list[ColumnType]) -> sql.Composed:
-    def value(column: ColumnType) -> sql.Composable:
-        ident = sql.Identifier(column.name)
-        if column.is_timestamp:
-            return sql.SQL("{} AT TIME ZONE 'UTC'").format(ident)
-        if column.is_json:
-            return sql.SQL("{}::{}").format(ident, sql.SQL(column.data_type))
-        return ident
-
+def _upsert(spec: TableSpec) -> sql.Composed:
     updatable = [c for c in spec.columns if c not in spec.conflict_key]
     target = sql.Identifier(spec.name)
     return sql.SQL(
         "WITH written AS ("
-        " INSERT INTO {target} ({columns}) SELECT {values} FROM {stage}"
+        " INSERT INTO {target} ({columns}) SELECT {columns} FROM {stage}"
         " ON CONFLICT ({key}) DO UPDATE SET {assignments}"
         " WHERE ({current}) IS DISTINCT FROM ({incoming})"
         " RETURNING (xmax = 0) AS inserted)"
@@ -275,7 +405,6 @@ def _upsert(spec: TableSpec, types: list[ColumnType]) -> sql.Composed:
     ).format(
         target=target,
         columns=sql.SQL(", ").join(sql.Identifier(c) for c in spec.columns),
-        values=sql.SQL(", ").join(value(t) for t in types),
         stage=sql.Identifier(f"stage_{spec.name}"),
         key=sql.SQL(", ").join(sql.Identifier(c) for c in spec.conflict_key),
         assignments=sql.SQL(", ").join(

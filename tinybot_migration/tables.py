@@ -27,6 +27,8 @@ class TableSpec:
     # Seed of the new id from the (remapped) values of `seed_columns`; None for junction tables,
     # which keep their natural key of remapped ids.
     seed: Callable[..., str] | None = None
+    # The same seed as a SQL expression over the seed columns' SQL expressions (see ids.py).
+    seed_sql: Callable[..., str] | None = None
     seed_columns: tuple[str, ...] = ()
     # Read order: decides which row of a colliding natural key is first (DESIGN §3).
     order_by: str = "created_at, id"
@@ -54,6 +56,7 @@ USERS = TableSpec(
     columns=("id", "discord_id", "username", *TIMESTAMPS),
     conflict_key=("id",),
     seed=ids.user_seed,
+    seed_sql=ids.user_seed_sql,
     seed_columns=("discord_id",),
     description="Discord users of the bot.",
 )
@@ -72,6 +75,7 @@ PERSONAS = TableSpec(
     conflict_key=("id",),
     foreign_keys=(ForeignKey("owner_id", "users"),),
     seed=ids.persona_seed,
+    seed_sql=ids.persona_seed_sql,
     seed_columns=("owner_id", "name"),
     description="Personas users present to personalities.",
 )
@@ -88,6 +92,7 @@ SYSTEM_PROMPTS = TableSpec(
     columns=("id", "name", "description", "content", "is_default", *TIMESTAMPS),
     conflict_key=("id",),
     seed=ids.system_prompt_seed,
+    seed_sql=ids.system_prompt_seed_sql,
     seed_columns=("name",),
     description="System prompts personalities are built on.",
 )
@@ -117,6 +122,7 @@ LLM_CONFIGS = TableSpec(
     conflict_key=("id",),
     foreign_keys=(ForeignKey("owner_id", "users"),),
     seed=ids.llm_config_seed,
+    seed_sql=ids.llm_config_seed_sql,
     seed_columns=("owner_id", "name"),
     description="Model settings, global or owned by a user.",
 )
@@ -148,6 +154,7 @@ PERSONALITIES = TableSpec(
     conflict_key=("id",),
     foreign_keys=(ForeignKey("system_prompt_id", "system_prompts"),),
     seed=ids.personality_seed,
+    seed_sql=ids.personality_seed_sql,
     seed_columns=("slug",),
     description="The AI personalities the bot hosts.",
 )
@@ -178,6 +185,7 @@ USER_PERSONALITY_CONFIGS = TableSpec(
         ForeignKey("llm_config_id", "llm_configs"),
     ),
     seed=ids.user_personality_config_seed,
+    seed_sql=ids.user_personality_config_seed_sql,
     seed_columns=("user_id", "personality_id"),
     description="Per-user overrides of a personality's persona and LLM config.",
 )
@@ -187,6 +195,7 @@ ACTIVATED_CHANNELS = TableSpec(
     conflict_key=("id",),
     foreign_keys=(ForeignKey("personality_id", "personalities"), ForeignKey("created_by", "users")),
     seed=ids.activated_channel_seed,
+    seed_sql=ids.activated_channel_seed_sql,
     seed_columns=("channel_id", "personality_id"),
     description="Channels where a personality answers.",
 )
@@ -196,6 +205,7 @@ CONVERSATION_HISTORY = TableSpec(
     conflict_key=("id",),
     foreign_keys=(ForeignKey("personality_id", "personalities"), ForeignKey("persona_id", "personas")),
     seed=ids.conversation_message_seed,
+    seed_sql=ids.conversation_message_seed_sql,
     seed_columns=("channel_id", "personality_id", "persona_id", "created_at", "role", "content"),
     description="Every message exchanged with the bot.",
 )
@@ -215,3 +225,5 @@ RELATIONAL_TABLES: tuple[TableSpec, ...] = (
     CONVERSATION_HISTORY,
 )
 TABLES_BY_NAME = {spec.name: spec for spec in RELATIONAL_TABLES}
+# Tables whose ids other tables reference: their old → new id maps are kept while copying.
+PARENT_TABLES = frozenset(fk.parent for spec in RELATIONAL_TABLES for fk in spec.foreign_keys)

@@ -6,7 +6,6 @@ them directly on deliberately corrupted data to prove each one can fail.
 
 from __future__ import annotations
 
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -14,8 +13,8 @@ import psycopg
 from dagster import AssetCheckSeverity
 from psycopg import sql
 
-from tinybot_migration.ids import deterministic_uuid, expected_ids_for_group
-from tinybot_migration.table_copy import ColumnType, binary_types, column_types
+from tinybot_migration.ids import expected_ids_for_group, uuid5_text
+from tinybot_migration.table_copy import ColumnType, column_types, copy_lines
 from tinybot_migration.tables import TableSpec
 
 ROW_COUNT_PARITY = "row_count_parity"
@@ -114,38 +113,37 @@ def foreign_keys_remapped(
 def ids_match_seeds(new_conn: psycopg.Connection, spec: TableSpec) -> CheckOutcome:
     """Recompute every id from the new row's own columns.
 
-    A row whose id is uuid5(seed) is settled at once; the rest (suffixed collisions, or wrong ids)
-    are grouped by seed: a group of k rows must hold exactly the ids of seed, seed:2 … seed:k.
+    The server formats each seed (ids.py's SQL mirror of the seed) and Python runs uuid5. A row
+    whose id is uuid5(seed) is settled at once; the rest (suffixed collisions, or wrong ids) are
+    grouped by seed: a group of k rows must hold exactly the ids of seed, seed:2 … seed:k.
     """
-    assert spec.seed is not None
-    columns = ("id", *spec.seed_columns)
-    seed = spec.seed
-    base_holders: set[str] = set()
-    others: dict[str, list[uuid.UUID]] = defaultdict(list)
-    rows = 0
-    oids = binary_types(new_conn, spec.name, columns)
-    query = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT (FORMAT BINARY)").format(
-        sql.SQL(", ").join(sql.Identifier(c) for c in columns), sql.Identifier(spec.name)
+    assert spec.seed_sql is not None
+    seed = spec.seed_sql(*[sql.Identifier(c).as_string(new_conn) for c in spec.seed_columns])
+    query = sql.SQL("COPY (SELECT id, encode(convert_to({}, 'UTF8'), 'hex') FROM {}) TO STDOUT").format(
+        sql.SQL(seed), sql.Identifier(spec.name)
     )
+    base_holders: set[bytes] = set()
+    others: dict[bytes, list[str]] = defaultdict(list)
+    rows = 0
     with new_conn.cursor() as cur, cur.copy(query) as copy:
-        copy.set_types(oids)
-        for record in copy.rows():
+        for line in copy_lines(copy):
             rows += 1
-            row_seed = seed(*record[1:])
-            if record[0] == deterministic_uuid(row_seed):
-                base_holders.add(row_seed)
+            row_id, seed_hex = line.split(b"\t")
+            row_id = row_id.decode()
+            if row_id == uuid5_text(bytes.fromhex(seed_hex.decode())):
+                base_holders.add(seed_hex)
             else:
-                others[row_seed].append(record[0])
+                others[seed_hex].append(row_id)
     mismatched = 0
     suffixed = 0
     samples: list[str] = []
-    for row_seed, held in others.items():
-        size = len(held) + (1 if row_seed in base_holders else 0)
-        expected = expected_ids_for_group(row_seed, size)
+    for seed_hex, held in others.items():
+        size = len(held) + (1 if seed_hex in base_holders else 0)
+        expected = {str(i) for i in expected_ids_for_group(bytes.fromhex(seed_hex.decode()).decode(), size)}
         wrong = [i for i in held if i not in expected]
         suffixed += len(held) - len(wrong)
         mismatched += len(wrong)
-        samples.extend(f"id {i} does not follow from its seed" for i in wrong[: 3 - len(samples)])
+        samples.extend(f"id {i} does not follow from its seed" for i in wrong[: max(0, 3 - len(samples))])
     description = (
         f"{spec.name}: all {rows:,} ids follow from their seeds ({suffixed} with collision suffixes)"
         if not mismatched
