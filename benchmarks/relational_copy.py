@@ -70,7 +70,13 @@ def run_pipeline(old_url: str, new_url: str) -> dict:
         # A fresh IdMaps per table, as each asset has: parents' maps are rebuilt from the old DB.
         results = [copy_table(old, new, spec, IdMaps(old)) for spec in RELATIONAL_TABLES]
         copied = time.perf_counter()
-        outcomes = [o for spec in RELATIONAL_TABLES for o in run_table_checks(old, new, spec)]
+        outcomes = [
+            o
+            for spec in RELATIONAL_TABLES
+            for o in run_table_checks(
+                lambda: old_connection(old_url), lambda: psycopg.connect(new_url, autocommit=True), spec
+            )
+        ]
         checked = time.perf_counter()
         failed = [o.description for o in outcomes if not o.passed]
         if failed:

@@ -19,6 +19,7 @@ after the load, in the same transaction.
 from __future__ import annotations
 
 import time
+from binascii import unhexlify
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -220,7 +221,7 @@ class IdMaps:
             with self._old_conn.cursor() as cur, cur.copy(query, params) as copy:
                 for line in copy_lines(copy):
                     seed_hex, old_id = line.split(b"\t")
-                    mapping[old_id.decode()] = allocator.allocate_text(bytes.fromhex(seed_hex.decode()))
+                    mapping[old_id.decode()] = allocator.allocate_text(unhexlify(seed_hex))
             self._maps[table] = mapping
         return self._maps[table]
 
@@ -342,13 +343,13 @@ def copy_table(
             for line in copy_lines(source):
                 if keep_map:
                     seed_hex, old_id, rest = line.split(b"\t", 2)
-                    new_id = allocator.allocate_text(bytes.fromhex(seed_hex.decode()))
+                    new_id = allocator.allocate_text(unhexlify(seed_hex))
                     mapping[old_id.decode()] = new_id
                     line = b"%s\t%s" % (new_id.encode(), rest)
                 elif spec.has_id:
                     seed_hex, rest = line.split(b"\t", 1)
                     line = b"%s\t%s" % (
-                        allocator.allocate_text(bytes.fromhex(seed_hex.decode())).encode(),
+                        allocator.allocate_text(unhexlify(seed_hex)).encode(),
                         rest,
                     )
                 pending.append(line)

@@ -320,3 +320,42 @@ def test_bulk_load_rebuilds_every_constraint_and_index(migrated):
         "conversation_history_persona_id_fkey",
     } <= constraints
     assert {"idx_conversation_history_context", "idx_conversation_history_persona"} <= indexes
+
+
+def test_personalities_register_their_slugs_as_memory_partitions(old_db, tinybot_home):
+    from tinybot_migration.embedded_postgres import embedded_database_url
+    from tinybot_migration.partitions import personality_partitions
+
+    new_url = embedded_database_url("relational_new_partitions", tinybot_home)
+    with instance_for_test() as instance:
+        resources = {
+            "old_database": OldDatabaseResource(url=old_db),
+            "new_database": NewDatabaseResource(url=new_url),
+        }
+        selection = [a for a in relational_assets if a.key.path[-1] in ("system_prompts", "personalities")]
+        assert materialize(selection, resources=resources, instance=instance).success
+        slugs = instance.get_dynamic_partitions(personality_partitions.name)
+        assert len(slugs) == 67 and len(set(slugs)) == 67
+        assert materialize(selection, resources=resources, instance=instance).success
+        assert instance.get_dynamic_partitions(personality_partitions.name) == slugs  # nothing added twice
+
+
+def test_a_message_whose_persona_is_missing_is_rejected_and_reported(tinybot_home, tmp_path, admin_connect):
+    """An old DB without the foreign key (real data has such rows): the row is not silently lost."""
+    from tinybot_migration.embedded_postgres import embedded_database_url
+
+    old_url = embedded_database_url("relational_old_orphan", tinybot_home)
+    generate_demo_data(old_url, tmp_path / "export", scale=1, seed=3)
+    old_admin = admin_connect(old_url)
+    old_admin.execute("ALTER TABLE conversation_history DROP CONSTRAINT conversation_history_persona_id_fkey")
+    orphan = old_admin.execute(
+        "UPDATE conversation_history SET persona_id = gen_random_uuid()"
+        " WHERE id = (SELECT min(id::text)::uuid FROM conversation_history) RETURNING id"
+    ).fetchone()[0]
+    result = migrate(old_url, embedded_database_url("relational_new_orphan", tinybot_home))
+    assert not result.success  # the blocking parity check stops the run
+    metadata = metadata_of(result, "conversation_history")
+    assert metadata["rows_rejected_missing_parent"] == 1
+    assert str(orphan) in metadata["rejected_examples"]
+    failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
+    assert {"row_count_parity", "foreign_keys_remapped"} <= failed

@@ -85,9 +85,9 @@ def build_table_asset(spec: TableSpec, upstream: dict[str, AssetsDefinition]) ->
         context.log.info(f"{spec.name}: {old_database.display_url()} → {new_database.display_url()}")
         with old_database.connect() as old_conn, new_database.connect() as new_conn:
             result = copy_table(old_conn, new_conn, spec, IdMaps(old_conn), log=context.log.info)
-            outcomes = run_table_checks(old_conn, new_conn, spec)
             preview = markdown_preview(new_conn, spec)
             registered = register_personality_partitions(context, new_conn) if spec is PERSONALITIES else None
+        outcomes = run_table_checks(old_database.connect, new_database.connect, spec)
 
         new_rows = next(o.metadata["new_rows"] for o in outcomes if "new_rows" in o.metadata)
         metadata = {
