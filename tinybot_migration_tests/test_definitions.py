@@ -32,13 +32,8 @@ def test_every_table_is_an_asset_with_its_checks_in_the_migration_job():
     for spec in RELATIONAL_TABLES:
         key = AssetKey(spec.name)
         assert key in job.asset_layer.asset_graph.get_all_asset_keys()
-        checks = (
-            {c.name for c in graph.get_check_keys_for_assets([key])}
-            if hasattr(graph, "get_check_keys_for_assets")
-            else None
-        )
-        if checks is not None:
-            assert checks == set(checks_for(spec))
+        checks = {c.name for c in graph.asset_check_keys if c.asset_key == key}
+        assert checks == set(checks_for(spec))
         parents = {AssetKey(fk.parent) for fk in spec.foreign_keys}
         assert graph.get(key).parent_keys == parents
 
