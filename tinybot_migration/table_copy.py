@@ -108,6 +108,37 @@ def _mapping_alias(column: str) -> sql.Identifier:
     return sql.Identifier(f"map_{column}")
 
 
+@dataclass
+class ParentJoins:
+    """LEFT JOINs of the old table `t` to its parents' id maps (passed in as arrays)."""
+
+    joins: sql.Composable
+    params: list
+    # One condition per foreign key: NULL, or its parent is in the map.
+    parent_found: list[tuple[str, sql.Composable]]
+
+
+def _parent_joins(spec: TableSpec, maps: dict[str, dict[str, str]]) -> ParentJoins:
+    joins: list[sql.Composable] = []
+    params: list = []
+    found: list[tuple[str, sql.Composable]] = []
+    for fk in spec.foreign_keys:
+        alias, column = _mapping_alias(fk.column), sql.Identifier(fk.column)
+        joins.append(
+            sql.SQL(
+                " LEFT JOIN unnest(%s::uuid[], %s::uuid[]) AS {alias}(old_id, new_id) ON {alias}.old_id = t.{col}"
+            ).format(alias=alias, col=column)
+        )
+        params += [list(maps[fk.parent].keys()), list(maps[fk.parent].values())]
+        found.append(
+            (
+                fk.column,
+                sql.SQL("(t.{col} IS NULL OR {alias}.new_id IS NOT NULL)").format(col=column, alias=alias),
+            )
+        )
+    return ParentJoins(sql.Composed(joins), params, found)
+
+
 def old_rows_query(
     spec: TableSpec,
     maps: dict[str, dict[str, str]],
@@ -117,32 +148,16 @@ def old_rows_query(
     """COPY query over the old table giving [seed as UTF-8 hex, [old id,]] then the new-form columns
     of `types` (the id column, which Python fills in, excepted).
 
-    Rows whose non-NULL foreign key has no parent in the map are left out (and counted apart).
+    Rows whose non-NULL foreign key has no parent in the map are left out (`count_missing_parents`
+    counts them).
     """
-    t = sql.Identifier("t")
-    fks = {fk.column: fk for fk in spec.foreign_keys}
-    joins: list[sql.Composable] = []
-    filters: list[sql.Composable] = []
-    params: list = []
-    for fk in spec.foreign_keys:
-        alias = _mapping_alias(fk.column)
-        parent_map = maps[fk.parent]
-        joins.append(
-            sql.SQL(
-                " LEFT JOIN unnest(%s::uuid[], %s::uuid[]) AS {alias}(old_id, new_id) ON {alias}.old_id = t.{col}"
-            ).format(alias=alias, col=sql.Identifier(fk.column))
-        )
-        params += [list(parent_map.keys()), list(parent_map.values())]
-        filters.append(
-            sql.SQL("(t.{col} IS NULL OR {alias}.new_id IS NOT NULL)").format(
-                col=sql.Identifier(fk.column), alias=alias
-            )
-        )
+    parents = _parent_joins(spec, maps)
+    fk_columns = spec.foreign_key_columns
 
     def new_value(column: str) -> sql.Composable:
-        if column in fks:
+        if column in fk_columns:
             return sql.SQL("{}.new_id").format(_mapping_alias(column))
-        return sql.SQL("{}.{}").format(t, sql.Identifier(column))
+        return sql.SQL("t.{}").format(sql.Identifier(column))
 
     outputs: list[sql.Composable] = []
     if spec.has_id:
@@ -155,46 +170,55 @@ def old_rows_query(
             continue
         value = new_value(column.name)
         outputs.append(sql.SQL("{} AT TIME ZONE 'UTC'").format(value) if column.is_timestamp else value)
-    order = sql.SQL(", ").join(
-        sql.SQL("t.{}").format(sql.Identifier(c.strip())) for c in spec.order_by.split(",")
-    )
+    conditions = [condition for _, condition in parents.parent_found]
     query = sql.SQL(
         "COPY (SELECT {outputs} FROM {table} AS t{joins}{where} ORDER BY {order}) TO STDOUT"
     ).format(
         outputs=sql.SQL(", ").join(outputs),
         table=sql.Identifier(spec.name),
-        joins=sql.Composed(joins),
-        where=sql.SQL(" WHERE ") + sql.SQL(" AND ").join(filters) if filters else sql.SQL(""),
-        order=order,
+        joins=parents.joins,
+        where=sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL(""),
+        order=sql.SQL(", ").join(
+            sql.SQL("t.{}").format(sql.Identifier(c.strip())) for c in spec.order_by.split(",")
+        ),
     )
-    return query, params
+    return query, parents.params
 
 
 def count_missing_parents(
     old_conn: psycopg.Connection, spec: TableSpec, maps: dict[str, dict[str, str]], result: CopyResult
 ) -> None:
-    """Count (and sample) old rows left out because a foreign key points at no parent."""
-    for fk in spec.foreign_keys:
-        parent_ids = list(maps[fk.parent].keys())
-        rows = old_conn.execute(
-            sql.SQL(
-                "SELECT ({key})::text, t.{col}::text FROM {table} AS t"
-                " LEFT JOIN unnest(%s::uuid[]) AS parent(id) ON parent.id = t.{col}"
-                " WHERE t.{col} IS NOT NULL AND parent.id IS NULL"
-            ).format(
-                key=sql.SQL(" || ',' || ").join(
-                    sql.SQL("t.{}").format(sql.Identifier(c)) for c in spec.conflict_key
-                ),
-                col=sql.Identifier(fk.column),
-                table=sql.Identifier(spec.name),
+    """Count (and sample) the old rows left out because a foreign key points at no parent."""
+    if not spec.foreign_keys:
+        return
+    parents = _parent_joins(spec, maps)
+    problems = sql.SQL(", ").join(
+        sql.SQL("CASE WHEN NOT {found} THEN {text} || t.{col} || {parent} END").format(
+            found=found,
+            text=sql.Literal(f"{column} "),
+            col=sql.Identifier(column),
+            parent=sql.Literal(f" is not in {spec.foreign_keys[i].parent}"),
+        )
+        for i, (column, found) in enumerate(parents.parent_found)
+    )
+    rows = old_conn.execute(
+        sql.SQL(
+            "SELECT ({key})::text, concat_ws('; ', {problems}) FROM {table} AS t{joins} WHERE NOT ({all_found})"
+        ).format(
+            key=sql.SQL(" || ',' || ").join(
+                sql.SQL("t.{}").format(sql.Identifier(c)) for c in spec.conflict_key
             ),
-            (parent_ids,),
-        ).fetchall()
-        result.rows_rejected += len(rows)
-        for key, parent in rows[: MAX_REJECTION_SAMPLES - len(result.rejection_samples)]:
-            result.rejection_samples.append(
-                f"{spec.name} row {key}: {fk.column} {parent} is not in {fk.parent}"
-            )
+            problems=problems,
+            table=sql.Identifier(spec.name),
+            joins=parents.joins,
+            all_found=sql.SQL(" AND ").join(found for _, found in parents.parent_found),
+        ),
+        parents.params,
+    ).fetchall()
+    result.rows_rejected = len(rows)
+    result.rejection_samples = [
+        f"{spec.name} row {key}: {problem}" for key, problem in rows[:MAX_REJECTION_SAMPLES]
+    ]
 
 
 class IdMaps:
