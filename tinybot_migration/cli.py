@@ -129,6 +129,8 @@ def print_summary(report) -> None:
     console.print(table)
     for check in report.failed_checks:
         console.print(f"[red]FAILED[/] {check.asset}.{check.name}: {check.description}")
+    for note in report.notes:
+        console.print(f"note: {note}")
     if report.failure:
         console.print(f"[red]run failed[/]: {report.failure}")
     checks = report.checks

@@ -8,8 +8,9 @@ from dagster import AssetKey, build_asset_context
 
 from tinybot_migration.assets.relational import relational_assets
 from tinybot_migration.checks.relational import checks_for
-from tinybot_migration.definitions import UNPARTITIONED_MIGRATION_JOB, defs
+from tinybot_migration.definitions import defs
 from tinybot_migration.demo_data import generate_demo_data
+from tinybot_migration.jobs import UNPARTITIONED_MIGRATION_JOB
 from tinybot_migration.resources import NewDatabaseResource, OldDatabaseResource
 from tinybot_migration.tables import RELATIONAL_TABLES
 
