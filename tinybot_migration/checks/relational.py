@@ -31,7 +31,8 @@ CHECK_DESCRIPTIONS = {
     FOREIGN_KEYS_REMAPPED: "Every foreign key was remapped: as many non-NULL references as in the old "
     "table, and none pointing at a missing parent.",
     IDS_MATCH_SEEDS: "Every id equals uuid5 of its seed (with :n suffixes for colliding natural keys).",
-    CONTENT_CHECKSUM_MATCHES: "A checksum of the non-id columns is equal in the old and new table.",
+    CONTENT_CHECKSUM_MATCHES: "A checksum of the content columns (all but ids and foreign keys, which the"
+    " other checks cover) is equal in the old and new table.",
 }
 
 
