@@ -48,6 +48,7 @@ def fresh_database(name: str, home: Path) -> str:
 def old_connection(url: str) -> psycopg.Connection:
     conn = psycopg.connect(url, autocommit=True, options="-c default_transaction_read_only=on")
     conn.read_only = True
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # as OldDatabaseResource opens it
     return conn
 
 

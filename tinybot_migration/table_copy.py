@@ -326,80 +326,85 @@ def copy_table(
     started = time.perf_counter()
     result = CopyResult(spec.name)
     new_types = column_types(new_conn, spec.name, spec.columns)
-    maps = id_maps.for_parents_of(spec)
-    count_missing_parents(old_conn, spec, maps, result)
     keep_map = spec.name in PARENT_TABLES
-    query, params = old_rows_query(spec, maps, new_types, with_old_id=keep_map)
     table = sql.Identifier(spec.name)
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in spec.columns)
     mapping: dict[str, str] = {}
     allocator = SeedAllocator()
 
-    with new_conn.transaction(), old_conn.transaction():
-        for statement in TEXT_FORMAT_SETTINGS:
-            old_conn.execute(statement)
-            new_conn.execute(statement)
-        # Sorting a large table into collision order wants more than the default 4 MB.
-        old_conn.execute("SET LOCAL work_mem = '256MB'")
-        new_conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
-        # No other writer may slip in between the emptiness test and the load.
-        new_conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(table))
-        bulk = new_conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(table)).fetchone()[0]
-        if bulk:
-            rebuild = prepare_bulk_load(new_conn, spec.name)
-            destination = table
-        else:
-            destination = sql.Identifier(f"stage_{spec.name}")
-            new_conn.execute(
-                sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
-                    destination, columns, table
-                )
-            )
-        next_report = PROGRESS_EVERY_ROWS
-        with (
-            old_conn.cursor() as old_cur,
-            old_cur.copy(query, params) as source,
-            new_conn.cursor() as new_cur,
-            new_cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(destination, columns)) as target,
-        ):
-            pending: list[bytes] = []
-            pending_bytes = 0
-            for line in copy_lines(source):
-                if keep_map:
-                    seed_hex, old_id, rest = line.split(b"\t", 2)
-                    new_id = allocator.allocate_text(unhexlify(seed_hex))
-                    mapping[old_id.decode()] = new_id
-                    line = b"%s\t%s" % (new_id.encode(), rest)
-                elif spec.has_id:
-                    seed_hex, rest = line.split(b"\t", 1)
-                    line = b"%s\t%s" % (
-                        allocator.allocate_text(unhexlify(seed_hex)).encode(),
-                        rest,
+    # One old-DB transaction (REPEATABLE READ, as the resource opens it) for the parents' maps,
+    # the rejected-row count and the rows: all three see the same snapshot.
+    with old_conn.transaction():
+        maps = id_maps.for_parents_of(spec)
+        count_missing_parents(old_conn, spec, maps, result)
+        query, params = old_rows_query(spec, maps, new_types, with_old_id=keep_map)
+        with new_conn.transaction():
+            for statement in TEXT_FORMAT_SETTINGS:
+                old_conn.execute(statement)
+                new_conn.execute(statement)
+            # Sorting a large table into collision order wants more than the default 4 MB.
+            old_conn.execute("SET LOCAL work_mem = '256MB'")
+            new_conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
+            # No other writer may slip in between the emptiness test and the load.
+            new_conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(table))
+            bulk = new_conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(table)).fetchone()[
+                0
+            ]
+            if bulk:
+                rebuild = prepare_bulk_load(new_conn, spec.name)
+                destination = table
+            else:
+                destination = sql.Identifier(f"stage_{spec.name}")
+                new_conn.execute(
+                    sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+                        destination, columns, table
                     )
-                pending.append(line)
-                pending_bytes += len(line)
-                if pending_bytes >= WRITE_BUFFER_BYTES:
+                )
+            next_report = PROGRESS_EVERY_ROWS
+            with (
+                old_conn.cursor() as old_cur,
+                old_cur.copy(query, params) as source,
+                new_conn.cursor() as new_cur,
+                new_cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(destination, columns)) as target,
+            ):
+                pending: list[bytes] = []
+                pending_bytes = 0
+                for line in copy_lines(source):
+                    if keep_map:
+                        seed_hex, old_id, rest = line.split(b"\t", 2)
+                        new_id = allocator.allocate_text(unhexlify(seed_hex))
+                        mapping[old_id.decode()] = new_id
+                        line = b"%s\t%s" % (new_id.encode(), rest)
+                    elif spec.has_id:
+                        seed_hex, rest = line.split(b"\t", 1)
+                        line = b"%s\t%s" % (
+                            allocator.allocate_text(unhexlify(seed_hex)).encode(),
+                            rest,
+                        )
+                    pending.append(line)
+                    pending_bytes += len(line)
+                    if pending_bytes >= WRITE_BUFFER_BYTES:
+                        pending.append(b"")
+                        target.write(b"\n".join(pending))
+                        pending, pending_bytes = [], 0
+                    result.rows_read += 1
+                    if log is not None and result.rows_read >= next_report:
+                        rate = result.rows_read / (time.perf_counter() - started)
+                        log(f"{spec.name}: {result.rows_read:,} rows streamed ({rate:,.0f} rows/s)")
+                        next_report += PROGRESS_EVERY_ROWS
+                if pending:
                     pending.append(b"")
                     target.write(b"\n".join(pending))
-                    pending, pending_bytes = [], 0
-                result.rows_read += 1
-                if log is not None and result.rows_read >= next_report:
-                    rate = result.rows_read / (time.perf_counter() - started)
-                    log(f"{spec.name}: {result.rows_read:,} rows streamed ({rate:,.0f} rows/s)")
-                    next_report += PROGRESS_EVERY_ROWS
-            if pending:
-                pending.append(b"")
-                target.write(b"\n".join(pending))
-        staged = result.rows_read
-        result.rows_read += result.rows_rejected
+            staged = result.rows_read
+            result.rows_read += result.rows_rejected
 
-        if bulk:
-            result.rows_inserted = staged
-            for statement in rebuild:
-                new_conn.execute(statement)
-            result.rebuilt_constraints = len(rebuild)
-        else:
-            result.rows_inserted, result.rows_updated = new_conn.execute(_upsert(spec)).fetchone()
+            if bulk:
+                result.rows_inserted = staged
+                for statement in rebuild:
+                    new_conn.execute(statement)
+                result.rebuilt_constraints = len(rebuild)
+            else:
+                result.rows_inserted, result.rows_updated = new_conn.execute(_upsert(spec)).fetchone()
 
     if result.rows_written:
         new_conn.execute(sql.SQL("ANALYZE {}").format(table))

@@ -30,6 +30,8 @@ class OldDatabaseResource(PostgresDatabaseResource):
             options="-c default_transaction_read_only=on",
         )
         conn.read_only = True
+        # A multi-statement read (id maps, then rows) sees one consistent snapshot.
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         try:
             yield conn
         finally:
