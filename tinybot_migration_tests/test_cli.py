@@ -85,3 +85,17 @@ def test_demo_from_scratch_prints_every_check_passing(tmp_path):
     assert "all checks passed: 39/39" in result.stdout
     assert "conversation_history" in result.stdout and "4,364" in result.stdout
     assert (home / "shapes_export" / "uuid-mappings.json").exists()
+
+
+def test_dagster_asset_materialize_select_all(cli_databases, tinybot_home, tmp_path):
+    """The issue's other entry point: plain Dagster, default executor, a temporary instance."""
+    old_url, _ = cli_databases
+    new_url = embedded_database_url("cli_new_dagster", tinybot_home)
+    env = cli_env(tinybot_home, OLD_DATABASE_URL=old_url, DATABASE_URL=new_url)
+    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "tinybot_migration.definitions"]
+    result = subprocess.run(
+        [*command, "--select", "*"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with psycopg.connect(new_url) as conn:
+        assert conn.execute("SELECT count(*) FROM conversation_history").fetchone()[0] == 4_364
