@@ -9,13 +9,18 @@ from dagster import AssetsDefinition, Definitions, EnvVar
 import tinybot_migration  # noqa: F401  (warning filters before any decorator runs)
 from tinybot_migration.assets.relational import relational_assets
 from tinybot_migration.jobs import build_migration_jobs
-from tinybot_migration.resources import NewDatabaseResource, OldDatabaseResource
+from tinybot_migration.resources import EmbeddingProviderResource, NewDatabaseResource, OldDatabaseResource
 
 
-def _url_from_env(name: str) -> EnvVar | None:
-    """Bind the URL to its environment variable when one is set (resolved only at run time);
-    otherwise the resource falls back to the embedded server."""
+def _from_env(name: str) -> EnvVar | None:
+    """Bind a setting to its environment variable when one is set (its value is read only at run
+    time, and never shown); otherwise the resource's default applies (embedded server, offline
+    embedder, default model)."""
     return EnvVar(name) if os.environ.get(name) else None
+
+
+def _settings_from_env(**names: str) -> dict:
+    return {field: env for field, name in names.items() if (env := _from_env(name)) is not None}
 
 
 ALL_ASSETS: list[AssetsDefinition] = [*relational_assets]
@@ -24,7 +29,15 @@ defs = Definitions(
     assets=ALL_ASSETS,
     jobs=build_migration_jobs(ALL_ASSETS),
     resources={
-        "old_database": OldDatabaseResource(url=_url_from_env("OLD_DATABASE_URL")),
-        "new_database": NewDatabaseResource(url=_url_from_env("DATABASE_URL")),
+        "old_database": OldDatabaseResource(url=_from_env("OLD_DATABASE_URL")),
+        "new_database": NewDatabaseResource(url=_from_env("DATABASE_URL")),
+        "embedding_provider": EmbeddingProviderResource(
+            **_settings_from_env(
+                provider="EMBEDDING_PROVIDER",
+                model="EMBEDDING_MODEL",
+                api_key="OPENAI_API_KEY",
+                base_url="OPENAI_BASE_URL",
+            )
+        ),
     },
 )

@@ -17,6 +17,10 @@ ENVIRONMENT_VARIABLES = {
     "DAGSTER_STORAGE_URL": "Dagster's own run storage (default: embedded database dagster)",
     "SHAPES_EXPORT_DIR": "shapes.inc export folder (default: $TINYBOT_HOME/shapes_export)",
     "DAGSTER_HOME": "Dagster instance folder (default: $TINYBOT_HOME/dagster, set by the CLI)",
+    "EMBEDDING_PROVIDER": "auto | openai | hash (default auto: openai when OPENAI_API_KEY is set)",
+    "EMBEDDING_MODEL": "embedding model (default text-embedding-3-small, 1536 dimensions)",
+    "OPENAI_API_KEY": "OpenAI key; never logged",
+    "OPENAI_BASE_URL": "any OpenAI-compatible server (default: OpenAI's)",
 }
 
 OLD_DATABASE_NAME = "tinybot_old"

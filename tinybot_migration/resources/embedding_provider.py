@@ -1,0 +1,203 @@
+"""The embedding provider: OpenAI (or any OpenAI-compatible server) or the offline hash embedder.
+
+`embed(texts)` packs the texts into requests (`embedding_batches`), keeps several in flight,
+retries 429/5xx/timeouts with exponential backoff and jitter that honours `Retry-After`, and checks
+every vector's length before returning anything, so a wrong model never reaches the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import openai
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from tinybot_migration.embedding_batches import (
+    MAX_INPUTS_PER_REQUEST,
+    MAX_TOKENS_PER_REQUEST,
+    Batch,
+    estimate_tokens,
+    plan_batches,
+    truncate_for_embedding,
+)
+from tinybot_migration.hash_embedding import hash_embedding
+
+DEFAULT_MODEL = "text-embedding-3-small"
+DIMENSIONS = 1536
+USD_PER_MILLION_TOKENS = {"text-embedding-3-small": 0.02, "text-embedding-3-large": 0.13}
+RETRYABLE_STATUS = {408, 409, 429}  # and every 5xx
+
+Log = Callable[[str], None]
+
+
+class EmbeddingProviderError(RuntimeError):
+    """The provider failed for good on a batch (retries exhausted, or a non-retryable answer)."""
+
+
+class EmbeddingDimensionError(EmbeddingProviderError):
+    """The provider's vectors do not have the configured dimensions: nothing may be written."""
+
+
+@dataclass
+class EmbeddingResult:
+    vectors: np.ndarray  # float32, one row per input text, in input order
+    model: str
+    provider: str
+    requests: int = 0
+    retries: int = 0
+    tokens: int = 0  # as billed by the provider (estimated for the offline provider)
+    truncated: int = 0  # inputs cut to fit the per-input token limit (their full text is kept)
+    seconds: float = 0.0
+    batch_sizes: list[int] = field(default_factory=list)
+
+    @property
+    def estimated_cost_usd(self) -> float:
+        if self.provider != "openai":
+            return 0.0
+        return self.tokens / 1_000_000 * USD_PER_MILLION_TOKENS.get(self.model, 0.0)
+
+
+class EmbeddingProviderResource(ConfigurableResource):
+    """Embeddings for memories.
+
+    `provider`: "openai" (the official client; `base_url` for any OpenAI-compatible server),
+    "hash" (offline and deterministic), or "auto": openai when an API key is set, else hash.
+    """
+
+    provider: str = Field(default="auto", description="auto | openai | hash (env EMBEDDING_PROVIDER)")
+    model: str = Field(default=DEFAULT_MODEL, description="env EMBEDDING_MODEL")
+    dimensions: int = Field(default=DIMENSIONS)
+    api_key: str | None = Field(default=None, description="env OPENAI_API_KEY")
+    base_url: str | None = Field(default=None, description="env OPENAI_BASE_URL")
+    max_inputs_per_request: int = Field(default=MAX_INPUTS_PER_REQUEST)
+    max_tokens_per_request: int = Field(default=MAX_TOKENS_PER_REQUEST)
+    max_concurrent_requests: int = Field(default=4)
+    max_retries: int = Field(default=6, description="retries per batch after the first attempt")
+    initial_backoff_seconds: float = Field(default=1.0)
+    max_backoff_seconds: float = Field(default=60.0)
+    request_timeout_seconds: float = Field(default=60.0)
+
+    def effective_provider(self) -> str:
+        choice = (self.provider or "auto").lower()
+        if choice == "auto":
+            return "openai" if self.api_key else "hash"
+        if choice not in ("openai", "hash"):
+            raise ValueError(f"EMBEDDING_PROVIDER must be auto, openai or hash, not {self.provider!r}")
+        if choice == "openai" and not self.api_key:
+            raise ValueError("EMBEDDING_PROVIDER=openai needs OPENAI_API_KEY")
+        return choice
+
+    def embed(self, texts: Sequence[str], log: Log | None = None) -> EmbeddingResult:
+        """Vectors for `texts`, in order. Raises before returning anything if any vector is wrong."""
+        started = time.perf_counter()
+        prepared, truncated = [], 0
+        for text in texts:
+            cut, was_cut = truncate_for_embedding(text)
+            prepared.append(cut)
+            truncated += was_cut
+        provider = self.effective_provider()
+        if provider == "hash":
+            vectors = np.stack([hash_embedding(t, self.dimensions) for t in prepared]) if prepared else None
+            result = EmbeddingResult(
+                vectors if vectors is not None else np.zeros((0, self.dimensions), np.float32),
+                model=f"hash-{self.dimensions}",
+                provider="hash",
+                tokens=sum(estimate_tokens(t) for t in prepared),
+            )
+        else:
+            result = asyncio.run(self._embed_openai(prepared, log))
+        result.truncated = truncated
+        result.seconds = time.perf_counter() - started
+        return result
+
+    async def _embed_openai(self, texts: list[str], log: Log | None) -> EmbeddingResult:
+        batches = plan_batches(texts, self.max_inputs_per_request, self.max_tokens_per_request)
+        result = EmbeddingResult(
+            np.zeros((len(texts), self.dimensions), np.float32),
+            model=self.model,
+            provider="openai",
+            batch_sizes=[len(b) for b in batches],
+        )
+        gate = asyncio.Semaphore(max(1, self.max_concurrent_requests))
+        # Retries are ours (with Retry-After and a clear final error), not the client's.
+        async with openai.AsyncOpenAI(
+            api_key=self.api_key, base_url=self.base_url, max_retries=0, timeout=self.request_timeout_seconds
+        ) as client:
+            await asyncio.gather(
+                *(self._embed_batch(client, gate, texts, b, len(batches), result, log) for b in batches)
+            )
+        return result
+
+    async def _embed_batch(
+        self,
+        client: openai.AsyncOpenAI,
+        gate: asyncio.Semaphore,
+        texts: list[str],
+        batch: Batch,
+        total_batches: int,
+        result: EmbeddingResult,
+        log: Log | None,
+    ) -> None:
+        where = f"batch {batch.index + 1}/{total_batches} (texts {batch.start}–{batch.stop - 1})"
+        extra = {"dimensions": self.dimensions} if self.model.startswith("text-embedding-3") else {}
+        attempt = 0
+        while True:
+            try:
+                async with gate:
+                    result.requests += 1
+                    response = await client.embeddings.create(
+                        model=self.model, input=texts[batch.start : batch.stop], **extra
+                    )
+                break
+            except (openai.APIStatusError, openai.APITimeoutError, openai.APIConnectionError) as exc:
+                status = getattr(exc, "status_code", None)
+                retryable = status is None or status in RETRYABLE_STATUS or status >= 500
+                reason = f"HTTP {status}" if status is not None else type(exc).__name__
+                if not retryable or attempt >= self.max_retries:
+                    detail = "" if retryable or status in (401, 403) else f" ({self._scrubbed(exc)})"
+                    raise EmbeddingProviderError(
+                        f"embedding {where} with {self.model} failed after {attempt + 1} attempt(s): {reason}{detail}"
+                    ) from None
+                delay = self._backoff(attempt, exc)
+                result.retries += 1
+                if log is not None:
+                    log(
+                        f"embedding {where}: {reason}, retry {attempt + 1}/{self.max_retries} in {delay:.1f}s"
+                    )
+                await asyncio.sleep(delay)
+                attempt += 1
+        vectors = [item.embedding for item in sorted(response.data, key=lambda item: item.index)]
+        if len(vectors) != len(batch):
+            raise EmbeddingProviderError(f"embedding {where}: {len(vectors)} vectors for {len(batch)} inputs")
+        wrong = next((len(v) for v in vectors if len(v) != self.dimensions), None)
+        if wrong is not None:
+            raise EmbeddingDimensionError(
+                f"embedding {where}: {self.model} returned {wrong}-dimensional vectors, expected {self.dimensions}"
+            )
+        result.vectors[batch.start : batch.stop] = np.asarray(vectors, dtype=np.float32)
+        usage = getattr(response, "usage", None)
+        result.tokens += (usage.total_tokens if usage else None) or sum(
+            estimate_tokens(t) for t in texts[batch.start : batch.stop]
+        )
+
+    def _scrubbed(self, exc: Exception) -> str:
+        """The provider's message, short, with the API key masked wherever it appears."""
+        text = str(getattr(exc, "message", "") or exc)[:200]
+        return text.replace(self.api_key, "***") if self.api_key else text
+
+    def _backoff(self, attempt: int, exc: Exception) -> float:
+        response = getattr(exc, "response", None)
+        retry_after = response.headers.get("retry-after") if response is not None else None
+        if retry_after:
+            try:
+                return min(self.max_backoff_seconds, max(0.0, float(retry_after)))
+            except ValueError:
+                pass  # an HTTP date: fall back to our own backoff
+        base = min(self.max_backoff_seconds, self.initial_backoff_seconds * 2**attempt)
+        return base * random.uniform(0.5, 1.0)  # jitter spreads simultaneous retries

@@ -1,0 +1,98 @@
+"""A local OpenAI-compatible embeddings server for tests and benchmarks (real HTTP, real client).
+
+It answers `POST /v1/embeddings` with the offline hash embedding of each input (as floats or
+base64, whichever the client asks for), reports usage, and can be told to fail: a queue of
+scripted answers (429 with Retry-After, 500, …), a permanent failure, a wrong dimension, latency.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+
+from tinybot_migration.embedding_batches import estimate_tokens
+from tinybot_migration.hash_embedding import hash_embedding
+
+
+class OpenAITestServer:
+    def __init__(self, dimensions: int = 1536, latency_seconds: float = 0.0) -> None:
+        self.dimensions = dimensions
+        self.latency_seconds = latency_seconds
+        self.scripted: list[tuple[int, dict[str, str], str]] = []  # (status, headers, body) for next calls
+        self.fail_always: int | None = None  # status to answer every request with
+        self.requests: list[list[str]] = []  # inputs of every embeddings request, in arrival order
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def __enter__(self) -> OpenAITestServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def script(self, status: int, headers: dict[str, str] | None = None, times: int = 1) -> None:
+        body = json.dumps({"error": {"message": f"scripted {status}", "type": "test"}})
+        self.scripted.extend([(status, headers or {}, body)] * times)
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # keep test output quiet
+                pass
+
+            def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:
+                payload = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                inputs = payload["input"] if isinstance(payload["input"], list) else [payload["input"]]
+                with server._lock:
+                    server.requests.append(list(inputs))
+                    scripted = server.scripted.pop(0) if server.scripted else None
+                if server.latency_seconds:
+                    time.sleep(server.latency_seconds)
+                if scripted is not None:
+                    status, headers, body = scripted
+                    return self._send(status, body.encode(), headers)
+                if server.fail_always is not None:
+                    body = json.dumps({"error": {"message": "failing for good", "type": "test"}})
+                    return self._send(server.fail_always, body.encode())
+                data = []
+                for index, text in enumerate(inputs):
+                    vector = hash_embedding(text, server.dimensions).astype(np.float32)
+                    if payload.get("encoding_format") == "base64":
+                        encoded = base64.b64encode(vector.tobytes()).decode()
+                    else:
+                        encoded = vector.tolist()
+                    data.append({"object": "embedding", "index": index, "embedding": encoded})
+                tokens = sum(estimate_tokens(t) for t in inputs)
+                body = {
+                    "object": "list",
+                    "data": data,
+                    "model": payload.get("model"),
+                    "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                }
+                self._send(200, json.dumps(body).encode())
+
+        return Handler
