@@ -11,7 +11,7 @@ from __future__ import annotations
 import psycopg
 
 # Bump when NEW_SCHEMA_SQL changes; recorded in the new DB's `schema_version` table.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: embedding_cache
 
 # Serialises concurrent schema application (webserver, run workers, tests) on one server.
 _SCHEMA_LOCK_KEY = 0x7469_6E79  # "tiny"
@@ -309,6 +309,15 @@ CREATE TABLE IF NOT EXISTS memories (
     created_at timestamptz NOT NULL,
     legacy_shapes_user_id uuid,
     source_system text NOT NULL DEFAULT 'tinybot' CHECK (source_system IN ('tinybot', 'shapes-inc'))
+);
+-- Every text ever embedded, by (model, dimensions, h(text)): no text is paid for twice.
+CREATE TABLE IF NOT EXISTS embedding_cache (
+    model text NOT NULL,
+    dimensions integer NOT NULL,
+    text_hash char(32) NOT NULL,
+    embedding vector NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (model, dimensions, text_hash)
 );
 CREATE TABLE IF NOT EXISTS shapes_persona_mappings (
     id uuid PRIMARY KEY,

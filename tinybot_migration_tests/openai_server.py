@@ -25,6 +25,7 @@ class OpenAITestServer:
         self.latency_seconds = latency_seconds
         self.scripted: list[tuple[int, dict[str, str], str]] = []  # (status, headers, body) for next calls
         self.fail_always: int | None = None  # status to answer every request with
+        self.fail_after: int | None = None  # answer this many requests, then 500 for good
         self.requests: list[list[str]] = []  # inputs of every embeddings request, in arrival order
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -70,14 +71,15 @@ class OpenAITestServer:
                 with server._lock:
                     server.requests.append(list(inputs))
                     scripted = server.scripted.pop(0) if server.scripted else None
+                    exhausted = server.fail_after is not None and len(server.requests) > server.fail_after
                 if server.latency_seconds:
                     time.sleep(server.latency_seconds)
                 if scripted is not None:
                     status, headers, body = scripted
                     return self._send(status, body.encode(), headers)
-                if server.fail_always is not None:
+                if server.fail_always is not None or exhausted:
                     body = json.dumps({"error": {"message": "failing for good", "type": "test"}})
-                    return self._send(server.fail_always, body.encode())
+                    return self._send(server.fail_always or 500, body.encode())
                 data = []
                 for index, text in enumerate(inputs):
                     vector = hash_embedding(text, server.dimensions).astype(np.float32)

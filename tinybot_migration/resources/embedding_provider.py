@@ -37,7 +37,13 @@ Log = Callable[[str], None]
 
 
 class EmbeddingProviderError(RuntimeError):
-    """The provider failed for good on a batch (retries exhausted, or a non-retryable answer)."""
+    """The provider failed for good on a batch (retries exhausted, or a non-retryable answer).
+
+    `partial` holds what the other batches returned (`completed` marks those rows), so a caller
+    can keep what was paid for before re-raising.
+    """
+
+    partial: EmbeddingResult | None = None
 
 
 class EmbeddingDimensionError(EmbeddingProviderError):
@@ -55,6 +61,7 @@ class EmbeddingResult:
     truncated: int = 0  # inputs cut to fit the per-input token limit (their full text is kept)
     seconds: float = 0.0
     batch_sizes: list[int] = field(default_factory=list)
+    completed: np.ndarray | None = None  # bool per input: its vector is real (all True on success)
 
     @property
     def estimated_cost_usd(self) -> float:
@@ -109,6 +116,7 @@ class EmbeddingProviderResource(ConfigurableResource):
                 model=f"hash-{self.dimensions}",
                 provider="hash",
                 tokens=sum(estimate_tokens(t) for t in prepared),
+                completed=np.ones(len(prepared), dtype=bool),
             )
         else:
             result = asyncio.run(self._embed_openai(prepared, log))
@@ -123,15 +131,24 @@ class EmbeddingProviderResource(ConfigurableResource):
             model=self.model,
             provider="openai",
             batch_sizes=[len(b) for b in batches],
+            completed=np.zeros(len(texts), dtype=bool),
         )
         gate = asyncio.Semaphore(max(1, self.max_concurrent_requests))
         # Retries are ours (with Retry-After and a clear final error), not the client's.
         async with openai.AsyncOpenAI(
             api_key=self.api_key, base_url=self.base_url, max_retries=0, timeout=self.request_timeout_seconds
         ) as client:
-            await asyncio.gather(
-                *(self._embed_batch(client, gate, texts, b, len(batches), result, log) for b in batches)
+            outcomes = await asyncio.gather(
+                *(self._embed_batch(client, gate, texts, b, len(batches), result, log) for b in batches),
+                return_exceptions=True,
             )
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            # A dimension error first: it means the model is wrong, not that the network was.
+            error = next((f for f in failures if isinstance(f, EmbeddingDimensionError)), failures[0])
+            if isinstance(error, EmbeddingProviderError) and not isinstance(error, EmbeddingDimensionError):
+                error.partial = result  # what the other batches returned may be kept
+            raise error
         return result
 
     async def _embed_batch(
@@ -181,6 +198,7 @@ class EmbeddingProviderResource(ConfigurableResource):
                 f"embedding {where}: {self.model} returned {wrong}-dimensional vectors, expected {self.dimensions}"
             )
         result.vectors[batch.start : batch.stop] = np.asarray(vectors, dtype=np.float32)
+        result.completed[batch.start : batch.stop] = True
         usage = getattr(response, "usage", None)
         result.tokens += (usage.total_tokens if usage else None) or sum(
             estimate_tokens(t) for t in texts[batch.start : batch.stop]
