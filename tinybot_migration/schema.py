@@ -142,27 +142,6 @@ CREATE INDEX IF NOT EXISTS idx_conversation_history_context
     ON conversation_history (channel_id, personality_id, created_at DESC);
 """
 
-# Secondary indexes of the new DB that a bulk load into an empty table builds afterwards.
-NEW_SECONDARY_INDEXES: dict[str, dict[str, str]] = {
-    "conversation_history": {
-        "idx_conversation_history_context": "CREATE INDEX IF NOT EXISTS idx_conversation_history_context"
-        " ON conversation_history (channel_id, personality_id, created_at DESC)",
-        "idx_conversation_history_persona": "CREATE INDEX IF NOT EXISTS idx_conversation_history_persona"
-        " ON conversation_history (persona_id)",
-    },
-    "memories": {
-        "idx_memories_persona_id": "CREATE INDEX IF NOT EXISTS idx_memories_persona_id ON memories (persona_id)",
-        "idx_memories_personality_id": "CREATE INDEX IF NOT EXISTS idx_memories_personality_id"
-        " ON memories (personality_id)",
-        "idx_memories_created_at": "CREATE INDEX IF NOT EXISTS idx_memories_created_at"
-        " ON memories (created_at DESC)",
-        "idx_memories_legacy_shapes_user_id": "CREATE INDEX IF NOT EXISTS idx_memories_legacy_shapes_user_id"
-        " ON memories (legacy_shapes_user_id)",
-        "idx_memories_source_system": "CREATE INDEX IF NOT EXISTS idx_memories_source_system"
-        " ON memories (source_system)",
-    },
-}
-
 NEW_SCHEMA_SQL = """
 CREATE EXTENSION IF NOT EXISTS vector;
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -290,6 +269,9 @@ CREATE TABLE IF NOT EXISTS conversation_history (
     content text NOT NULL,
     created_at timestamptz NOT NULL
 );
+CREATE INDEX IF NOT EXISTS idx_conversation_history_context
+    ON conversation_history (channel_id, personality_id, created_at DESC);
+CREATE INDEX IF NOT EXISTS idx_conversation_history_persona ON conversation_history (persona_id);
 CREATE TABLE IF NOT EXISTS memories (
     id uuid PRIMARY KEY,
     persona_id uuid REFERENCES personas(id),
@@ -319,6 +301,11 @@ CREATE TABLE IF NOT EXISTS embedding_cache (
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (model, dimensions, text_hash)
 );
+CREATE INDEX IF NOT EXISTS idx_memories_persona_id ON memories (persona_id);
+CREATE INDEX IF NOT EXISTS idx_memories_personality_id ON memories (personality_id);
+CREATE INDEX IF NOT EXISTS idx_memories_created_at ON memories (created_at DESC);
+CREATE INDEX IF NOT EXISTS idx_memories_legacy_shapes_user_id ON memories (legacy_shapes_user_id);
+CREATE INDEX IF NOT EXISTS idx_memories_source_system ON memories (source_system);
 CREATE TABLE IF NOT EXISTS shapes_persona_mappings (
     id uuid PRIMARY KEY,
     shapes_user_id uuid NOT NULL UNIQUE,
@@ -353,9 +340,6 @@ def apply_new_schema(conn: psycopg.Connection) -> int:
         if recorded == SCHEMA_VERSION:
             return recorded
         conn.execute(NEW_SCHEMA_SQL)
-        for statements in NEW_SECONDARY_INDEXES.values():
-            for statement in statements.values():
-                conn.execute(statement)
         conn.execute(
             "INSERT INTO schema_version (version) VALUES (%s) ON CONFLICT DO NOTHING",
             (SCHEMA_VERSION,),
