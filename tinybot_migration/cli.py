@@ -120,13 +120,16 @@ def print_summary(report) -> None:
             f"{parity.metadata['old_rows']:,}" if parity else "-",
             f"{parity.metadata['new_rows']:,}"
             if parity
-            else f"{asset.metadata.get('dagster/row_count', '-')}",
-            f"{asset.metadata.get('rows_written', '-'):,}" if "rows_written" in asset.metadata else "-",
+            else _number(asset.metadata.get("dagster/row_count")),
+            _written(asset.metadata),
             f"{asset.metadata.get('id_collisions_resolved', '-')}",
             checks,
             f"{asset.metadata.get('seconds', 0):.2f}",
         )
     console.print(table)
+    for name, asset in report.assets.items():
+        if "memories_written" in asset.metadata:
+            console.print(_memory_line(name, asset.metadata))
     for check in report.failed_checks:
         console.print(f"[red]FAILED[/] {check.asset}.{check.name}: {check.description}")
     for note in report.notes:
@@ -139,6 +142,30 @@ def print_summary(report) -> None:
         f"{verdict}: {sum(c.passed for c in checks)}/{len(checks)} checks, "
         f"total {report.seconds:.1f}s, runs {', '.join(report.run_ids)}"
     )
+
+
+def _number(value) -> str:
+    return f"{value:,}" if isinstance(value, int) else "-"
+
+
+def _written(metadata: dict) -> str:
+    for key in ("rows_written", "memories_written"):
+        if key in metadata:
+            return f"{metadata[key]:,}"
+    return "-"
+
+
+def _memory_line(name: str, m: dict) -> str:
+    cost = f", estimated ${m['estimated_cost_usd']:.4f}" if m.get("estimated_cost_usd") else ""
+    line = (
+        f"{name}: {m.get('dagster/row_count', 0):,} memories ({m['memories_written']:,} written, "
+        f"{m.get('memories_already_present', 0):,} already present) from {m.get('exchanges', 0):,} "
+        f"exchanges; embeddings: {m.get('cache_hits', 0):,} cache hits, {m.get('provider_inputs', 0):,} "
+        f"texts embedded in {m.get('provider_requests', 0):,} requests, {m.get('tokens', 0):,} tokens{cost}"
+    )
+    if m.get("exchanges_rejected"):
+        line += f"; [red]{m['exchanges_rejected']:,} exchanges rejected by the provider[/]"
+    return line
 
 
 def build_parser() -> argparse.ArgumentParser:

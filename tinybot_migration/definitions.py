@@ -7,7 +7,9 @@ import os
 from dagster import AssetsDefinition, Definitions, EnvVar
 
 import tinybot_migration  # noqa: F401  (warning filters before any decorator runs)
+from tinybot_migration.assets.memories import memory_assets
 from tinybot_migration.assets.relational import relational_assets
+from tinybot_migration.automation import incremental_memory_rebuild_job, memory_rebuild_sensor
 from tinybot_migration.jobs import build_migration_jobs
 from tinybot_migration.resources import EmbeddingProviderResource, NewDatabaseResource, OldDatabaseResource
 
@@ -23,11 +25,12 @@ def _settings_from_env(**names: str) -> dict:
     return {field: env for field, name in names.items() if (env := _from_env(name)) is not None}
 
 
-ALL_ASSETS: list[AssetsDefinition] = [*relational_assets]
+ALL_ASSETS: list[AssetsDefinition] = [*relational_assets, *memory_assets]
 
 defs = Definitions(
     assets=ALL_ASSETS,
-    jobs=build_migration_jobs(ALL_ASSETS),
+    jobs=[*build_migration_jobs(ALL_ASSETS), incremental_memory_rebuild_job],
+    sensors=[memory_rebuild_sensor],
     resources={
         "old_database": OldDatabaseResource(url=_from_env("OLD_DATABASE_URL")),
         "new_database": NewDatabaseResource(url=_from_env("DATABASE_URL")),

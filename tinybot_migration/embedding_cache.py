@@ -8,7 +8,7 @@ the batches it finished are stored before the error goes on.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import psycopg
@@ -34,6 +34,8 @@ class CachedEmbeddings:
     tokens: int = 0
     truncated: int = 0
     estimated_cost_usd: float = 0.0
+    # Input row -> the provider's reason, for texts it refused; their vector rows stay zero.
+    rejected: dict[int, str] = field(default_factory=dict)
 
 
 def cache_model_name(provider: EmbeddingProviderResource) -> str:
@@ -76,11 +78,21 @@ def embed_with_cache(
                 _store(conn, model, dimensions, misses, error.partial)
             raise
         _store(conn, model, dimensions, misses, result)
-        found.update(zip(misses, result.vectors, strict=True))
+        found.update(
+            (text_hash, vector)
+            for text_hash, vector, done in zip(misses, result.vectors, result.completed, strict=True)
+            if done
+        )
         outcome.requests, outcome.retries, outcome.tokens = result.requests, result.retries, result.tokens
         outcome.truncated, outcome.estimated_cost_usd = result.truncated, result.estimated_cost_usd
+        refused = {misses[position]: reason for position, reason in result.rejected.items()}
+    else:
+        refused = {}
     for row, text_hash in enumerate(hashes):
-        outcome.vectors[row] = found[text_hash]
+        if text_hash in refused:
+            outcome.rejected[row] = refused[text_hash]
+        else:
+            outcome.vectors[row] = found[text_hash]
     return outcome
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import psycopg
 
 # Bump when NEW_SCHEMA_SQL changes; recorded in the new DB's `schema_version` table.
-SCHEMA_VERSION = 2  # 2: embedding_cache
+SCHEMA_VERSION = 3  # 2: embedding_cache; 3: embeddings stored inline (STORAGE PLAIN)
 
 # Serialises concurrent schema application (webserver, run workers, tests) on one server.
 _SCHEMA_LOCK_KEY = 0x7469_6E79  # "tiny"
@@ -314,6 +314,11 @@ CREATE TABLE IF NOT EXISTS shapes_persona_mappings (
     mapped_by text,
     verification_status text NOT NULL DEFAULT 'unverified'
 );
+-- A 1536-dim vector is 6 KB of incompressible floats: kept inline and uncompressed, writes skip a
+-- futile compression attempt and TOAST, and scans and index builds skip detoasting (about 2x on
+-- bulk loads here). The row still fits a page because text columns stay toastable.
+ALTER TABLE memories ALTER COLUMN embedding SET STORAGE PLAIN;
+ALTER TABLE embedding_cache ALTER COLUMN embedding SET STORAGE PLAIN;
 """
 
 

@@ -21,6 +21,8 @@ ENVIRONMENT_VARIABLES = {
     "EMBEDDING_MODEL": "embedding model (default text-embedding-3-small, 1536 dimensions)",
     "OPENAI_API_KEY": "OpenAI key; never logged",
     "OPENAI_BASE_URL": "any OpenAI-compatible server (default: OpenAI's)",
+    "MEMORY_REBUILD_INTERVAL_SECONDS": "how often the incremental memory sensor looks for new exchanges "
+    "(default 3600)",
 }
 
 OLD_DATABASE_NAME = "tinybot_old"
@@ -53,3 +55,21 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+
+
+DEFAULT_MEMORY_REBUILD_INTERVAL_SECONDS = 3600
+
+
+def memory_rebuild_interval_seconds() -> int:
+    raw = os.environ.get("MEMORY_REBUILD_INTERVAL_SECONDS", "").strip()
+    if not raw:
+        return DEFAULT_MEMORY_REBUILD_INTERVAL_SECONDS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 30:
+        raise ValueError(
+            f"MEMORY_REBUILD_INTERVAL_SECONDS must be a whole number of seconds >= 30, got {raw!r}"
+        )
+    return value

@@ -17,6 +17,7 @@ import numpy as np
 
 from tinybot_migration.embedding_batches import estimate_tokens
 from tinybot_migration.hash_embedding import hash_embedding
+from tinybot_migration.resources.embedding_provider import EmbeddingProviderResource
 
 
 class OpenAITestServer:
@@ -26,6 +27,7 @@ class OpenAITestServer:
         self.scripted: list[tuple[int, dict[str, str], str]] = []  # (status, headers, body) for next calls
         self.fail_always: int | None = None  # status to answer every request with
         self.fail_after: int | None = None  # answer this many requests, then 500 for good
+        self.reject_marker: str | None = None  # 400 for any request with an input containing it
         self.requests: list[list[str]] = []  # inputs of every embeddings request, in arrival order
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -77,6 +79,11 @@ class OpenAITestServer:
                 if scripted is not None:
                     status, headers, body = scripted
                     return self._send(status, body.encode(), headers)
+                if server.reject_marker and any(server.reject_marker in text for text in inputs):
+                    body = json.dumps(
+                        {"error": {"message": "invalid input", "type": "invalid_request_error"}}
+                    )
+                    return self._send(400, body.encode())
                 if server.fail_always is not None or exhausted:
                     body = json.dumps({"error": {"message": "failing for good", "type": "test"}})
                     return self._send(server.fail_always or 500, body.encode())
@@ -98,3 +105,35 @@ class OpenAITestServer:
                 self._send(200, json.dumps(body).encode())
 
         return Handler
+
+
+def provider_for(
+    server: OpenAITestServer, api_key: str = "sk-test", **overrides
+) -> EmbeddingProviderResource:
+    """The openai provider pointed at `server`, with short backoffs so retry tests stay fast."""
+    settings = dict(
+        provider="openai",
+        api_key=api_key,
+        base_url=server.base_url,
+        initial_backoff_seconds=0.01,
+        max_backoff_seconds=0.2,
+    )
+    settings.update(overrides)
+    return EmbeddingProviderResource(**settings)
+
+
+def main() -> None:
+    """Serve until killed (for benchmarks and manual runs): prints the base URL on its first line."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="local OpenAI-compatible embeddings server")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds to wait per request")
+    parser.add_argument("--dimensions", type=int, default=1536)
+    args = parser.parse_args()
+    with OpenAITestServer(args.dimensions, args.latency) as server:
+        print(server.base_url, flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

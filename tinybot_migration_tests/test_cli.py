@@ -13,6 +13,8 @@ import pytest
 
 from tinybot_migration.demo_data import generate_demo_data
 from tinybot_migration.embedded_postgres import embedded_database_url
+from tinybot_migration.memory_pairing import pair_messages
+from tinybot_migration.memory_rebuild import load_messages
 
 CLI = shutil.which("tinybot-migration") or f"{sys.executable} -m tinybot_migration.cli"
 
@@ -42,7 +44,7 @@ def test_run_migrates_and_a_failing_check_exits_non_zero(cli_databases, tinybot_
     env = cli_env(tinybot_home, OLD_DATABASE_URL=old_url, DATABASE_URL=new_url)
     first = run_cli("run", "--log-level", "WARNING", env=env, cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "all checks passed: 39/39" in first.stdout
+    assert "all checks passed: 42/42" in first.stdout
     assert "4,364" in first.stdout
 
     with psycopg.connect(new_url, autocommit=True) as conn:
@@ -82,20 +84,36 @@ def test_demo_from_scratch_prints_every_check_passing(tmp_path):
     home = tmp_path / "home"
     result = run_cli("demo", env=cli_env(home), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "all checks passed: 39/39" in result.stdout
+    assert "all checks passed: 42/42" in result.stdout
     assert "conversation_history" in result.stdout and "4,364" in result.stdout
+    assert "rebuilt_memories: 2,135 memories (2,135 written, 0 already present)" in result.stdout
+    assert "0 cache hits" in result.stdout and "tokens" in result.stdout
     assert (home / "shapes_export" / "uuid-mappings.json").exists()
 
 
-def test_dagster_asset_materialize_select_all(cli_databases, tinybot_home, tmp_path):
-    """The issue's other entry point: plain Dagster, default executor, a temporary instance."""
+def test_plain_dagster_asset_materialize(cli_databases, tinybot_home, tmp_path):
+    """The other entry point: plain Dagster, default executor, an instance of its own. Relational
+    tables first (they register the partitions), then every personality's memories as one run."""
     old_url, _ = cli_databases
     new_url = embedded_database_url("cli_new_dagster", tinybot_home)
     env = cli_env(tinybot_home, OLD_DATABASE_URL=old_url, DATABASE_URL=new_url)
+    env["DAGSTER_HOME"] = str(tmp_path / "dagster_home")
+    (tmp_path / "dagster_home").mkdir()
     command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "tinybot_migration.definitions"]
-    result = subprocess.run(
-        [*command, "--select", "*"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+
+    def materialize(*args: str) -> None:
+        result = subprocess.run(
+            [*command, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    materialize("--select", "group:relational")
     with psycopg.connect(new_url) as conn:
         assert conn.execute("SELECT count(*) FROM conversation_history").fetchone()[0] == 4_364
+        first, last = conn.execute("SELECT min(slug), max(slug) FROM personalities").fetchone()
+    materialize("--select", "rebuilt_memories", "--partition-range", f"{first}...{last}")
+    with psycopg.connect(new_url) as conn:
+        [all_ids] = conn.execute("SELECT array_agg(id) FROM personalities").fetchone()
+        expected = {e.memory_id for e in pair_messages(load_messages(conn, all_ids)).exchanges}
+        stored = {r[0] for r in conn.execute("SELECT id FROM memories").fetchall()}
+    assert len(expected) > 2_000 and stored == expected

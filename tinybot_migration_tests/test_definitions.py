@@ -53,3 +53,23 @@ def test_an_asset_called_directly(make_database, tmp_path):
     assert all(c.passed for c in result.check_results)
     with psycopg.connect(new_url) as conn:
         assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 14
+
+
+def test_memories_are_partitioned_by_personality_with_their_job_and_sensor():
+    from dagster import DefaultSensorStatus
+
+    from tinybot_migration.automation import INCREMENTAL_MEMORY_JOB
+    from tinybot_migration.checks.memories import MEMORY_CHECK_DESCRIPTIONS
+
+    graph = defs.resolve_asset_graph()
+    memories = graph.get(AssetKey("rebuilt_memories"))
+    assert memories.partitions_def.name == "personality"
+    assert memories.backfill_policy is not None and memories.backfill_policy.max_partitions_per_run is None
+    assert AssetKey("conversation_history") in memories.parent_keys
+    checks = {c.name for c in graph.asset_check_keys if c.asset_key == AssetKey("rebuilt_memories")}
+    assert checks == set(MEMORY_CHECK_DESCRIPTIONS)
+    sensor = defs.resolve_sensor_def("memory_rebuild_sensor")
+    assert sensor.job_name == INCREMENTAL_MEMORY_JOB
+    assert sensor.minimum_interval_seconds == 3600
+    assert sensor.default_status == DefaultSensorStatus.STOPPED
+    assert defs.resolve_job_def("migration_partitioned_personality") is not None

@@ -8,7 +8,7 @@ from tinybot_migration.embedding_cache import embed_with_cache
 from tinybot_migration.hash_embedding import hash_embedding
 from tinybot_migration.resources.embedding_provider import EmbeddingProviderError, EmbeddingProviderResource
 from tinybot_migration.schema import apply_new_schema
-from tinybot_migration_tests.openai_server import OpenAITestServer
+from tinybot_migration_tests.openai_server import OpenAITestServer, provider_for
 
 TEXTS = [f"{{user}}: hello {i} 👋\n{{assistant}}: hi {i}" for i in range(30)]
 
@@ -22,12 +22,8 @@ def new_db(make_database):
     conn.close()
 
 
-def openai_provider(server, **overrides):
-    settings = dict(
-        provider="openai", api_key="sk-test", base_url=server.base_url, initial_backoff_seconds=0.01
-    )
-    settings.update(overrides)
-    return EmbeddingProviderResource(**settings)
+def openai_provider(server: OpenAITestServer, **overrides) -> EmbeddingProviderResource:
+    return provider_for(server, **overrides)
 
 
 def test_a_second_run_makes_no_request_and_duplicates_are_sent_once(new_db):

@@ -15,22 +15,14 @@ from tinybot_migration.resources.embedding_provider import (
     EmbeddingProviderError,
     EmbeddingProviderResource,
 )
-from tinybot_migration_tests.openai_server import OpenAITestServer
+from tinybot_migration_tests.openai_server import OpenAITestServer, provider_for
 
 API_KEY = "sk-test-never-printed-0123456789"
 TEXTS = [f"{{user}}: message {i} about cats 🐈\n{{assistant}}: answer {i}" for i in range(35)]
 
 
 def provider(server: OpenAITestServer, **overrides) -> EmbeddingProviderResource:
-    settings = dict(
-        provider="openai",
-        api_key=API_KEY,
-        base_url=server.base_url,
-        initial_backoff_seconds=0.01,
-        max_backoff_seconds=0.05,
-    )
-    settings.update(overrides)
-    return EmbeddingProviderResource(**settings)
+    return provider_for(server, api_key=API_KEY, **overrides)
 
 
 def test_batches_respect_input_and_token_limits():
@@ -100,12 +92,28 @@ def test_a_provider_failing_for_good_names_the_batch_and_hides_the_key():
     assert API_KEY not in message
 
 
-def test_a_client_error_is_not_retried():
+def test_an_authentication_error_is_not_retried():
     with OpenAITestServer() as server:
-        server.script(400)
-        with pytest.raises(EmbeddingProviderError, match="HTTP 400"):
+        server.script(401)
+        with pytest.raises(EmbeddingProviderError, match="HTTP 401") as failure:
             provider(server).embed(TEXTS[:2])
         assert len(server.requests) == 1
+    assert API_KEY not in str(failure.value)
+
+
+def test_a_refused_input_is_isolated_and_the_rest_of_its_batch_embedded():
+    texts = [*TEXTS[:6], "this one is BAD input", *TEXTS[6:9]]
+    with OpenAITestServer() as server:
+        server.reject_marker = "BAD"
+        result = provider(server, max_inputs_per_request=10).embed(texts)
+    assert list(result.rejected) == [6] and "HTTP 400" in result.rejected[6]
+    assert result.completed.sum() == 9 and not result.completed[6]
+    good = [i for i in range(10) if i != 6]
+    assert np.allclose(
+        result.vectors[good], np.stack([hash_embedding(texts[i], 1536) for i in good]), atol=1e-6
+    )
+    # Halving: 10 → 5+5 → the bad half 2+3 → … never more than a few requests per bad text.
+    assert len(server.requests) <= 1 + 2 * 4
 
 
 def test_wrong_dimensions_fail_before_anything_is_returned():

@@ -65,3 +65,14 @@ def test_a_newer_schema_is_refused_with_a_clear_error(make_database):
         conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (SCHEMA_VERSION + 1,))
     with pytest.raises(RuntimeError, match=f"schema version {SCHEMA_VERSION + 1}, newer"):
         NewDatabaseResource(url=url).ensure_schema()
+
+
+def test_embeddings_are_stored_inline(make_database):
+    with psycopg.connect(make_database("storage"), autocommit=True) as conn:
+        apply_new_schema(conn)
+        storage = conn.execute(
+            "SELECT attrelid::regclass::text, attstorage FROM pg_attribute"
+            " WHERE attname = 'embedding' AND attrelid IN ('memories'::regclass, 'embedding_cache'::regclass)"
+            " ORDER BY 1"
+        ).fetchall()
+    assert storage == [("embedding_cache", "p"), ("memories", "p")]

@@ -5,7 +5,6 @@ step, while both connections are open: a failing check stops every downstream ta
 """
 
 from dagster import (
-    AssetCheckResult,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetsDefinition,
@@ -111,16 +110,7 @@ def build_table_asset(spec: TableSpec, upstream: dict[str, AssetsDefinition]) ->
             metadata["partitions_registered"] = registered
         return MaterializeResult(
             metadata=metadata,
-            check_results=[
-                AssetCheckResult(
-                    check_name=o.name,
-                    passed=o.passed,
-                    severity=o.severity,
-                    description=o.description,
-                    metadata=o.metadata,
-                )
-                for o in outcomes
-            ],
+            check_results=[o.as_result() for o in outcomes],
         )
 
     return _table_asset

@@ -11,12 +11,11 @@ from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 
 import psycopg
-from dagster import AssetCheckSeverity
 from psycopg import sql
 
+from tinybot_migration.checks.outcome import CheckOutcome
 from tinybot_migration.ids import expected_ids_for_group, uuid5_text
 from tinybot_migration.table_copy import ColumnType, column_types, copy_lines
 from tinybot_migration.tables import TableSpec
@@ -34,15 +33,6 @@ CHECK_DESCRIPTIONS = {
     CONTENT_CHECKSUM_MATCHES: "A checksum of the content columns (all but ids and foreign keys, which the"
     " other checks cover) is equal in the old and new table.",
 }
-
-
-@dataclass
-class CheckOutcome:
-    name: str
-    passed: bool
-    description: str
-    metadata: dict = field(default_factory=dict)
-    severity: AssetCheckSeverity = AssetCheckSeverity.ERROR
 
 
 def checks_for(spec: TableSpec) -> list[str]:

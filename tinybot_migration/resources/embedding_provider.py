@@ -21,7 +21,6 @@ from pydantic import Field
 from tinybot_migration.embedding_batches import (
     MAX_INPUTS_PER_REQUEST,
     MAX_TOKENS_PER_REQUEST,
-    Batch,
     estimate_tokens,
     plan_batches,
     truncate_for_embedding,
@@ -32,6 +31,9 @@ DEFAULT_MODEL = "text-embedding-3-small"
 DIMENSIONS = 1536
 USD_PER_MILLION_TOKENS = {"text-embedding-3-small": 0.02, "text-embedding-3-large": 0.13}
 RETRYABLE_STATUS = {408, 409, 429}  # and every 5xx
+# Answers about the input itself: the batch is split to find the texts at fault, which are
+# rejected one by one while the rest of the batch is embedded (one bad text never fails a run).
+INPUT_REJECTED_STATUS = {400, 413, 422}
 
 Log = Callable[[str], None]
 
@@ -62,6 +64,7 @@ class EmbeddingResult:
     seconds: float = 0.0
     batch_sizes: list[int] = field(default_factory=list)
     completed: np.ndarray | None = None  # bool per input: its vector is real (all True on success)
+    rejected: dict[int, str] = field(default_factory=dict)  # input position -> the provider's reason
 
     @property
     def estimated_cost_usd(self) -> float:
@@ -139,7 +142,19 @@ class EmbeddingProviderResource(ConfigurableResource):
             api_key=self.api_key, base_url=self.base_url, max_retries=0, timeout=self.request_timeout_seconds
         ) as client:
             outcomes = await asyncio.gather(
-                *(self._embed_batch(client, gate, texts, b, len(batches), result, log) for b in batches),
+                *(
+                    self._embed_batch(
+                        client,
+                        gate,
+                        texts,
+                        b.start,
+                        b.stop,
+                        f"batch {b.index + 1}/{len(batches)}",
+                        result,
+                        log,
+                    )
+                    for b in batches
+                ),
                 return_exceptions=True,
             )
         failures = [o for o in outcomes if isinstance(o, BaseException)]
@@ -156,12 +171,13 @@ class EmbeddingProviderResource(ConfigurableResource):
         client: openai.AsyncOpenAI,
         gate: asyncio.Semaphore,
         texts: list[str],
-        batch: Batch,
-        total_batches: int,
+        start: int,
+        stop: int,
+        label: str,
         result: EmbeddingResult,
         log: Log | None,
     ) -> None:
-        where = f"batch {batch.index + 1}/{total_batches} (texts {batch.start}–{batch.stop - 1})"
+        where = f"{label} (texts {start}–{stop - 1})"
         extra = {"dimensions": self.dimensions} if self.model.startswith("text-embedding-3") else {}
         attempt = 0
         while True:
@@ -169,11 +185,15 @@ class EmbeddingProviderResource(ConfigurableResource):
                 async with gate:
                     result.requests += 1
                     response = await client.embeddings.create(
-                        model=self.model, input=texts[batch.start : batch.stop], **extra
+                        model=self.model, input=texts[start:stop], **extra
                     )
                 break
             except (openai.APIStatusError, openai.APITimeoutError, openai.APIConnectionError) as exc:
                 status = getattr(exc, "status_code", None)
+                if status in INPUT_REJECTED_STATUS:
+                    return await self._split_rejected(
+                        client, gate, texts, start, stop, label, result, log, exc
+                    )
                 retryable = status is None or status in RETRYABLE_STATUS or status >= 500
                 reason = f"HTTP {status}" if status is not None else type(exc).__name__
                 if not retryable or attempt >= self.max_retries:
@@ -190,18 +210,34 @@ class EmbeddingProviderResource(ConfigurableResource):
                 await asyncio.sleep(delay)
                 attempt += 1
         vectors = [item.embedding for item in sorted(response.data, key=lambda item: item.index)]
-        if len(vectors) != len(batch):
-            raise EmbeddingProviderError(f"embedding {where}: {len(vectors)} vectors for {len(batch)} inputs")
+        if len(vectors) != stop - start:
+            raise EmbeddingProviderError(
+                f"embedding {where}: {len(vectors)} vectors for {stop - start} inputs"
+            )
         wrong = next((len(v) for v in vectors if len(v) != self.dimensions), None)
         if wrong is not None:
             raise EmbeddingDimensionError(
                 f"embedding {where}: {self.model} returned {wrong}-dimensional vectors, expected {self.dimensions}"
             )
-        result.vectors[batch.start : batch.stop] = np.asarray(vectors, dtype=np.float32)
-        result.completed[batch.start : batch.stop] = True
+        result.vectors[start:stop] = np.asarray(vectors, dtype=np.float32)
+        result.completed[start:stop] = True
         usage = getattr(response, "usage", None)
         result.tokens += (usage.total_tokens if usage else None) or sum(
-            estimate_tokens(t) for t in texts[batch.start : batch.stop]
+            estimate_tokens(t) for t in texts[start:stop]
+        )
+
+    async def _split_rejected(self, client, gate, texts, start, stop, label, result, log, exc) -> None:
+        """The provider refused a batch for its input: halve it until the refused texts stand alone."""
+        reason = f"HTTP {exc.status_code}: {self._scrubbed(exc)}"
+        if stop - start == 1:
+            result.rejected[start] = reason
+            if log is not None:
+                log(f"embedding {label}: text {start} rejected by the provider ({reason})")
+            return
+        middle = (start + stop) // 2
+        await asyncio.gather(
+            self._embed_batch(client, gate, texts, start, middle, f"{label}a", result, log),
+            self._embed_batch(client, gate, texts, middle, stop, f"{label}b", result, log),
         )
 
     def _scrubbed(self, exc: Exception) -> str:
