@@ -155,13 +155,19 @@ def _written(metadata: dict) -> str:
     return "-"
 
 
+def _requests(m: dict) -> str:
+    if m.get("embedding_model", "").startswith("hash-"):
+        return " offline"
+    return f" in {m.get('provider_requests', 0):,} requests"
+
+
 def _memory_line(name: str, m: dict) -> str:
     cost = f", estimated ${m['estimated_cost_usd']:.4f}" if m.get("estimated_cost_usd") else ""
     line = (
         f"{name}: {m.get('dagster/row_count', 0):,} memories ({m['memories_written']:,} written, "
         f"{m.get('memories_already_present', 0):,} already present) from {m.get('exchanges', 0):,} "
-        f"exchanges; embeddings: {m.get('cache_hits', 0):,} cache hits, {m.get('provider_inputs', 0):,} "
-        f"texts embedded in {m.get('provider_requests', 0):,} requests, {m.get('tokens', 0):,} tokens{cost}"
+        f"exchanges; embeddings ({m.get('embedding_model', '?')}): {m.get('cache_hits', 0):,} cache hits, "
+        f"{m.get('provider_inputs', 0):,} texts embedded{_requests(m)}, {m.get('tokens', 0):,} tokens{cost}"
     )
     if m.get("exchanges_rejected"):
         line += f"; [red]{m['exchanges_rejected']:,} exchanges rejected by the provider[/]"

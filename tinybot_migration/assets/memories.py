@@ -115,6 +115,7 @@ def rebuilt_memories(
                 "system": stats.other_roles_skipped,
             }
         ),
+        "embedding_model": cache_model_name(embedding_provider),
         "cache_hits": report.cache_hits,
         "provider_inputs": report.provider_inputs,
         "provider_requests": report.requests,
