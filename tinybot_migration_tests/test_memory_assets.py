@@ -124,3 +124,17 @@ def test_the_sensor_interval_setting_is_validated(monkeypatch):
     monkeypatch.setenv("MEMORY_REBUILD_INTERVAL_SECONDS", "soon")
     with pytest.raises(ValueError, match="MEMORY_REBUILD_INTERVAL_SECONDS"):
         memory_rebuild_interval_seconds()
+
+
+def test_errors_that_a_retry_cannot_fix_fail_at_once(instance, new_url):
+    instance.add_dynamic_partitions(personality_partitions.name, ["zeta", "gone"])
+    with OpenAITestServer() as server:
+        stale = run(instance, new_url, server, partition_key="gone")
+    with OpenAITestServer(dimensions=768) as wrong:
+        misconfigured = run(instance, new_url, wrong, partition_key="zeta")
+    for result, message in ((stale, "'gone'"), (misconfigured, "768-dimensional")):
+        assert not result.success
+        events = [e.event_type_value for e in result.all_events]
+        assert "STEP_UP_FOR_RETRY" not in events
+        failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+        assert message in str(failure.event_specific_data.error)

@@ -11,6 +11,7 @@ from dagster import (
     AssetExecutionContext,
     BackfillPolicy,
     Backoff,
+    Failure,
     Jitter,
     MaterializeResult,
     MetadataValue,
@@ -29,9 +30,15 @@ from tinybot_migration.checks.memories import (
     no_duplicate_memories,
 )
 from tinybot_migration.embedding_cache import cache_model_name
-from tinybot_migration.memory_rebuild import RebuildReport, personality_ids_for, rebuild_memories
+from tinybot_migration.memory_rebuild import (
+    RebuildReport,
+    UnknownPersonalityError,
+    personality_ids_for,
+    rebuild_memories,
+)
 from tinybot_migration.partitions import personality_partitions
 from tinybot_migration.resources import EmbeddingProviderResource, NewDatabaseResource
+from tinybot_migration.resources.embedding_provider import EmbeddingProviderError
 
 MEMORIES_GROUP = "memories"
 # Pool shared by every asset that calls the embedding provider (limits set in dagster.yaml).
@@ -86,9 +93,14 @@ def rebuilt_memories(
         f"with {cache_model_name(embedding_provider)}"
     )
     with new_database.connect() as conn:
-        report = rebuild_memories(
-            conn, embedding_provider, slugs, log=context.log.info, connect=new_database.connect
-        )
+        try:
+            report = rebuild_memories(
+                conn, embedding_provider, slugs, log=context.log.info, connect=new_database.connect
+            )
+        except (UnknownPersonalityError, EmbeddingProviderError) as error:
+            if getattr(error, "retryable", False):
+                raise  # the RetryPolicy tries again; the cache keeps what was paid for
+            raise Failure(str(error), allow_retries=False) from None
         personality_ids = list(personality_ids_for(conn, slugs).values())
         outcomes = [
             every_exchange_has_one_memory(conn, report.expected_ids, personality_ids),

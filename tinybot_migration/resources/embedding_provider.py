@@ -46,10 +46,13 @@ class EmbeddingProviderError(RuntimeError):
     """
 
     partial: EmbeddingResult | None = None
+    retryable: bool = True  # False when running again cannot help (bad key, wrong model)
 
 
 class EmbeddingDimensionError(EmbeddingProviderError):
     """The provider's vectors do not have the configured dimensions: nothing may be written."""
+
+    retryable = False
 
 
 @dataclass
@@ -198,9 +201,11 @@ class EmbeddingProviderResource(ConfigurableResource):
                 reason = f"HTTP {status}" if status is not None else type(exc).__name__
                 if not retryable or attempt >= self.max_retries:
                     detail = "" if retryable or status in (401, 403) else f" ({self._scrubbed(exc)})"
-                    raise EmbeddingProviderError(
+                    error = EmbeddingProviderError(
                         f"embedding {where} with {self.model} failed after {attempt + 1} attempt(s): {reason}{detail}"
-                    ) from None
+                    )
+                    error.retryable = retryable
+                    raise error from None
                 delay = self._backoff(attempt, exc)
                 result.retries += 1
                 if log is not None:
