@@ -15,6 +15,7 @@ import psycopg
 from pgvector.psycopg import register_vector
 
 from tinybot_migration.ids import content_hash
+from tinybot_migration.resources.database_connection import retry_deadlocks
 from tinybot_migration.resources.embedding_provider import (
     EmbeddingProviderError,
     EmbeddingProviderResource,
@@ -108,17 +109,23 @@ def _store(
     done = [i for i in range(len(hashes)) if result.completed is None or result.completed[i]]
     if not done:
         return 0
-    with conn.transaction():
-        conn.execute(
-            "CREATE TEMP TABLE stage_embedding_cache (text_hash text, embedding vector) ON COMMIT DROP"
-        )
-        with conn.cursor().copy("COPY stage_embedding_cache FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["text", "vector"])
-            for i in done:
-                copy.write_row((hashes[i], result.vectors[i]))
-        conn.execute(
-            "INSERT INTO embedding_cache (model, dimensions, text_hash, embedding)"
-            " SELECT %s, %s, text_hash, embedding FROM stage_embedding_cache ON CONFLICT DO NOTHING",
-            (model, dimensions),
-        )
+
+    def transaction() -> None:
+        with conn.transaction():
+            conn.execute(
+                "CREATE TEMP TABLE stage_embedding_cache (text_hash text, embedding vector) ON COMMIT DROP"
+            )
+            with conn.cursor().copy("COPY stage_embedding_cache FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["text", "vector"])
+                for i in done:
+                    copy.write_row((hashes[i], result.vectors[i]))
+            # Key order: concurrent chunks sharing texts then wait for each other, never deadlock.
+            conn.execute(
+                "INSERT INTO embedding_cache (model, dimensions, text_hash, embedding)"
+                " SELECT %s, %s, text_hash, embedding FROM stage_embedding_cache ORDER BY text_hash"
+                " ON CONFLICT DO NOTHING",
+                (model, dimensions),
+            )
+
+    retry_deadlocks(transaction)
     return len(done)

@@ -33,6 +33,7 @@ from psycopg.rows import args_row
 from tinybot_migration.embedding_batches import truncate_for_embedding
 from tinybot_migration.embedding_cache import CachedEmbeddings, embed_with_cache
 from tinybot_migration.memory_pairing import Exchange, Message, PairingStats, pair_messages
+from tinybot_migration.resources.database_connection import retry_deadlocks
 from tinybot_migration.resources.embedding_provider import EmbeddingProviderResource
 
 Log = Callable[[str], None]
@@ -311,35 +312,40 @@ def write_memories(
     if not rows:
         return Counter()
     register_vector(conn)
-    with conn.transaction():
-        conn.execute(
-            "CREATE TEMP TABLE stage_memories ("
-            + ", ".join(f"{name} {kind}" for name, kind in _STAGE_COLUMNS)
-            + ") ON COMMIT DROP"
-        )
-        with conn.cursor().copy("COPY stage_memories FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types([kind for _, kind in _STAGE_COLUMNS])
-            for memory, exchange, vector in rows:
-                answer = exchange.answer
-                copy.write_row(
-                    (
-                        memory,
-                        answer.persona_id,
-                        answer.personality_id,
-                        exchange.content,
-                        vector,
-                        answer.channel_id,
-                        answer.guild_id,
-                        exchange.message_ids,
-                        answer.created_at,
+
+    def transaction() -> list[tuple]:
+        with conn.transaction():
+            conn.execute(
+                "CREATE TEMP TABLE stage_memories ("
+                + ", ".join(f"{name} {kind}" for name, kind in _STAGE_COLUMNS)
+                + ") ON COMMIT DROP"
+            )
+            with conn.cursor().copy("COPY stage_memories FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types([kind for _, kind in _STAGE_COLUMNS])
+                for memory, exchange, vector in rows:
+                    answer = exchange.answer
+                    copy.write_row(
+                        (
+                            memory,
+                            answer.persona_id,
+                            answer.personality_id,
+                            exchange.content,
+                            vector,
+                            answer.channel_id,
+                            answer.guild_id,
+                            exchange.message_ids,
+                            answer.created_at,
+                        )
                     )
-                )
-        inserted = conn.execute(
-            "INSERT INTO memories (id, persona_id, personality_id, content, embedding, is_summarized,"
-            " canon_scope, summary_type, channel_id, guild_id, message_ids, created_at, source_system)"
-            " SELECT id, persona_id, personality_id, content, embedding, false, %s, %s, channel_id,"
-            " guild_id, message_ids, created_at, %s FROM stage_memories ON CONFLICT (id) DO NOTHING"
-            " RETURNING personality_id",
-            (CANON_SCOPE, SUMMARY_TYPE, SOURCE_SYSTEM),
-        ).fetchall()
+            return conn.execute(
+                "INSERT INTO memories (id, persona_id, personality_id, content, embedding, is_summarized,"
+                " canon_scope, summary_type, channel_id, guild_id, message_ids, created_at, source_system)"
+                " SELECT id, persona_id, personality_id, content, embedding, false, %s, %s, channel_id,"
+                " guild_id, message_ids, created_at, %s FROM stage_memories ORDER BY id"
+                " ON CONFLICT (id) DO NOTHING"
+                " RETURNING personality_id",
+                (CANON_SCOPE, SUMMARY_TYPE, SOURCE_SYSTEM),
+            ).fetchall()
+
+    inserted = retry_deadlocks(transaction)
     return Counter(personality_id for (personality_id,) in inserted)

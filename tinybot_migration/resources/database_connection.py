@@ -3,6 +3,10 @@ connections without ever leaking a password into an error."""
 
 from __future__ import annotations
 
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import psycopg
@@ -14,6 +18,24 @@ from tinybot_migration.settings import redact_url
 
 class DatabaseConnectionError(RuntimeError):
     pass
+
+
+T = TypeVar("T")
+DEADLOCK_ATTEMPTS = 4
+
+
+def retry_deadlocks(transaction: Callable[[], T], attempts: int = DEADLOCK_ATTEMPTS) -> T:
+    """Run `transaction` (a function that opens and commits one transaction) again when the server
+    chose it as a deadlock victim. Writers insert in key order, which rules out deadlocks between
+    single statements; this covers whatever ordering cannot (e.g. two runs sharing texts)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return transaction()
+        except psycopg.errors.DeadlockDetected:
+            if attempt == attempts:
+                raise
+            time.sleep(random.uniform(0.05, 0.2) * attempt)
+    raise AssertionError("unreachable")
 
 
 def scrub(message: str, url: str) -> str:
