@@ -50,11 +50,11 @@ MODEL = "text-embedding-3-small"
 KEY = "sk-benchmark"
 
 
-def migrated_new_database(scale: int, seed: int, home: Path) -> str:
+def migrated_new_database(scale: int, seed: int, home: Path, regenerate: bool) -> str:
     old_url = embedded_database_url(f"bench_old_scale_{scale}", home)
-    if not old_database_has_data(old_url):
+    if regenerate or not old_database_has_data(old_url):
         print(f"generating demo data at scale {scale} …", flush=True)
-        generate_demo_data(old_url, home / f"export_scale_{scale}", scale=scale, seed=seed)
+        generate_demo_data(old_url, home / f"export_scale_{scale}", scale=scale, seed=seed, replace=True)
     new_url = fresh_database(f"bench_memories_scale_{scale}", home)
     with old_connection(old_url) as old, psycopg.connect(new_url, autocommit=True) as new:
         apply_new_schema(new)
@@ -206,12 +206,15 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight")
     parser.add_argument("--baseline-sample", type=int, default=300, help="0 = the whole old-way run")
     parser.add_argument("--vectors", type=int, default=100_000)
+    parser.add_argument(
+        "--regenerate", action="store_true", help="rewrite the demo data (kept between runs otherwise)"
+    )
     parser.add_argument("--home", type=Path, default=Path(__file__).resolve().parent / ".tinybot-bench")
     args = parser.parse_args()
     home = args.home.resolve()
     home.mkdir(parents=True, exist_ok=True)
 
-    new_url = migrated_new_database(args.scale, args.seed, home)
+    new_url = migrated_new_database(args.scale, args.seed, home, args.regenerate)
     figures: dict = {"scale": args.scale, "latency_seconds": args.latency, "concurrency": args.concurrency}
     with (
         psycopg.connect(new_url, autocommit=True) as conn,
