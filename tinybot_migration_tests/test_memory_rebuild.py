@@ -253,3 +253,18 @@ def test_chunks_side_by_side_on_their_own_connections(new_db, history, server):
     assert report.already_present == kept and report.memories_written == 21 - kept
     assert report.provider_inputs + report.cache_hits == 21 - kept
     assert new_db.execute("SELECT count(*), count(DISTINCT content) FROM memories").fetchone() == (21, 21)
+
+
+def test_the_same_exchange_twice_gives_one_memory_from_the_earlier(new_db, history, server):
+    history.say("beta", "user", "same words", 900, channel="4000")
+    history.say("beta", "assistant", "same reply", 901, channel="4000")
+    history.say("beta", "user", "same words", 50, channel="5000", guild=None)  # earlier, in a DM
+    history.say("beta", "assistant", "same reply", 51, channel="5000", guild=None)
+    report = rebuild_memories(new_db, provider(server), ["beta"])
+    assert report.duplicate_exchanges == 1 and report.memories_written == 4
+    channel, guild = new_db.execute(
+        "SELECT channel_id, guild_id FROM memories WHERE content = %s",
+        (memory_content(["same words"], "same reply"),),
+    ).fetchone()
+    assert (channel, guild) == ("5000", None)
+    assert checks.no_duplicate_memories(new_db, [history.personality("beta")]).passed
