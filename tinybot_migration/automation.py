@@ -18,7 +18,7 @@ from dagster import (
 
 from tinybot_migration.assets.memories import rebuilt_memories
 from tinybot_migration.memory_pairing import UNCOVERED_ANSWERS_SQL
-from tinybot_migration.partitions import personality_partitions
+from tinybot_migration.partitions import personality_partitions, unregistered_personality_slugs
 from tinybot_migration.resources import NewDatabaseResource
 from tinybot_migration.settings import memory_rebuild_interval_seconds
 
@@ -40,10 +40,8 @@ incremental_memory_rebuild_job = define_asset_job(
 )
 def memory_rebuild_sensor(context: SensorEvaluationContext, new_database: NewDatabaseResource):
     with new_database.connect() as conn:
-        slugs = [r[0] for r in conn.execute("SELECT slug FROM personalities ORDER BY slug").fetchall()]
+        new_slugs = unregistered_personality_slugs(conn, context.instance)
         uncovered = conn.execute(UNCOVERED_ANSWERS_SQL).fetchall()
-    known = set(context.instance.get_dynamic_partitions(personality_partitions.name))
-    new_slugs = [s for s in slugs if s not in known]
     run_requests = [
         RunRequest(
             run_key=f"{slug}:{answers}:{newest.isoformat()}",

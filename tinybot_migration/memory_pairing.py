@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
 from tinybot_migration.ids import memory_id
 
@@ -47,11 +48,12 @@ class Exchange:
     user_messages: tuple[Message, ...]
     answer: Message
 
-    @property
+    # Cached: the rebuild, its checks and the COPY all ask (a frozen dataclass still has a __dict__).
+    @cached_property
     def content(self) -> str:
         return memory_content([m.content for m in self.user_messages], self.answer.content)
 
-    @property
+    @cached_property
     def memory_id(self) -> uuid.UUID:
         return memory_id(self.answer.persona_id, self.answer.personality_id, self.content)
 

@@ -73,6 +73,7 @@ class PersonalityFigures:
 @dataclass
 class RebuildReport:
     stats: PairingStats = field(default_factory=PairingStats)
+    personality_ids: dict[str, uuid.UUID] = field(default_factory=dict)  # slug -> id, as covered
     per_personality: dict[str, PersonalityFigures] = field(default_factory=dict)
     expected_ids: set[uuid.UUID] = field(default_factory=set)  # one per distinct exchange content
     duplicate_exchanges: int = 0  # same content as an earlier exchange of the same persona/personality
@@ -135,7 +136,7 @@ def rebuild_memories(
     started = time.perf_counter()
     say = log or (lambda _line: None)
     report = RebuildReport()
-    ids = personality_ids_for(conn, slugs)
+    ids = report.personality_ids = personality_ids_for(conn, slugs)
     slug_of = {personality_id: slug for slug, personality_id in ids.items()}
     messages = load_messages(conn, list(ids.values()))
     present = existing_memory_ids(conn, list(ids.values()))

@@ -33,7 +33,6 @@ from tinybot_migration.embedding_cache import cache_model_name
 from tinybot_migration.memory_rebuild import (
     RebuildReport,
     UnknownPersonalityError,
-    personality_ids_for,
     rebuild_memories,
 )
 from tinybot_migration.partitions import personality_partitions
@@ -101,7 +100,7 @@ def rebuilt_memories(
             if getattr(error, "retryable", False):
                 raise  # the RetryPolicy tries again; the cache keeps what was paid for
             raise Failure(str(error), allow_retries=False) from None
-        personality_ids = list(personality_ids_for(conn, slugs).values())
+        personality_ids = list(report.personality_ids.values())
         outcomes = [
             every_exchange_has_one_memory(conn, report.expected_ids, personality_ids),
             embeddings_present_with_right_dimensions(conn, personality_ids, embedding_provider.dimensions),

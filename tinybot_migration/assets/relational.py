@@ -15,7 +15,7 @@ from dagster import (
 from psycopg import sql
 
 from tinybot_migration.checks.relational import CHECK_DESCRIPTIONS, checks_for, run_table_checks
-from tinybot_migration.partitions import personality_partitions
+from tinybot_migration.partitions import personality_partitions, unregistered_personality_slugs
 from tinybot_migration.resources import NewDatabaseResource, OldDatabaseResource
 from tinybot_migration.table_copy import IdMaps, copy_table
 from tinybot_migration.tables import PERSONALITIES, RELATIONAL_TABLES, TableSpec
@@ -54,9 +54,7 @@ def markdown_preview(conn, spec: TableSpec) -> str:
 
 def register_personality_partitions(context: AssetExecutionContext, new_conn) -> int:
     """Add every migrated slug as a memory partition; existing keys keep their order."""
-    slugs = [r[0] for r in new_conn.execute("SELECT slug FROM personalities ORDER BY slug").fetchall()]
-    known = set(context.instance.get_dynamic_partitions(personality_partitions.name))
-    new_slugs = [s for s in slugs if s not in known]
+    new_slugs = unregistered_personality_slugs(new_conn, context.instance)
     if new_slugs:
         context.instance.add_dynamic_partitions(personality_partitions.name, new_slugs)
     return len(new_slugs)

@@ -12,6 +12,7 @@ from collections.abc import Collection, Sequence
 import psycopg
 
 from tinybot_migration.checks.outcome import CheckOutcome
+from tinybot_migration.memory_rebuild import existing_memory_ids
 from tinybot_migration.resources.embedding_provider import DIMENSIONS
 
 EVERY_EXCHANGE_HAS_ONE_MEMORY = "every_exchange_has_one_memory"
@@ -31,12 +32,7 @@ MEMORY_CHECK_DESCRIPTIONS = {
 def every_exchange_has_one_memory(
     conn: psycopg.Connection, expected_ids: Collection[uuid.UUID], personality_ids: Sequence[uuid.UUID]
 ) -> CheckOutcome:
-    present = {
-        r[0]
-        for r in conn.execute(
-            "SELECT id FROM memories WHERE personality_id = ANY(%s)", (list(personality_ids),)
-        ).fetchall()
-    }
+    present = existing_memory_ids(conn, personality_ids)
     missing = [memory for memory in expected_ids if memory not in present]
     metadata = {"expected_memories": len(expected_ids), "missing_memories": len(missing)}
     if missing:
