@@ -138,25 +138,31 @@ def rebuild_memories(
     report = RebuildReport()
     ids = report.personality_ids = personality_ids_for(conn, slugs)
     slug_of = {personality_id: slug for slug, personality_id in ids.items()}
-    messages = load_messages(conn, list(ids.values()))
+    messages: dict[uuid.UUID, list[Message]] = {personality_id: [] for personality_id in ids.values()}
+    for message in load_messages(conn, list(ids.values())):
+        messages[message.personality_id].append(message)
     present = existing_memory_ids(conn, list(ids.values()))
 
-    pending: dict[uuid.UUID, Exchange] = {}
-    for slug in slugs:
-        report.per_personality[slug] = PersonalityFigures()
-    pairing = pair_messages(messages)
-    report.stats = pairing.stats
+    exchanges: list[Exchange] = []
+    for slug, personality_id in ids.items():
+        pairing = pair_messages(messages[personality_id])
+        report.stats.add(pairing.stats)
+        report.per_personality[slug] = PersonalityFigures(
+            contexts=pairing.stats.contexts,
+            exchanges=pairing.stats.exchanges,
+            waiting=pairing.stats.unanswered_user_messages,
+        )
+        exchanges += pairing.exchanges
     by_id: dict[uuid.UUID, Exchange] = {}
-    for exchange in pairing.exchanges:
+    for exchange in exchanges:
         memory = exchange.memory_id
         earlier = by_id.get(memory)
         if earlier is None or _age(exchange) < _age(earlier):
             by_id[memory] = exchange  # identical content: the earliest exchange gives the memory
         if earlier is not None:
             report.duplicate_exchanges += 1
-        figures = report.per_personality[slug_of[exchange.answer.personality_id]]
-        figures.exchanges += 1
     report.expected_ids = set(by_id)
+    pending: dict[uuid.UUID, Exchange] = {}
     for memory, exchange in by_id.items():
         figures = report.per_personality[slug_of[exchange.answer.personality_id]]
         if memory in present:
@@ -164,7 +170,6 @@ def rebuild_memories(
             report.already_present += 1
         else:
             pending[memory] = exchange
-    _count_contexts_and_waiting(messages, pairing.exchanges, slug_of, report)
     report.pending = len(pending)
     say(
         f"memories: {len(slugs)} personalities, {report.stats.contexts:,} contexts, "
@@ -264,20 +269,6 @@ def _absorb(report: RebuildReport, outcome: _ChunkOutcome, slug_of: dict) -> Non
 
 def _age(exchange: Exchange) -> tuple:
     return (exchange.answer.created_at, exchange.answer.id)
-
-
-def _count_contexts_and_waiting(
-    messages: list[Message], exchanges: list[Exchange], slug_of: dict, report: RebuildReport
-) -> None:
-    contexts: dict[uuid.UUID, set] = {}
-    for message in messages:
-        contexts.setdefault(message.personality_id, set()).add(message.context)
-    for personality_id, seen in contexts.items():
-        report.per_personality[slug_of[personality_id]].contexts = len(seen)
-    answered = {m.id for e in exchanges for m in e.user_messages}
-    for message in messages:
-        if message.role == "user" and message.content.strip() and message.id not in answered:
-            report.per_personality[slug_of[message.personality_id]].waiting += 1
 
 
 def _embed_and_write(
