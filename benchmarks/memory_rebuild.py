@@ -37,13 +37,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.relational_copy import fresh_database, old_connection  # noqa: E402
 from tinybot_migration.demo_data import generate_demo_data, old_database_has_data  # noqa: E402
-from tinybot_migration.embedded_postgres import embedded_database_url  # noqa: E402
-from tinybot_migration.memory_pairing import pair_messages  # noqa: E402
-from tinybot_migration.memory_rebuild import load_messages, rebuild_memories, write_memories  # noqa: E402
+from tinybot_migration.memories.pairing import pair_messages  # noqa: E402
+from tinybot_migration.memories.rebuild import load_messages, memory_of, rebuild_memories  # noqa: E402
+from tinybot_migration.memories.writer import write_memories  # noqa: E402
+from tinybot_migration.relational.copy import IdMaps, copy_table  # noqa: E402
+from tinybot_migration.relational.tables import RELATIONAL_TABLES  # noqa: E402
 from tinybot_migration.resources.embedding_provider import EmbeddingProviderResource  # noqa: E402
+from tinybot_migration.runtime.embedded_postgres import embedded_database_url  # noqa: E402
 from tinybot_migration.schema import apply_new_schema  # noqa: E402
-from tinybot_migration.table_copy import IdMaps, copy_table  # noqa: E402
-from tinybot_migration.tables import RELATIONAL_TABLES  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "text-embedding-3-small"
@@ -73,7 +74,13 @@ class ProviderProcess:
 
     def __init__(self, latency: float) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tinybot_migration_tests.openai_server", "--latency", str(latency)],
+            [
+                sys.executable,
+                "-m",
+                "tinybot_migration_tests.helpers.openai_server",
+                "--latency",
+                str(latency),
+            ],
             stdout=subprocess.PIPE,
             text=True,
             cwd=Path(__file__).resolve().parent.parent,
@@ -133,7 +140,7 @@ def run_bare(conn, server: ProviderProcess, exchanges: list, concurrency: int) -
     texts = [e.content for e in exchanges]
     started = time.perf_counter()
     vectors = asyncio.run(_bare_embed(texts, server, concurrency))
-    write_memories(conn, [(e.memory_id, e, v) for e, v in zip(exchanges, vectors, strict=True)])
+    write_memories(conn, [memory_of(e) for e in exchanges], vectors)
     return time.perf_counter() - started
 
 

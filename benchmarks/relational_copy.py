@@ -25,13 +25,14 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tinybot_migration.checks.relational import run_table_checks  # noqa: E402
 from tinybot_migration.demo_data import generate_demo_data, old_database_has_data  # noqa: E402
-from tinybot_migration.embedded_postgres import binaries_dir, embedded_database_url, embedded_server  # noqa: E402
 from tinybot_migration.ids import SeedAllocator  # noqa: E402
+from tinybot_migration.postgres import column_types  # noqa: E402
+from tinybot_migration.relational.checks import run_table_checks  # noqa: E402
+from tinybot_migration.relational.copy import IdMaps, copy_table  # noqa: E402
+from tinybot_migration.relational.tables import RELATIONAL_TABLES  # noqa: E402
+from tinybot_migration.runtime.embedded_postgres import binaries_dir, embedded_database_url, embedded_server  # noqa: E402
 from tinybot_migration.schema import apply_new_schema  # noqa: E402
-from tinybot_migration.table_copy import IdMaps, column_types, copy_table  # noqa: E402
-from tinybot_migration.tables import RELATIONAL_TABLES  # noqa: E402
 
 TIMESTAMP_COLUMNS = {"created_at", "updated_at"}
 

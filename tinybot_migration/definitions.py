@@ -1,4 +1,4 @@
-"""The one Dagster `Definitions` of the project."""
+"""The one Dagster `Definitions` of the project, assembled from each domain's definitions."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ import os
 from dagster import AssetsDefinition, Definitions, EnvVar
 
 import tinybot_migration  # noqa: F401  (warning filters before any decorator runs)
-from tinybot_migration.assets.memories import memory_assets
-from tinybot_migration.assets.relational import relational_assets
-from tinybot_migration.automation import incremental_memory_rebuild_job, memory_rebuild_sensor
-from tinybot_migration.jobs import build_migration_jobs
+from tinybot_migration.memories import definitions as memories
+from tinybot_migration.relational import definitions as relational
 from tinybot_migration.resources import EmbeddingProviderResource, NewDatabaseResource, OldDatabaseResource
+from tinybot_migration.runtime.stages import build_migration_jobs
+
+# Each domain's definitions module, in pipeline order (only `defs` below may be a module-level
+# Definitions object, or the Dagster CLIs refuse to load this module).
+DOMAINS = (relational, memories)
 
 
 def _from_env(name: str) -> EnvVar | None:
@@ -25,22 +28,23 @@ def _settings_from_env(**names: str) -> dict:
     return {field: env for field, name in names.items() if (env := _from_env(name)) is not None}
 
 
-ALL_ASSETS: list[AssetsDefinition] = [*relational_assets, *memory_assets]
+ALL_ASSETS: list[AssetsDefinition] = [a for domain in DOMAINS for a in domain.defs.assets]
 
-defs = Definitions(
-    assets=ALL_ASSETS,
-    jobs=[*build_migration_jobs(ALL_ASSETS), incremental_memory_rebuild_job],
-    sensors=[memory_rebuild_sensor],
-    resources={
-        "old_database": OldDatabaseResource(url=_from_env("OLD_DATABASE_URL")),
-        "new_database": NewDatabaseResource(url=_from_env("DATABASE_URL")),
-        "embedding_provider": EmbeddingProviderResource(
-            **_settings_from_env(
-                provider="EMBEDDING_PROVIDER",
-                model="EMBEDDING_MODEL",
-                api_key="OPENAI_API_KEY",
-                base_url="OPENAI_BASE_URL",
-            )
-        ),
-    },
+defs = Definitions.merge(
+    *(domain.defs for domain in DOMAINS),
+    Definitions(
+        jobs=build_migration_jobs(ALL_ASSETS),
+        resources={
+            "old_database": OldDatabaseResource(url=_from_env("OLD_DATABASE_URL")),
+            "new_database": NewDatabaseResource(url=_from_env("DATABASE_URL")),
+            "embedding_provider": EmbeddingProviderResource(
+                **_settings_from_env(
+                    provider="EMBEDDING_PROVIDER",
+                    model="EMBEDDING_MODEL",
+                    api_key="OPENAI_API_KEY",
+                    base_url="OPENAI_BASE_URL",
+                )
+            ),
+        },
+    ),
 )

@@ -1,332 +1,369 @@
-"""The SQL schemas of both databases, in one place.
+"""Every table of both databases, described once; both DDLs are derived from these descriptions.
 
-`OLD_SCHEMA_SQL` is the old bot database (random UUIDv4 ids, naive `timestamp(3)` in UTC). The
-pipeline never applies it to a real old database; the demo data and the tests use it to build a
-source. `NEW_SCHEMA_SQL` is the new database (deterministic ids, `timestamptz`, pgvector), applied
-idempotently by the pipeline itself before it writes anything.
+The old bot database has the eleven relational tables with random UUIDv4 ids and naive
+`timestamp(3)` in UTC; the pipeline never applies its DDL to a real old database (the demo data and
+the tests use it to build a source). The new database has the same tables with `timestamptz`,
+plus the tables only it has (memories, the embedding cache, shapes.inc persona mappings, the
+schema version), and is applied idempotently by the pipeline itself before it writes anything.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import psycopg
 
-# Bump when NEW_SCHEMA_SQL changes; recorded in the new DB's `schema_version` table.
+# Bump when the new DB's DDL changes; recorded in the new DB's `schema_version` table.
 SCHEMA_VERSION = 3  # 2: embedding_cache; 3: embeddings stored inline (STORAGE PLAIN)
+EMBEDDING_DIMENSIONS = 1536
 
 # Serialises concurrent schema application (webserver, run workers, tests) on one server.
 _SCHEMA_LOCK_KEY = 0x7469_6E79  # "tiny"
 
-OLD_SCHEMA_SQL = """
-CREATE TABLE IF NOT EXISTS users (
-    id uuid PRIMARY KEY,
-    discord_id varchar(20) NOT NULL UNIQUE,
-    username text NOT NULL,
-    created_at timestamp(3) NOT NULL,
-    updated_at timestamp(3) NOT NULL
-);
-CREATE TABLE IF NOT EXISTS personas (
-    id uuid PRIMARY KEY,
-    name text NOT NULL,
-    description text,
-    content text NOT NULL,
-    preferred_name text,
-    pronouns text,
-    owner_id uuid NOT NULL REFERENCES users(id),
-    created_at timestamp(3) NOT NULL,
-    updated_at timestamp(3) NOT NULL
-);
-CREATE TABLE IF NOT EXISTS user_default_personas (
-    user_id uuid PRIMARY KEY REFERENCES users(id),
-    persona_id uuid NOT NULL REFERENCES personas(id),
-    updated_at timestamp(3) NOT NULL
-);
-CREATE TABLE IF NOT EXISTS system_prompts (
-    id uuid PRIMARY KEY,
-    name text NOT NULL,
-    description text,
-    content text NOT NULL,
-    is_default boolean NOT NULL DEFAULT false,
-    created_at timestamp(3) NOT NULL,
-    updated_at timestamp(3) NOT NULL
-);
-CREATE TABLE IF NOT EXISTS llm_configs (
-    id uuid PRIMARY KEY,
-    name text NOT NULL,
-    description text,
-    owner_id uuid REFERENCES users(id),
-    is_global boolean NOT NULL DEFAULT false,
-    is_default boolean NOT NULL DEFAULT false,
-    model text NOT NULL,
-    vision_model text,
-    temperature numeric(3,2),
-    top_p numeric(3,2),
-    top_k integer,
-    frequency_penalty numeric(3,2),
-    presence_penalty numeric(3,2),
-    repetition_penalty numeric(3,2),
-    max_tokens integer,
-    memory_score_threshold numeric(3,2),
-    memory_limit integer,
-    context_window_size integer NOT NULL DEFAULT 20,
-    created_at timestamp(3) NOT NULL,
-    updated_at timestamp(3) NOT NULL
-);
-CREATE TABLE IF NOT EXISTS personalities (
-    id uuid PRIMARY KEY,
-    name text NOT NULL,
-    display_name text,
-    slug text NOT NULL UNIQUE,
-    system_prompt_id uuid REFERENCES system_prompts(id),
-    character_info text NOT NULL,
-    personality_traits text NOT NULL,
-    personality_tone text,
-    personality_age text,
-    personality_appearance text,
-    personality_likes text,
-    personality_dislikes text,
-    conversational_goals text,
-    conversational_examples text,
-    custom_fields jsonb,
-    voice_enabled boolean NOT NULL DEFAULT false,
-    voice_settings jsonb,
-    image_enabled boolean NOT NULL DEFAULT false,
-    image_settings jsonb,
-    avatar_data bytea,
-    created_at timestamp(3) NOT NULL,
-    updated_at timestamp(3) NOT NULL
-);
-CREATE TABLE IF NOT EXISTS personality_default_configs (
-    personality_id uuid PRIMARY KEY REFERENCES personalities(id),
-    llm_config_id uuid NOT NULL REFERENCES llm_configs(id),
-    updated_at timestamp(3) NOT NULL
-);
-CREATE TABLE IF NOT EXISTS personality_owners (
-    personality_id uuid NOT NULL REFERENCES personalities(id),
-    user_id uuid NOT NULL REFERENCES users(id),
-    role text NOT NULL DEFAULT 'owner',
-    created_at timestamp(3) NOT NULL,
-    updated_at timestamp(3) NOT NULL,
-    PRIMARY KEY (personality_id, user_id)
-);
-CREATE TABLE IF NOT EXISTS user_personality_configs (
-    id uuid PRIMARY KEY,
-    user_id uuid NOT NULL REFERENCES users(id),
-    personality_id uuid NOT NULL REFERENCES personalities(id),
-    persona_id uuid REFERENCES personas(id),
-    llm_config_id uuid REFERENCES llm_configs(id),
-    created_at timestamp(3) NOT NULL,
-    updated_at timestamp(3) NOT NULL,
-    UNIQUE (user_id, personality_id)
-);
-CREATE TABLE IF NOT EXISTS activated_channels (
-    id uuid PRIMARY KEY,
-    channel_id varchar(20) NOT NULL,
-    personality_id uuid NOT NULL REFERENCES personalities(id),
-    auto_respond boolean NOT NULL DEFAULT true,
-    created_by uuid REFERENCES users(id),
-    created_at timestamp(3) NOT NULL,
-    updated_at timestamp(3) NOT NULL,
-    UNIQUE (channel_id, personality_id)
-);
-CREATE TABLE IF NOT EXISTS conversation_history (
-    id uuid PRIMARY KEY,
-    channel_id varchar(20) NOT NULL,
-    guild_id varchar(20),
-    personality_id uuid NOT NULL REFERENCES personalities(id),
-    persona_id uuid NOT NULL REFERENCES personas(id),
-    role text NOT NULL CHECK (role IN ('user', 'assistant', 'system')),
-    content text NOT NULL,
-    created_at timestamp(3) NOT NULL
-);
-CREATE INDEX IF NOT EXISTS idx_conversation_history_context
-    ON conversation_history (channel_id, personality_id, created_at DESC);
-"""
+# The one type that differs between the databases: naive UTC in the old, timestamptz in the new.
+TIMESTAMP = "timestamp"
+_TIMESTAMP_TYPES = {"old": "timestamp(3)", "new": "timestamptz"}
 
-NEW_SCHEMA_SQL = """
-CREATE EXTENSION IF NOT EXISTS vector;
-CREATE TABLE IF NOT EXISTS schema_version (
-    version integer PRIMARY KEY,
-    applied_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS users (
-    id uuid PRIMARY KEY,
-    discord_id varchar(20) NOT NULL UNIQUE,
-    username text NOT NULL,
-    created_at timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL
-);
-CREATE TABLE IF NOT EXISTS personas (
-    id uuid PRIMARY KEY,
-    name text NOT NULL,
-    description text,
-    content text NOT NULL,
-    preferred_name text,
-    pronouns text,
-    owner_id uuid NOT NULL REFERENCES users(id),
-    created_at timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL
-);
-CREATE TABLE IF NOT EXISTS user_default_personas (
-    user_id uuid PRIMARY KEY REFERENCES users(id),
-    persona_id uuid NOT NULL REFERENCES personas(id),
-    updated_at timestamptz NOT NULL
-);
-CREATE TABLE IF NOT EXISTS system_prompts (
-    id uuid PRIMARY KEY,
-    name text NOT NULL,
-    description text,
-    content text NOT NULL,
-    is_default boolean NOT NULL DEFAULT false,
-    created_at timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL
-);
-CREATE TABLE IF NOT EXISTS llm_configs (
-    id uuid PRIMARY KEY,
-    name text NOT NULL,
-    description text,
-    owner_id uuid REFERENCES users(id),
-    is_global boolean NOT NULL DEFAULT false,
-    is_default boolean NOT NULL DEFAULT false,
-    model text NOT NULL,
-    vision_model text,
-    temperature numeric(3,2),
-    top_p numeric(3,2),
-    top_k integer,
-    frequency_penalty numeric(3,2),
-    presence_penalty numeric(3,2),
-    repetition_penalty numeric(3,2),
-    max_tokens integer,
-    memory_score_threshold numeric(3,2),
-    memory_limit integer,
-    context_window_size integer NOT NULL DEFAULT 20,
-    created_at timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL
-);
-CREATE TABLE IF NOT EXISTS personalities (
-    id uuid PRIMARY KEY,
-    name text NOT NULL,
-    display_name text,
-    slug text NOT NULL UNIQUE,
-    system_prompt_id uuid REFERENCES system_prompts(id),
-    character_info text NOT NULL,
-    personality_traits text NOT NULL,
-    personality_tone text,
-    personality_age text,
-    personality_appearance text,
-    personality_likes text,
-    personality_dislikes text,
-    conversational_goals text,
-    conversational_examples text,
-    custom_fields jsonb,
-    voice_enabled boolean NOT NULL DEFAULT false,
-    voice_settings jsonb,
-    image_enabled boolean NOT NULL DEFAULT false,
-    image_settings jsonb,
-    avatar_data bytea,
-    created_at timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL
-);
-CREATE TABLE IF NOT EXISTS personality_default_configs (
-    personality_id uuid PRIMARY KEY REFERENCES personalities(id),
-    llm_config_id uuid NOT NULL REFERENCES llm_configs(id),
-    updated_at timestamptz NOT NULL
-);
-CREATE TABLE IF NOT EXISTS personality_owners (
-    personality_id uuid NOT NULL REFERENCES personalities(id),
-    user_id uuid NOT NULL REFERENCES users(id),
-    role text NOT NULL DEFAULT 'owner',
-    created_at timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL,
-    PRIMARY KEY (personality_id, user_id)
-);
-CREATE TABLE IF NOT EXISTS user_personality_configs (
-    id uuid PRIMARY KEY,
-    user_id uuid NOT NULL REFERENCES users(id),
-    personality_id uuid NOT NULL REFERENCES personalities(id),
-    persona_id uuid REFERENCES personas(id),
-    llm_config_id uuid REFERENCES llm_configs(id),
-    created_at timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL,
-    UNIQUE (user_id, personality_id)
-);
-CREATE TABLE IF NOT EXISTS activated_channels (
-    id uuid PRIMARY KEY,
-    channel_id varchar(20) NOT NULL,
-    personality_id uuid NOT NULL REFERENCES personalities(id),
-    auto_respond boolean NOT NULL DEFAULT true,
-    created_by uuid REFERENCES users(id),
-    created_at timestamptz NOT NULL,
-    updated_at timestamptz NOT NULL,
-    UNIQUE (channel_id, personality_id)
-);
-CREATE TABLE IF NOT EXISTS conversation_history (
-    id uuid PRIMARY KEY,
-    channel_id varchar(20) NOT NULL,
-    guild_id varchar(20),
-    personality_id uuid NOT NULL REFERENCES personalities(id),
-    persona_id uuid NOT NULL REFERENCES personas(id),
-    role text NOT NULL CHECK (role IN ('user', 'assistant', 'system')),
-    content text NOT NULL,
-    created_at timestamptz NOT NULL
-);
-CREATE INDEX IF NOT EXISTS idx_conversation_history_context
-    ON conversation_history (channel_id, personality_id, created_at DESC);
-CREATE INDEX IF NOT EXISTS idx_conversation_history_persona ON conversation_history (persona_id);
-CREATE TABLE IF NOT EXISTS memories (
-    id uuid PRIMARY KEY,
-    persona_id uuid REFERENCES personas(id),
-    personality_id uuid NOT NULL REFERENCES personalities(id),
-    content text NOT NULL,
-    embedding vector(1536),
-    is_summarized boolean NOT NULL DEFAULT false,
-    original_message_count integer,
-    summarized_at timestamptz,
-    session_id text,
-    canon_scope text CHECK (canon_scope IN ('personal', 'session', 'global')),
-    summary_type text,
-    channel_id varchar(20),
-    guild_id varchar(20),
-    message_ids text[] NOT NULL DEFAULT '{}',
-    senders text[] NOT NULL DEFAULT '{}',
-    created_at timestamptz NOT NULL,
-    legacy_shapes_user_id uuid,
-    source_system text NOT NULL DEFAULT 'tinybot' CHECK (source_system IN ('tinybot', 'shapes-inc'))
-);
--- Every text ever embedded, by (model, dimensions, h(text)): no text is paid for twice.
-CREATE TABLE IF NOT EXISTS embedding_cache (
-    model text NOT NULL,
-    dimensions integer NOT NULL,
-    text_hash char(32) NOT NULL,
-    embedding vector NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (model, dimensions, text_hash)
-);
-CREATE INDEX IF NOT EXISTS idx_memories_persona_id ON memories (persona_id);
-CREATE INDEX IF NOT EXISTS idx_memories_personality_id ON memories (personality_id);
-CREATE INDEX IF NOT EXISTS idx_memories_created_at ON memories (created_at DESC);
-CREATE INDEX IF NOT EXISTS idx_memories_legacy_shapes_user_id ON memories (legacy_shapes_user_id);
-CREATE INDEX IF NOT EXISTS idx_memories_source_system ON memories (source_system);
-CREATE TABLE IF NOT EXISTS shapes_persona_mappings (
-    id uuid PRIMARY KEY,
-    shapes_user_id uuid NOT NULL UNIQUE,
-    persona_id uuid NOT NULL REFERENCES personas(id),
-    mapped_at timestamptz NOT NULL,
-    mapped_by text,
-    verification_status text NOT NULL DEFAULT 'unverified'
-);
--- A 1536-dim vector is 6 KB of incompressible floats: kept inline and uncompressed, writes skip a
--- futile compression attempt and TOAST, and scans and index builds skip detoasting (about 2x on
--- bulk loads here). The row still fits a page because text columns stay toastable.
-ALTER TABLE memories ALTER COLUMN embedding SET STORAGE PLAIN;
-ALTER TABLE embedding_cache ALTER COLUMN embedding SET STORAGE PLAIN;
-"""
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    null: bool = False
+    default: str | None = None
+    check: str | None = None
+    references: str | None = None  # the parent table, whose `id` this column holds
+
+    def ddl(self, database: str) -> str:
+        parts = [self.name, _TIMESTAMP_TYPES[database] if self.type == TIMESTAMP else self.type]
+        if not self.null:
+            parts.append("NOT NULL")
+        if self.default is not None:
+            parts.append(f"DEFAULT {self.default}")
+        if self.check is not None:
+            parts.append(f"CHECK ({self.check})")
+        if self.references is not None:
+            parts.append(f"REFERENCES {self.references}(id)")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Index:
+    name: str
+    columns: str  # the parenthesised part of CREATE INDEX, e.g. "channel_id, created_at DESC"
+    new_only: bool = False
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...] = ("id",)
+    unique: tuple[tuple[str, ...], ...] = ()
+    indexes: tuple[Index, ...] = ()
+    plain_storage: tuple[str, ...] = ()  # columns kept inline and uncompressed (new DB)
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def foreign_keys(self) -> tuple[tuple[str, str], ...]:
+        """(column, parent table) for every column that references another table."""
+        return tuple((c.name, c.references) for c in self.columns if c.references is not None)
+
+    def ddl(self, database: str) -> str:
+        lines = [c.ddl(database) for c in self.columns]
+        lines.append(f"PRIMARY KEY ({', '.join(self.primary_key)})")
+        lines += [f"UNIQUE ({', '.join(key)})" for key in self.unique]
+        statements = [f"CREATE TABLE IF NOT EXISTS {self.name} (\n    " + ",\n    ".join(lines) + "\n);"]
+        statements += [
+            f"CREATE INDEX IF NOT EXISTS {index.name} ON {self.name} ({index.columns});"
+            for index in self.indexes
+            if database == "new" or not index.new_only
+        ]
+        if database == "new":
+            statements += [
+                f"ALTER TABLE {self.name} ALTER COLUMN {c} SET STORAGE PLAIN;" for c in self.plain_storage
+            ]
+        return "\n".join(statements)
+
+
+def _timestamps(*names: str) -> tuple[Column, ...]:
+    return tuple(Column(name, TIMESTAMP) for name in names)
+
+
+def _uuid(name: str, references: str | None = None, null: bool = False) -> Column:
+    return Column(name, "uuid", null=null, references=references)
+
+
+# --- the relational tables, in both databases, in foreign-key order ------------------------------
+
+USERS = Table(
+    "users",
+    (
+        _uuid("id"),
+        Column("discord_id", "varchar(20)"),
+        Column("username", "text"),
+        *_timestamps("created_at", "updated_at"),
+    ),
+    unique=(("discord_id",),),
+)
+PERSONAS = Table(
+    "personas",
+    (
+        _uuid("id"),
+        Column("name", "text"),
+        Column("description", "text", null=True),
+        Column("content", "text"),
+        Column("preferred_name", "text", null=True),
+        Column("pronouns", "text", null=True),
+        _uuid("owner_id", references="users"),
+        *_timestamps("created_at", "updated_at"),
+    ),
+)
+USER_DEFAULT_PERSONAS = Table(
+    "user_default_personas",
+    (
+        _uuid("user_id", references="users"),
+        _uuid("persona_id", references="personas"),
+        *_timestamps("updated_at"),
+    ),
+    primary_key=("user_id",),
+)
+SYSTEM_PROMPTS = Table(
+    "system_prompts",
+    (
+        _uuid("id"),
+        Column("name", "text"),
+        Column("description", "text", null=True),
+        Column("content", "text"),
+        Column("is_default", "boolean", default="false"),
+        *_timestamps("created_at", "updated_at"),
+    ),
+)
+_SETTING = "numeric(3,2)"
+LLM_CONFIGS = Table(
+    "llm_configs",
+    (
+        _uuid("id"),
+        Column("name", "text"),
+        Column("description", "text", null=True),
+        _uuid("owner_id", references="users", null=True),
+        Column("is_global", "boolean", default="false"),
+        Column("is_default", "boolean", default="false"),
+        Column("model", "text"),
+        Column("vision_model", "text", null=True),
+        Column("temperature", _SETTING, null=True),
+        Column("top_p", _SETTING, null=True),
+        Column("top_k", "integer", null=True),
+        Column("frequency_penalty", _SETTING, null=True),
+        Column("presence_penalty", _SETTING, null=True),
+        Column("repetition_penalty", _SETTING, null=True),
+        Column("max_tokens", "integer", null=True),
+        Column("memory_score_threshold", _SETTING, null=True),
+        Column("memory_limit", "integer", null=True),
+        Column("context_window_size", "integer", default="20"),
+        *_timestamps("created_at", "updated_at"),
+    ),
+)
+PERSONALITIES = Table(
+    "personalities",
+    (
+        _uuid("id"),
+        Column("name", "text"),
+        Column("display_name", "text", null=True),
+        Column("slug", "text"),
+        _uuid("system_prompt_id", references="system_prompts", null=True),
+        Column("character_info", "text"),
+        Column("personality_traits", "text"),
+        *(
+            Column(name, "text", null=True)
+            for name in (
+                "personality_tone",
+                "personality_age",
+                "personality_appearance",
+                "personality_likes",
+                "personality_dislikes",
+                "conversational_goals",
+                "conversational_examples",
+            )
+        ),
+        Column("custom_fields", "jsonb", null=True),
+        Column("voice_enabled", "boolean", default="false"),
+        Column("voice_settings", "jsonb", null=True),
+        Column("image_enabled", "boolean", default="false"),
+        Column("image_settings", "jsonb", null=True),
+        Column("avatar_data", "bytea", null=True),
+        *_timestamps("created_at", "updated_at"),
+    ),
+    unique=(("slug",),),
+)
+PERSONALITY_DEFAULT_CONFIGS = Table(
+    "personality_default_configs",
+    (
+        _uuid("personality_id", references="personalities"),
+        _uuid("llm_config_id", references="llm_configs"),
+        *_timestamps("updated_at"),
+    ),
+    primary_key=("personality_id",),
+)
+PERSONALITY_OWNERS = Table(
+    "personality_owners",
+    (
+        _uuid("personality_id", references="personalities"),
+        _uuid("user_id", references="users"),
+        Column("role", "text", default="'owner'"),
+        *_timestamps("created_at", "updated_at"),
+    ),
+    primary_key=("personality_id", "user_id"),
+)
+USER_PERSONALITY_CONFIGS = Table(
+    "user_personality_configs",
+    (
+        _uuid("id"),
+        _uuid("user_id", references="users"),
+        _uuid("personality_id", references="personalities"),
+        _uuid("persona_id", references="personas", null=True),
+        _uuid("llm_config_id", references="llm_configs", null=True),
+        *_timestamps("created_at", "updated_at"),
+    ),
+    unique=(("user_id", "personality_id"),),
+)
+ACTIVATED_CHANNELS = Table(
+    "activated_channels",
+    (
+        _uuid("id"),
+        Column("channel_id", "varchar(20)"),
+        _uuid("personality_id", references="personalities"),
+        Column("auto_respond", "boolean", default="true"),
+        _uuid("created_by", references="users", null=True),
+        *_timestamps("created_at", "updated_at"),
+    ),
+    unique=(("channel_id", "personality_id"),),
+)
+CONVERSATION_HISTORY = Table(
+    "conversation_history",
+    (
+        _uuid("id"),
+        Column("channel_id", "varchar(20)"),
+        Column("guild_id", "varchar(20)", null=True),
+        _uuid("personality_id", references="personalities"),
+        _uuid("persona_id", references="personas"),
+        Column("role", "text", check="role IN ('user', 'assistant', 'system')"),
+        Column("content", "text"),
+        *_timestamps("created_at"),
+    ),
+    indexes=(
+        Index("idx_conversation_history_context", "channel_id, personality_id, created_at DESC"),
+        Index("idx_conversation_history_persona", "persona_id", new_only=True),
+    ),
+)
+
+RELATIONAL_TABLES: tuple[Table, ...] = (
+    USERS,
+    PERSONAS,
+    USER_DEFAULT_PERSONAS,
+    SYSTEM_PROMPTS,
+    LLM_CONFIGS,
+    PERSONALITIES,
+    PERSONALITY_DEFAULT_CONFIGS,
+    PERSONALITY_OWNERS,
+    USER_PERSONALITY_CONFIGS,
+    ACTIVATED_CHANNELS,
+    CONVERSATION_HISTORY,
+)
+
+# --- the tables only the new database has -------------------------------------------------------
+
+SCHEMA_VERSION_TABLE = Table(
+    "schema_version",
+    (Column("version", "integer"), Column("applied_at", "timestamptz", default="now()")),
+    primary_key=("version",),
+)
+# A 1536-dim vector is 6 KB of incompressible floats: kept inline and uncompressed, writes skip a
+# futile compression attempt and TOAST, and scans and index builds skip detoasting (about 2x on
+# bulk loads here). The row still fits a page because text columns stay toastable.
+MEMORIES = Table(
+    "memories",
+    (
+        _uuid("id"),
+        # NULL: a legacy memory whose shapes.inc user is not mapped to a persona yet.
+        _uuid("persona_id", references="personas", null=True),
+        _uuid("personality_id", references="personalities"),
+        Column("content", "text"),
+        Column("embedding", f"vector({EMBEDDING_DIMENSIONS})", null=True),
+        Column("is_summarized", "boolean", default="false"),
+        Column("original_message_count", "integer", null=True),
+        Column("summarized_at", "timestamptz", null=True),
+        Column("session_id", "text", null=True),
+        Column("canon_scope", "text", null=True, check="canon_scope IN ('personal', 'session', 'global')"),
+        Column("summary_type", "text", null=True),
+        Column("channel_id", "varchar(20)", null=True),
+        Column("guild_id", "varchar(20)", null=True),
+        Column("message_ids", "text[]", default="'{}'"),
+        Column("senders", "text[]", default="'{}'"),
+        Column("created_at", "timestamptz"),
+        _uuid("legacy_shapes_user_id", null=True),
+        Column(
+            "source_system", "text", default="'tinybot'", check="source_system IN ('tinybot', 'shapes-inc')"
+        ),
+    ),
+    indexes=tuple(
+        Index(f"idx_memories_{name}", columns)
+        for name, columns in (
+            ("persona_id", "persona_id"),
+            ("personality_id", "personality_id"),
+            ("created_at", "created_at DESC"),
+            ("legacy_shapes_user_id", "legacy_shapes_user_id"),
+            ("source_system", "source_system"),
+        )
+    ),
+    plain_storage=("embedding",),
+)
+# Every text ever embedded, by (model, dimensions, h(text)): no text is paid for twice.
+EMBEDDING_CACHE = Table(
+    "embedding_cache",
+    (
+        Column("model", "text"),
+        Column("dimensions", "integer"),
+        Column("text_hash", "char(32)"),
+        Column("embedding", "vector"),
+        Column("created_at", "timestamptz", default="now()"),
+    ),
+    primary_key=("model", "dimensions", "text_hash"),
+    plain_storage=("embedding",),
+)
+SHAPES_PERSONA_MAPPINGS = Table(
+    "shapes_persona_mappings",
+    (
+        _uuid("id"),
+        _uuid("shapes_user_id"),
+        _uuid("persona_id", references="personas"),
+        Column("mapped_at", "timestamptz"),
+        Column("mapped_by", "text", null=True),
+        Column("verification_status", "text", default="'unverified'"),
+    ),
+    unique=(("shapes_user_id",),),
+)
+
+NEW_ONLY_TABLES: tuple[Table, ...] = (MEMORIES, EMBEDDING_CACHE, SHAPES_PERSONA_MAPPINGS)
+
+
+def old_schema_sql() -> str:
+    return "\n".join(table.ddl("old") for table in RELATIONAL_TABLES)
+
+
+def new_schema_sql() -> str:
+    tables = (SCHEMA_VERSION_TABLE, *RELATIONAL_TABLES, *NEW_ONLY_TABLES)
+    return "CREATE EXTENSION IF NOT EXISTS vector;\n" + "\n".join(table.ddl("new") for table in tables)
 
 
 def apply_old_schema(conn: psycopg.Connection) -> None:
     """Create the old DB's tables (demo data and tests only; the pipeline never writes the old DB)."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
-        conn.execute(OLD_SCHEMA_SQL)
+        conn.execute(old_schema_sql())
 
 
 def apply_new_schema(conn: psycopg.Connection) -> int:
@@ -344,7 +381,7 @@ def apply_new_schema(conn: psycopg.Connection) -> int:
             )
         if recorded == SCHEMA_VERSION:
             return recorded
-        conn.execute(NEW_SCHEMA_SQL)
+        conn.execute(new_schema_sql())
         conn.execute(
             "INSERT INTO schema_version (version) VALUES (%s) ON CONFLICT DO NOTHING",
             (SCHEMA_VERSION,),

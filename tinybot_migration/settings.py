@@ -6,24 +6,9 @@ Nothing here is resolved at import: callers ask when they need a value.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
-
-# Every environment variable the project reads, with what it means (the README repeats this).
-ENVIRONMENT_VARIABLES = {
-    "TINYBOT_HOME": "local state: embedded PostgreSQL data, Dagster instance, demo export (default ./.tinybot)",
-    "OLD_DATABASE_URL": "old bot database, opened read-only (default: embedded database tinybot_old)",
-    "DATABASE_URL": "new database with pgvector (default: embedded database tinybot_new)",
-    "DAGSTER_STORAGE_URL": "Dagster's own run storage (default: embedded database dagster)",
-    "SHAPES_EXPORT_DIR": "shapes.inc export folder (default: $TINYBOT_HOME/shapes_export)",
-    "DAGSTER_HOME": "Dagster instance folder (default: $TINYBOT_HOME/dagster, set by the CLI)",
-    "EMBEDDING_PROVIDER": "auto | openai | hash (default auto: openai when OPENAI_API_KEY is set)",
-    "EMBEDDING_MODEL": "embedding model (default text-embedding-3-small, 1536 dimensions)",
-    "OPENAI_API_KEY": "OpenAI key; never logged",
-    "OPENAI_BASE_URL": "any OpenAI-compatible server (default: OpenAI's)",
-    "MEMORY_REBUILD_INTERVAL_SECONDS": "how often the incremental memory sensor looks for new exchanges "
-    "(default 3600)",
-}
 
 OLD_DATABASE_NAME = "tinybot_old"
 NEW_DATABASE_NAME = "tinybot_new"
@@ -58,18 +43,33 @@ def redact_url(url: str) -> str:
 
 
 DEFAULT_MEMORY_REBUILD_INTERVAL_SECONDS = 3600
+MINIMUM_MEMORY_REBUILD_INTERVAL_SECONDS = 30
 
 
 def memory_rebuild_interval_seconds() -> int:
+    """MEMORY_REBUILD_INTERVAL_SECONDS, or the default with a warning when the value is unusable.
+
+    Read when the definitions load: raising here would take the whole code location down (the UI
+    would show nothing), so a bad value is reported and the default used instead.
+    """
     raw = os.environ.get("MEMORY_REBUILD_INTERVAL_SECONDS", "").strip()
     if not raw:
         return DEFAULT_MEMORY_REBUILD_INTERVAL_SECONDS
     try:
         value = int(raw)
     except ValueError:
-        value = 0
-    if value < 30:
-        raise ValueError(
-            f"MEMORY_REBUILD_INTERVAL_SECONDS must be a whole number of seconds >= 30, got {raw!r}"
+        value = None
+    if value is None or value < MINIMUM_MEMORY_REBUILD_INTERVAL_SECONDS:
+        warnings.warn(
+            f"MEMORY_REBUILD_INTERVAL_SECONDS must be a whole number of seconds >= "
+            f"{MINIMUM_MEMORY_REBUILD_INTERVAL_SECONDS}, got {raw!r}: using the default "
+            f"{DEFAULT_MEMORY_REBUILD_INTERVAL_SECONDS}",
+            SettingWarning,
+            stacklevel=2,
         )
+        return DEFAULT_MEMORY_REBUILD_INTERVAL_SECONDS
     return value
+
+
+class SettingWarning(UserWarning):
+    """An environment variable holds a value the project cannot use; the default applies."""

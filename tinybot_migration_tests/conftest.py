@@ -8,7 +8,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tinybot_migration.embedded_postgres import embedded_database_url, embedded_server
+from tinybot_migration.runtime.embedded_postgres import embedded_database_url, embedded_server
 
 _counter = itertools.count(1)
 

@@ -1,42 +1,119 @@
-"""The definitions load (as every Dagster CLI loads them) and an asset runs when called directly."""
+"""The definitions load (as every Dagster CLI loads them), the stages follow the graph, the pools the
+assets declare are the ones dagster.yaml limits, and an asset runs when called directly."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import psycopg
-from dagster import AssetKey, build_asset_context
+import pytest
+import yaml
+from dagster import AssetKey, DefaultSensorStatus, build_asset_context, instance_for_test
 
-from tinybot_migration.assets.relational import relational_assets
-from tinybot_migration.checks.relational import checks_for
-from tinybot_migration.definitions import defs
+import tinybot_migration
+from tinybot_migration.definitions import ALL_ASSETS, defs
 from tinybot_migration.demo_data import generate_demo_data
-from tinybot_migration.jobs import UNPARTITIONED_MIGRATION_JOB
+from tinybot_migration.memories.assets import EMBEDDING_POOL
+from tinybot_migration.memories.checks import MEMORY_CHECK_DESCRIPTIONS
+from tinybot_migration.memories.sensor import INCREMENTAL_MEMORY_JOB
+from tinybot_migration.relational.assets import NEW_DATABASE_POOL, relational_assets
+from tinybot_migration.relational.checks import checks_for
+from tinybot_migration.relational.tables import RELATIONAL_TABLES
 from tinybot_migration.resources import NewDatabaseResource, OldDatabaseResource
-from tinybot_migration.tables import RELATIONAL_TABLES
+from tinybot_migration.runtime.stages import migration_stages
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DG = Path(sys.executable).parent / "dg"
 
 
-def test_definitions_validate_with_the_dagster_cli(tmp_path):
+@pytest.mark.slow
+def test_dg_check_defs_validates_the_project():
     result = subprocess.run(
-        [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "tinybot_migration.definitions"],
+        [str(DG), "check", "defs"], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "All definitions loaded successfully" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("value", ["10", "soon"])
+def test_a_bad_interval_setting_never_takes_the_code_location_down(value):
+    env = dict(os.environ, MEMORY_REBUILD_INTERVAL_SECONDS=value)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from tinybot_migration.definitions import defs;"
+            "print(defs.resolve_sensor_def('memory_rebuild_sensor').minimum_interval_seconds)",
+        ],
         capture_output=True,
         text=True,
-        cwd=tmp_path,
-        timeout=180,
+        env=env,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert "All code locations passed validation" in result.stdout + result.stderr
+    assert result.stdout.strip() == "3600"
+    assert "MEMORY_REBUILD_INTERVAL_SECONDS" in result.stderr and ">= 30" in result.stderr
+    assert repr(value) in result.stderr
 
 
-def test_every_table_is_an_asset_with_its_checks_in_the_migration_job():
-    job = defs.resolve_job_def(UNPARTITIONED_MIGRATION_JOB)
+def test_the_migration_stages_follow_the_graph_and_cover_every_asset():
+    stages = migration_stages(ALL_ASSETS)
+    assert [s.job_name for s in stages] == [
+        "migration_stage_1_unpartitioned",
+        "migration_stage_2_personality",
+    ]
+    assert set(stages[0].asset_keys) == {AssetKey(spec.name) for spec in RELATIONAL_TABLES}
+    assert stages[1].asset_keys == (AssetKey("rebuilt_memories"),)
+    for stage in stages:
+        job_keys = defs.resolve_job_def(stage.job_name).asset_layer.selected_asset_keys
+        assert set(job_keys) == set(stage.asset_keys)
+
+
+def test_every_table_is_an_asset_with_its_checks():
     graph = defs.resolve_asset_graph()
     for spec in RELATIONAL_TABLES:
         key = AssetKey(spec.name)
-        assert key in job.asset_layer.asset_graph.get_all_asset_keys()
         checks = {c.name for c in graph.asset_check_keys if c.asset_key == key}
         assert checks == set(checks_for(spec))
         parents = {AssetKey(fk.parent) for fk in spec.foreign_keys}
         assert graph.get(key).parent_keys == parents
+
+
+def test_memories_are_partitioned_by_personality_with_their_job_and_sensor():
+    graph = defs.resolve_asset_graph()
+    memories = graph.get(AssetKey("rebuilt_memories"))
+    assert memories.partitions_def.name == "personality"
+    assert memories.backfill_policy is not None and memories.backfill_policy.max_partitions_per_run is None
+    assert AssetKey("conversation_history") in memories.parent_keys
+    checks = {c.name for c in graph.asset_check_keys if c.asset_key == AssetKey("rebuilt_memories")}
+    assert checks == set(MEMORY_CHECK_DESCRIPTIONS)
+    sensor = defs.resolve_sensor_def("memory_rebuild_sensor")
+    assert sensor.job_name == INCREMENTAL_MEMORY_JOB
+    assert defs.resolve_job_def(INCREMENTAL_MEMORY_JOB).asset_layer.selected_asset_keys == {
+        AssetKey("rebuilt_memories")
+    }
+    assert sensor.minimum_interval_seconds == 3600
+    assert sensor.default_status == DefaultSensorStatus.STOPPED
+
+
+def test_the_pools_the_assets_declare_are_limited_by_the_shipped_dagster_yaml():
+    """README: relational assets share `tinybot_new_database`, the memory assets
+    `tinybot_embeddings`; 2 slots a pool, op granularity, 4 concurrent runs."""
+    pools = {asset.key.to_user_string(): asset.op.pool for asset in ALL_ASSETS}
+    assert {pools[spec.name] for spec in RELATIONAL_TABLES} == {NEW_DATABASE_POOL}
+    assert pools["rebuilt_memories"] == EMBEDDING_POOL
+    assert set(pools.values()) == {NEW_DATABASE_POOL, EMBEDDING_POOL}
+
+    shipped = yaml.safe_load((Path(tinybot_migration.__file__).parent / "dagster.yaml").read_text())
+    with instance_for_test(overrides={"concurrency": shipped["concurrency"]}) as instance:
+        config = instance.get_concurrency_config()
+        assert config.pool_config.default_pool_limit == 2
+        assert config.pool_config.pool_granularity.value == "op"
+        assert config.run_queue_config.max_concurrent_runs == 4
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert all(f"`{pool}`" in readme for pool in (NEW_DATABASE_POOL, EMBEDDING_POOL))
 
 
 def test_an_asset_called_directly(make_database, tmp_path):
@@ -53,23 +130,3 @@ def test_an_asset_called_directly(make_database, tmp_path):
     assert all(c.passed for c in result.check_results)
     with psycopg.connect(new_url) as conn:
         assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 14
-
-
-def test_memories_are_partitioned_by_personality_with_their_job_and_sensor():
-    from dagster import DefaultSensorStatus
-
-    from tinybot_migration.automation import INCREMENTAL_MEMORY_JOB
-    from tinybot_migration.checks.memories import MEMORY_CHECK_DESCRIPTIONS
-
-    graph = defs.resolve_asset_graph()
-    memories = graph.get(AssetKey("rebuilt_memories"))
-    assert memories.partitions_def.name == "personality"
-    assert memories.backfill_policy is not None and memories.backfill_policy.max_partitions_per_run is None
-    assert AssetKey("conversation_history") in memories.parent_keys
-    checks = {c.name for c in graph.asset_check_keys if c.asset_key == AssetKey("rebuilt_memories")}
-    assert checks == set(MEMORY_CHECK_DESCRIPTIONS)
-    sensor = defs.resolve_sensor_def("memory_rebuild_sensor")
-    assert sensor.job_name == INCREMENTAL_MEMORY_JOB
-    assert sensor.minimum_interval_seconds == 3600
-    assert sensor.default_status == DefaultSensorStatus.STOPPED
-    assert defs.resolve_job_def("migration_partitioned_personality") is not None

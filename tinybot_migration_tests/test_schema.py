@@ -1,12 +1,17 @@
-"""The new schema is applied by the pipeline itself: idempotent, concurrent-safe, versioned."""
+"""Both schemas come from one description of each table; the new one is applied by the pipeline
+itself: idempotent, concurrent-safe, versioned."""
 
+import json
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import psycopg
 import pytest
 
+from tinybot_migration import schema
+from tinybot_migration.relational.tables import RELATIONAL_TABLES
 from tinybot_migration.resources import NewDatabaseResource
-from tinybot_migration.schema import SCHEMA_VERSION, apply_new_schema
+from tinybot_migration.schema import SCHEMA_VERSION, apply_new_schema, apply_old_schema
 
 NEW_TABLES = {
     "users",
@@ -76,3 +81,48 @@ def test_embeddings_are_stored_inline(make_database):
             " ORDER BY 1"
         ).fetchall()
     assert storage == [("embedding_cache", "p"), ("memories", "p")]
+
+
+CATALOGUE_SQL = {
+    "columns": "SELECT table_name, column_name, ordinal_position, data_type, udt_name, character_maximum_length,"
+    " numeric_precision, numeric_scale, datetime_precision, is_nullable, column_default"
+    " FROM information_schema.columns WHERE table_schema = 'public' ORDER BY table_name, ordinal_position",
+    "constraints": "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint"
+    " WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2",
+    "indexes": "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1, 2",
+    "storage": "SELECT c.relname, a.attname, a.attstorage FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+    " WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r' AND a.attnum > 0"
+    " AND NOT a.attisdropped ORDER BY 1, 2",
+}
+
+
+def catalogue(url: str) -> dict[str, list[list]]:
+    with psycopg.connect(url) as conn:
+        return {
+            part: [
+                [value if value is None or isinstance(value, int | str) else str(value) for value in row]
+                for row in conn.execute(query).fetchall()
+            ]
+            for part, query in CATALOGUE_SQL.items()
+        }
+
+
+def test_both_ddls_derived_from_one_description_match_the_schemas_they_replaced(make_database):
+    """schema_catalogue.json was read off both databases when each DDL was still written out by hand
+    (schema version 3): every column, type, default, constraint, index and storage setting."""
+    old_url, new_url = make_database("catalogue_old"), make_database("catalogue_new")
+    with psycopg.connect(old_url, autocommit=True) as conn:
+        apply_old_schema(conn)
+    with psycopg.connect(new_url, autocommit=True) as conn:
+        apply_new_schema(conn)
+    expected = json.loads((Path(__file__).parent / "schema_catalogue.json").read_text())
+    assert catalogue(old_url) == expected["old"]
+    assert catalogue(new_url) == expected["new"]
+
+
+def test_the_relational_specs_and_the_schema_list_the_same_tables_in_foreign_key_order():
+    assert [spec.table for spec in RELATIONAL_TABLES] == list(schema.RELATIONAL_TABLES)
+    seen: set[str] = set()
+    for table in (*schema.RELATIONAL_TABLES, *schema.NEW_ONLY_TABLES):
+        assert all(parent in seen for _, parent in table.foreign_keys), table.name
+        seen.add(table.name)

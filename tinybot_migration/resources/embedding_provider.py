@@ -1,41 +1,48 @@
 """The embedding provider: OpenAI (or any OpenAI-compatible server) or the offline hash embedder.
 
-`embed(texts)` packs the texts into requests (`embedding_batches`), keeps several in flight,
+`embed(texts)` packs the texts into requests (`embeddings.batches`), keeps several in flight,
 retries 429/5xx/timeouts with exponential backoff and jitter that honours `Retry-After`, and checks
 every vector's length before returning anything, so a wrong model never reaches the database.
+Requests in flight are limited per resource and process, however many threads call `embed` at
+once (the memory rebuild runs several chunks side by side).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import openai
 from dagster import ConfigurableResource
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
-from tinybot_migration.embedding_batches import (
+from tinybot_migration.embeddings.batches import (
     MAX_INPUTS_PER_REQUEST,
     MAX_TOKENS_PER_REQUEST,
     estimate_tokens,
     plan_batches,
     truncate_for_embedding,
 )
-from tinybot_migration.hash_embedding import hash_embedding
+from tinybot_migration.embeddings.hash_embedder import hash_embedding
+from tinybot_migration.progress import Log
+from tinybot_migration.schema import EMBEDDING_DIMENSIONS
 
 DEFAULT_MODEL = "text-embedding-3-small"
-DIMENSIONS = 1536
+DIMENSIONS = EMBEDDING_DIMENSIONS
 USD_PER_MILLION_TOKENS = {"text-embedding-3-small": 0.02, "text-embedding-3-large": 0.13}
 RETRYABLE_STATUS = {408, 409, 429}  # and every 5xx
 # Answers about the input itself: the batch is split to find the texts at fault, which are
 # rejected one by one while the rest of the batch is embedded (one bad text never fails a run).
 INPUT_REJECTED_STATUS = {400, 413, 422}
-
-Log = Callable[[str], None]
+# How often a request waiting for a slot looks again (slots are shared across threads and loops).
+SLOT_POLL_SECONDS = 0.002
+_slots_lock = threading.Lock()
 
 
 class EmbeddingProviderError(RuntimeError):
@@ -65,7 +72,6 @@ class EmbeddingResult:
     tokens: int = 0  # as billed by the provider (estimated for the offline provider)
     truncated: int = 0  # inputs cut to fit the per-input token limit (their full text is kept)
     seconds: float = 0.0
-    batch_sizes: list[int] = field(default_factory=list)
     completed: np.ndarray | None = None  # bool per input: its vector is real (all True on success)
     rejected: dict[int, str] = field(default_factory=dict)  # input position -> the provider's reason
 
@@ -95,6 +101,22 @@ class EmbeddingProviderResource(ConfigurableResource):
     initial_backoff_seconds: float = Field(default=1.0)
     max_backoff_seconds: float = Field(default=60.0)
     request_timeout_seconds: float = Field(default=60.0)
+
+    _request_slots: threading.BoundedSemaphore | None = PrivateAttr(default=None)
+
+    @asynccontextmanager
+    async def _request_slot(self) -> AsyncIterator[None]:
+        """One of `max_concurrent_requests` slots, shared by every thread using this resource."""
+        with _slots_lock:
+            if self._request_slots is None:
+                self._request_slots = threading.BoundedSemaphore(max(1, self.max_concurrent_requests))
+        slots = self._request_slots
+        while not slots.acquire(blocking=False):
+            await asyncio.sleep(SLOT_POLL_SECONDS)
+        try:
+            yield
+        finally:
+            slots.release()
 
     def effective_provider(self) -> str:
         choice = (self.provider or "auto").lower()
@@ -136,10 +158,8 @@ class EmbeddingProviderResource(ConfigurableResource):
             np.zeros((len(texts), self.dimensions), np.float32),
             model=self.model,
             provider="openai",
-            batch_sizes=[len(b) for b in batches],
             completed=np.zeros(len(texts), dtype=bool),
         )
-        gate = asyncio.Semaphore(max(1, self.max_concurrent_requests))
         # Retries are ours (with Retry-After and a clear final error), not the client's.
         async with openai.AsyncOpenAI(
             api_key=self.api_key, base_url=self.base_url, max_retries=0, timeout=self.request_timeout_seconds
@@ -148,7 +168,6 @@ class EmbeddingProviderResource(ConfigurableResource):
                 *(
                     self._embed_batch(
                         client,
-                        gate,
                         texts,
                         b.start,
                         b.stop,
@@ -172,7 +191,6 @@ class EmbeddingProviderResource(ConfigurableResource):
     async def _embed_batch(
         self,
         client: openai.AsyncOpenAI,
-        gate: asyncio.Semaphore,
         texts: list[str],
         start: int,
         stop: int,
@@ -185,7 +203,7 @@ class EmbeddingProviderResource(ConfigurableResource):
         attempt = 0
         while True:
             try:
-                async with gate:
+                async with self._request_slot():
                     result.requests += 1
                     response = await client.embeddings.create(
                         model=self.model, input=texts[start:stop], **extra
@@ -194,9 +212,7 @@ class EmbeddingProviderResource(ConfigurableResource):
             except (openai.APIStatusError, openai.APITimeoutError, openai.APIConnectionError) as exc:
                 status = getattr(exc, "status_code", None)
                 if status in INPUT_REJECTED_STATUS:
-                    return await self._split_rejected(
-                        client, gate, texts, start, stop, label, result, log, exc
-                    )
+                    return await self._split_rejected(client, texts, start, stop, label, result, log, exc)
                 retryable = status is None or status in RETRYABLE_STATUS or status >= 500
                 reason = f"HTTP {status}" if status is not None else type(exc).__name__
                 if not retryable or attempt >= self.max_retries:
@@ -231,7 +247,7 @@ class EmbeddingProviderResource(ConfigurableResource):
             estimate_tokens(t) for t in texts[start:stop]
         )
 
-    async def _split_rejected(self, client, gate, texts, start, stop, label, result, log, exc) -> None:
+    async def _split_rejected(self, client, texts, start, stop, label, result, log, exc) -> None:
         """The provider refused a batch for its input: halve it until the refused texts stand alone."""
         reason = f"HTTP {exc.status_code}: {self._scrubbed(exc)}"
         if stop - start == 1:
@@ -241,8 +257,8 @@ class EmbeddingProviderResource(ConfigurableResource):
             return
         middle = (start + stop) // 2
         await asyncio.gather(
-            self._embed_batch(client, gate, texts, start, middle, f"{label}a", result, log),
-            self._embed_batch(client, gate, texts, middle, stop, f"{label}b", result, log),
+            self._embed_batch(client, texts, start, middle, f"{label}a", result, log),
+            self._embed_batch(client, texts, middle, stop, f"{label}b", result, log),
         )
 
     def _scrubbed(self, exc: Exception) -> str:

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import psycopg
 from pydantic import Field, PrivateAttr
 
-from tinybot_migration.resources.database_connection import PostgresDatabaseResource, open_connection
+from tinybot_migration.resources.database import PostgresDatabaseResource, open_connection
 from tinybot_migration.schema import apply_new_schema
 from tinybot_migration.settings import NEW_DATABASE_NAME
 

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import psycopg
 from pydantic import Field
 
-from tinybot_migration.resources.database_connection import PostgresDatabaseResource, open_connection
+from tinybot_migration.resources.database import PostgresDatabaseResource, open_connection
 from tinybot_migration.settings import OLD_DATABASE_NAME
 
 

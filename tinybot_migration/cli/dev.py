@@ -1,0 +1,70 @@
+"""`tinybot-migration dev`: the Dagster UI and daemon on the project's persistent instance.
+
+`dagster dev` is started from this interpreter's own environment (so a bare
+`/path/to/venv/bin/tinybot-migration dev`, as a systemd unit or supervisor runs it, needs no
+activated virtualenv) in a process group of its own, and SIGINT/SIGTERM are forwarded to that whole
+group, so the webserver and daemon never outlive this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+
+from tinybot_migration.cli.summary import console
+
+# How long the webserver and daemon get to stop after the signal before they are killed.
+STOP_GRACE_SECONDS = 20
+
+
+def dagster_dev_command(extra_args: list[str]) -> list[str]:
+    # `dagster dev -m` works from any folder (`dg dev` needs the project's pyproject.toml).
+    return [sys.executable, "-m", "dagster", "dev", "-m", "tinybot_migration.definitions", *extra_args]
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """Start the embedded server, prepare the instance, and serve the Dagster UI until stopped."""
+    from tinybot_migration.runtime.dagster_instance import prepare_instance
+
+    home = prepare_instance()
+    console.print(f"Dagster instance: {home}")
+    env = dict(os.environ)
+    # Its "superseded" notice is noise here.
+    env["PYTHONWARNINGS"] = ",".join(
+        filter(None, [env.get("PYTHONWARNINGS"), "ignore::dagster_shared.utils.warnings.SupersessionWarning"])
+    )
+    process = subprocess.Popen(dagster_dev_command(args.dagster_args), env=env, start_new_session=True)
+    return serve_until_stopped(process)
+
+
+def serve_until_stopped(process: subprocess.Popen) -> int:
+    """Wait for `process`; on SIGINT or SIGTERM, pass the signal to its whole group and wait for it."""
+    received: list[int] = []
+
+    def forward(signum: int, _frame) -> None:
+        received.append(signum)
+        _signal_group(process, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            try:
+                code = process.wait(timeout=STOP_GRACE_SECONDS if received else None)
+                break
+            except subprocess.TimeoutExpired:
+                _signal_group(process, signal.SIGKILL)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        # The group leader is gone; anything it left behind goes with it.
+        _signal_group(process, signal.SIGKILL)
+    return 128 + received[0] if received and code < 0 else code
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signum)

@@ -1,0 +1,122 @@
+"""`tinybot-migration`: demo data, the demo, the migration run, and the Dagster UI."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from tinybot_migration.cli.dev import cmd_dev
+from tinybot_migration.cli.summary import console, print_summary
+from tinybot_migration.settings import shapes_export_dir, tinybot_home
+
+
+def _demo_data(scale: int, seed: int, replace: bool) -> None:
+    from tinybot_migration.demo_data import generate_demo_data
+    from tinybot_migration.runtime.embedded_postgres import embedded_database_url
+    from tinybot_migration.settings import OLD_DATABASE_NAME
+
+    summary = generate_demo_data(
+        embedded_database_url(OLD_DATABASE_NAME), shapes_export_dir(), scale=scale, seed=seed, replace=replace
+    )
+    console.print(
+        f"demo data (scale {summary.scale}, seed {summary.seed}) written in {summary.seconds:.1f}s: "
+        + ", ".join(f"{table} {count:,}" for table, count in summary.table_counts.items())
+        + f"; {summary.shapes_memories:,} shapes.inc memories in {summary.shapes_folders} folders"
+        f" under {shapes_export_dir()}"
+    )
+
+
+def _refuse_configured_sources(command: str) -> None:
+    """Demo data goes only into the embedded old DB and $TINYBOT_HOME, never over real sources."""
+    if os.environ.get("OLD_DATABASE_URL"):
+        raise SystemExit(
+            f"{command} only writes demo data into the embedded old database, and OLD_DATABASE_URL is set: "
+            "the old database is read-only to this project. Unset OLD_DATABASE_URL to use the demo."
+        )
+    if os.environ.get("SHAPES_EXPORT_DIR"):
+        raise SystemExit(
+            f"{command} writes its shapes.inc export under $TINYBOT_HOME, and SHAPES_EXPORT_DIR is set: "
+            "a real export is never overwritten. Unset SHAPES_EXPORT_DIR to use the demo."
+        )
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    _refuse_configured_sources("demo-data")
+    _demo_data(args.scale, args.seed, args.replace)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _refuse_configured_sources("demo")
+    if os.environ.pop("DATABASE_URL", None):
+        console.print("[yellow]demo always migrates into the embedded database; ignoring DATABASE_URL[/]")
+    from tinybot_migration.demo_data import old_database_has_data
+    from tinybot_migration.runtime.embedded_postgres import embedded_database_url
+    from tinybot_migration.settings import OLD_DATABASE_NAME
+
+    console.print(f"tinybot demo in {tinybot_home()}")
+    if args.replace or not old_database_has_data(embedded_database_url(OLD_DATABASE_NAME)):
+        # An empty old DB next to a leftover demo export (say the DB was wiped): regenerate both.
+        _demo_data(args.scale, args.seed, replace=args.replace or shapes_export_dir().exists())
+    else:
+        console.print("demo data already present (use --replace to regenerate)")
+    return _run_and_report()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _run_and_report(log_level=args.log_level)
+
+
+def _run_and_report(log_level: str = "INFO") -> int:
+    from tinybot_migration.runtime.runner import run_migration
+
+    report = run_migration(log_level=log_level)
+    print_summary(report)
+    return 0 if report.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tinybot-migration", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add_demo_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--scale", type=int, default=1, help="1 = production's shape (4,364 messages)")
+        command.add_argument("--seed", type=int, default=42, help="same seed, same data")
+        command.add_argument("--replace", action="store_true", help="replace existing demo data")
+
+    demo_data = commands.add_parser(
+        "demo-data", help="fill the embedded old DB and write a shapes.inc export"
+    )
+    add_demo_options(demo_data)
+    demo_data.set_defaults(func=cmd_demo_data)
+
+    demo = commands.add_parser("demo", help="embedded DB + demo data + the whole migration + a summary")
+    add_demo_options(demo)
+    demo.set_defaults(func=cmd_demo)
+
+    run = commands.add_parser("run", help="the whole migration against the configured databases")
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.set_defaults(func=cmd_run)
+
+    dev = commands.add_parser(
+        "dev",
+        help="serve the Dagster UI on the project's persistent instance (other options go to `dagster dev`)",
+    )
+    dev.set_defaults(func=cmd_dev)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "dev":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.dagster_args = extra
+    if getattr(args, "scale", 1) < 1:
+        raise SystemExit("--scale must be 1 or more")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

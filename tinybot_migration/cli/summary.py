@@ -1,0 +1,79 @@
+"""The summary `tinybot-migration run` and `demo` print: per asset rows, writes and checks, then the
+memories and their embeddings, then every failed check."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+# Off a terminal (CI logs, pipes) rich assumes 80 columns, too narrow for the summary table.
+console = Console(width=None if Console().is_terminal else 140)
+
+
+def print_summary(report) -> None:
+    table = Table(title="tinybot migration")
+    for column in ("asset", "old rows", "new rows", "written", "id collisions", "checks", "seconds"):
+        table.add_column(column, justify="left" if column == "asset" else "right")
+    for name, asset in report.assets.items():
+        parity = next((c for c in asset.checks if c.name == "row_count_parity"), None)
+        passed = sum(c.passed for c in asset.checks)
+        checks = f"{passed}/{len(asset.checks)} passed" if asset.checks else "-"
+        if asset.checks and passed < len(asset.checks):
+            checks = f"[red]{checks}[/]"
+        table.add_row(
+            name,
+            f"{parity.metadata['old_rows']:,}" if parity else "-",
+            f"{parity.metadata['new_rows']:,}"
+            if parity
+            else _number(asset.metadata.get("dagster/row_count")),
+            _written(asset.metadata),
+            f"{asset.metadata.get('id_collisions_resolved', '-')}",
+            checks,
+            f"{asset.metadata.get('seconds', 0):.2f}",
+        )
+    console.print(table)
+    for name, asset in report.assets.items():
+        if "memories_written" in asset.metadata:
+            console.print(_memory_line(name, asset.metadata))
+    for check in report.failed_checks:
+        console.print(f"[red]FAILED[/] {check.asset}.{check.name}: {check.description}")
+    for note in report.notes:
+        console.print(f"note: {note}")
+    if report.failure:
+        console.print(f"[red]run failed[/]: {report.failure}")
+    checks = report.checks
+    verdict = "[green]all checks passed[/]" if report.ok else "[red]migration NOT verified[/]"
+    console.print(
+        f"{verdict}: {sum(c.passed for c in checks)}/{len(checks)} checks, "
+        f"total {report.seconds:.1f}s, runs {', '.join(report.run_ids)}"
+    )
+
+
+def _number(value) -> str:
+    return f"{value:,}" if isinstance(value, int) else "-"
+
+
+def _written(metadata: dict) -> str:
+    for key in ("rows_written", "memories_written"):
+        if key in metadata:
+            return f"{metadata[key]:,}"
+    return "-"
+
+
+def _requests(m: dict) -> str:
+    if m.get("embedding_model", "").startswith("hash-"):
+        return " offline"
+    return f" in {m.get('provider_requests', 0):,} requests"
+
+
+def _memory_line(name: str, m: dict) -> str:
+    cost = f", estimated ${m['estimated_cost_usd']:.4f}" if m.get("estimated_cost_usd") else ""
+    line = (
+        f"{name}: {m.get('dagster/row_count', 0):,} memories ({m['memories_written']:,} written, "
+        f"{m.get('memories_already_present', 0):,} already present) from {m.get('exchanges', 0):,} "
+        f"exchanges; embeddings ({m.get('embedding_model', '?')}): {m.get('cache_hits', 0):,} cache hits, "
+        f"{m.get('provider_inputs', 0):,} texts embedded{_requests(m)}, {m.get('tokens', 0):,} tokens{cost}"
+    )
+    if m.get("exchanges_rejected"):
+        line += f"; [red]{m['exchanges_rejected']:,} exchanges rejected by the provider[/]"
+    return line

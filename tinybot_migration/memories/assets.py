@@ -1,0 +1,149 @@
+"""`rebuilt_memories`: one memory per exchange of the conversation history, embedded and checked.
+
+Partitioned by personality slug (dynamic partitions registered by the `personalities` asset and
+the incremental sensor). One run may cover every key (`BackfillPolicy.single_run`): the exchanges
+of all its personalities are embedded together, so requests stay full. Figures per personality are
+keyed by slug in one table, since a range run copies the same metadata to every partition.
+"""
+
+from dagster import (
+    AssetCheckSpec,
+    AssetExecutionContext,
+    BackfillPolicy,
+    Backoff,
+    Failure,
+    Jitter,
+    MaterializeResult,
+    MetadataValue,
+    RetryPolicy,
+    asset,
+)
+
+from tinybot_migration.embeddings.cache import cache_model_name
+from tinybot_migration.memories.checks import (
+    EMBEDDINGS_PRESENT_WITH_RIGHT_DIMENSIONS,
+    EVERY_EXCHANGE_HAS_ONE_MEMORY,
+    MEMORY_CHECK_DESCRIPTIONS,
+    NO_DUPLICATE_MEMORIES,
+    embeddings_present_with_right_dimensions,
+    every_exchange_has_one_memory,
+    no_duplicate_memories,
+)
+from tinybot_migration.memories.rebuild import (
+    RebuildReport,
+    UnknownPersonalityError,
+    rebuild_memories,
+)
+from tinybot_migration.memories.writer import SOURCE_TINYBOT, memory_count
+from tinybot_migration.partitions import personality_partitions
+from tinybot_migration.relational.assets import relational_assets
+from tinybot_migration.resources import EmbeddingProviderResource, NewDatabaseResource
+from tinybot_migration.resources.embedding_provider import EmbeddingProviderError
+
+MEMORIES_GROUP = "memories"
+# Pool shared by every asset that calls the embedding provider (limits set in dagster.yaml).
+EMBEDDING_POOL = "tinybot_embeddings"
+PER_PERSONALITY_ROWS = 100
+
+_upstream = {a.key.to_user_string(): a for a in relational_assets}
+
+
+def per_personality_table(report: RebuildReport) -> str:
+    lines = [
+        "| personality | contexts | exchanges | present | written | rejected | waiting |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    ranked = sorted(report.per_personality.items(), key=lambda item: (-item[1].written, item[0]))
+    for slug, f in ranked[:PER_PERSONALITY_ROWS]:
+        lines.append(
+            f"| {slug} | {f.contexts} | {f.exchanges} | {f.already_present} | {f.written} | {f.rejected} | {f.waiting} |"
+        )
+    if len(ranked) > PER_PERSONALITY_ROWS:
+        lines.append(f"| … {len(ranked) - PER_PERSONALITY_ROWS} more | | | | | | |")
+    return "\n".join(lines)
+
+
+@asset(
+    group_name=MEMORIES_GROUP,
+    deps=[_upstream["conversation_history"], _upstream["personas"]],
+    partitions_def=personality_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    check_specs=[
+        AssetCheckSpec(name, asset="rebuilt_memories", description=MEMORY_CHECK_DESCRIPTIONS[name])
+        for name in (
+            EVERY_EXCHANGE_HAS_ONE_MEMORY,
+            EMBEDDINGS_PRESENT_WITH_RIGHT_DIMENSIONS,
+            NO_DUPLICATE_MEMORIES,
+        )
+    ],
+    pool=EMBEDDING_POOL,
+    # A retry re-runs the whole step; the embedding cache and per-chunk commits make it cheap.
+    retry_policy=RetryPolicy(max_retries=2, delay=15, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS),
+    kinds={"postgres", "openai"},
+    description="One memory per exchange of the conversation history, embedded (cached) and bulk-loaded. "
+    "Partitioned by personality slug: the `personalities` asset registers the partitions, so "
+    "materialize the relational group first.",
+)
+def rebuilt_memories(
+    context: AssetExecutionContext,
+    new_database: NewDatabaseResource,
+    embedding_provider: EmbeddingProviderResource,
+) -> MaterializeResult:
+    slugs = list(context.partition_keys)
+    context.log.info(
+        f"rebuilding memories of {len(slugs)} personalities in {new_database.display_url()} "
+        f"with {cache_model_name(embedding_provider)}"
+    )
+    with new_database.connect() as conn:
+        try:
+            report = rebuild_memories(
+                conn, embedding_provider, slugs, log=context.log.info, connect=new_database.connect
+            )
+        except (UnknownPersonalityError, EmbeddingProviderError) as error:
+            if getattr(error, "retryable", False):
+                raise  # the RetryPolicy tries again; the cache keeps what was paid for
+            raise Failure(str(error), allow_retries=False) from None
+        personality_ids = list(report.personality_ids.values())
+        outcomes = [
+            every_exchange_has_one_memory(conn, report.expected_ids, personality_ids),
+            embeddings_present_with_right_dimensions(conn, personality_ids, embedding_provider.dimensions),
+            no_duplicate_memories(conn, personality_ids),
+        ]
+        total = memory_count(conn, personality_ids, SOURCE_TINYBOT)
+    stats = report.stats
+    metadata = {
+        "dagster/row_count": total,
+        "personalities": len(slugs),
+        "contexts": stats.contexts,
+        "exchanges": stats.exchanges,
+        "memories_written": report.memories_written,
+        "memories_already_present": report.already_present,
+        "duplicate_exchanges": report.duplicate_exchanges,
+        "unanswered_user_messages": stats.unanswered_user_messages,
+        "messages_skipped": MetadataValue.json(
+            {
+                "empty_or_whitespace": stats.empty_messages_skipped,
+                "assistant_without_user": stats.assistant_messages_without_user,
+                "system": stats.other_roles_skipped,
+            }
+        ),
+        "embedding_model": cache_model_name(embedding_provider),
+        "cache_hits": report.cache_hits,
+        "provider_inputs": report.provider_inputs,
+        "provider_requests": report.requests,
+        "provider_retries": report.retries,
+        "tokens": report.tokens,
+        "estimated_cost_usd": round(report.estimated_cost_usd, 6),
+        "texts_truncated": report.texts_truncated,
+        "exchanges_rejected": report.rejected,
+        "seconds": round(report.seconds, 3),
+        "per_personality": MetadataValue.md(per_personality_table(report)),
+    }
+    if report.rejection_samples:
+        metadata["rejected_examples"] = MetadataValue.md(
+            "\n".join(f"- {s}" for s in report.rejection_samples)
+        )
+    return MaterializeResult(metadata=metadata, check_results=[o.as_result() for o in outcomes])
+
+
+memory_assets = [rebuilt_memories]

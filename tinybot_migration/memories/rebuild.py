@@ -1,0 +1,223 @@
+"""Rebuild long-term memories from the new DB's conversation history (DESIGN §4).
+
+Every run pairs the whole history of the personalities it covers and writes only the exchanges
+whose memory id is missing. Memory ids depend on content alone, so this catches everything a
+watermark would (new exchanges, a trailing user message that got its answer) and also history
+that arrived late (a second relational run after the bot already wrote newer memories), and a
+memory the bot wrote itself in the same format is simply found present. The missing memories go
+through the shared writer (`writer.embed_and_write`), oldest first.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg.rows import args_row
+
+from tinybot_migration.memories.pairing import Exchange, Message, PairingStats, pair_messages
+from tinybot_migration.memories.writer import (
+    SOURCE_TINYBOT,
+    ChunkOutcome,
+    NewMemory,
+    check_embedding_dimensions,
+    embed_and_write,
+    memory_ids,
+)
+from tinybot_migration.postgres import Connect
+from tinybot_migration.progress import Log, quiet
+from tinybot_migration.resources.embedding_provider import EmbeddingProviderResource
+
+CANON_SCOPE = "personal"
+SUMMARY_TYPE = "conversation"
+REJECTION_SAMPLES = 5
+
+
+class UnknownPersonalityError(ValueError):
+    """A partition key names a slug that the new DB's personalities table does not have."""
+
+
+@dataclass
+class PersonalityFigures:
+    contexts: int = 0
+    exchanges: int = 0
+    already_present: int = 0
+    written: int = 0
+    rejected: int = 0
+    waiting: int = 0  # trailing user messages without an answer yet
+
+
+@dataclass
+class RebuildReport:
+    stats: PairingStats = field(default_factory=PairingStats)
+    personality_ids: dict[str, uuid.UUID] = field(default_factory=dict)  # slug -> id, as covered
+    per_personality: dict[str, PersonalityFigures] = field(default_factory=dict)
+    expected_ids: set[uuid.UUID] = field(default_factory=set)  # one per distinct exchange content
+    duplicate_exchanges: int = 0  # same content as an earlier exchange of the same persona/personality
+    already_present: int = 0
+    pending: int = 0
+    memories_written: int = 0
+    cache_hits: int = 0
+    provider_inputs: int = 0
+    requests: int = 0
+    retries: int = 0
+    tokens: int = 0
+    estimated_cost_usd: float = 0.0
+    texts_truncated: int = 0
+    rejected: int = 0
+    rejection_samples: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def personality_ids_for(conn: psycopg.Connection, slugs: Sequence[str]) -> dict[str, uuid.UUID]:
+    rows = conn.execute("SELECT slug, id FROM personalities WHERE slug = ANY(%s)", (list(slugs),)).fetchall()
+    found = dict(rows)
+    unknown = [s for s in slugs if s not in found]
+    if unknown:
+        raise UnknownPersonalityError(
+            f"personality partition(s) {', '.join(map(repr, unknown[:5]))} have no row in the new DB's "
+            "personalities table: migrate the relational tables first, or delete the stale partition"
+        )
+    return {slug: found[slug] for slug in slugs}
+
+
+def load_messages(conn: psycopg.Connection, personality_ids: Sequence[uuid.UUID]) -> list[Message]:
+    with conn.cursor(row_factory=args_row(Message)) as cur:
+        cur.execute(
+            "SELECT id, channel_id, guild_id, personality_id, persona_id, role, content, created_at"
+            " FROM conversation_history WHERE personality_id = ANY(%s)",
+            (list(personality_ids),),
+        )
+        return cur.fetchall()
+
+
+def memory_of(exchange: Exchange) -> NewMemory:
+    """The memory an exchange gives (DESIGN §4)."""
+    answer = exchange.answer
+    return NewMemory(
+        id=exchange.memory_id,
+        persona_id=answer.persona_id,
+        personality_id=answer.personality_id,
+        content=exchange.content,
+        is_summarized=False,
+        created_at=answer.created_at,
+        source_system=SOURCE_TINYBOT,
+        canon_scope=CANON_SCOPE,
+        summary_type=SUMMARY_TYPE,
+        channel_id=answer.channel_id,
+        guild_id=answer.guild_id,
+        message_ids=exchange.message_ids,
+    )
+
+
+def rebuild_memories(
+    conn: psycopg.Connection,
+    provider: EmbeddingProviderResource,
+    slugs: Sequence[str],
+    log: Log | None = None,
+    chunk_size: int | None = None,
+    connect: Connect | None = None,
+) -> RebuildReport:
+    """Write the missing memories of the personalities `slugs`; see the module docstring.
+
+    `connect` opens more connections to the same database, for chunks that run side by side.
+    """
+    started = time.perf_counter()
+    log = log or quiet
+    check_embedding_dimensions(conn, provider)
+    report = RebuildReport(personality_ids=personality_ids_for(conn, slugs))
+    distinct = distinct_exchanges(pair_personalities(conn, report), report)
+    pending = missing_memories(conn, distinct, report)
+    log(
+        f"memories: {len(slugs)} personalities, {report.stats.contexts:,} contexts, "
+        f"{report.stats.exchanges:,} exchanges, {report.already_present:,} memories present, "
+        f"{report.pending:,} to write"
+    )
+    done = 0
+    for outcome in embed_and_write(conn, connect, provider, pending, log, chunk_size):
+        absorb_chunk(report, outcome)
+        done += outcome.size
+        log(
+            f"memories: {done:,}/{len(pending):,} embedded and written ({report.cache_hits:,} cache hits, "
+            f"{report.requests:,} requests, {done / (time.perf_counter() - started):,.0f}/s)"
+        )
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def pair_personalities(conn: psycopg.Connection, report: RebuildReport) -> list[Exchange]:
+    """Every exchange of the report's personalities, each personality paired on its own."""
+    by_personality: dict[uuid.UUID, list[Message]] = {pid: [] for pid in report.personality_ids.values()}
+    for message in load_messages(conn, list(by_personality)):
+        by_personality[message.personality_id].append(message)
+    exchanges: list[Exchange] = []
+    for slug, personality_id in report.personality_ids.items():
+        pairing = pair_messages(by_personality[personality_id])
+        report.stats.add(pairing.stats)
+        report.per_personality[slug] = PersonalityFigures(
+            contexts=pairing.stats.contexts,
+            exchanges=pairing.stats.exchanges,
+            waiting=pairing.stats.unanswered_user_messages,
+        )
+        exchanges += pairing.exchanges
+    return exchanges
+
+
+def distinct_exchanges(exchanges: list[Exchange], report: RebuildReport) -> dict[uuid.UUID, Exchange]:
+    """One exchange per memory id: identical content in one persona and personality is one memory,
+    given by the earliest exchange."""
+    by_id: dict[uuid.UUID, Exchange] = {}
+    for exchange in exchanges:
+        memory = exchange.memory_id
+        earlier = by_id.get(memory)
+        if earlier is None or _age(exchange) < _age(earlier):
+            by_id[memory] = exchange
+        if earlier is not None:
+            report.duplicate_exchanges += 1
+    report.expected_ids = set(by_id)
+    return by_id
+
+
+def missing_memories(
+    conn: psycopg.Connection, distinct: dict[uuid.UUID, Exchange], report: RebuildReport
+) -> list[NewMemory]:
+    """The memories not in the new DB yet, oldest first."""
+    present = memory_ids(conn, list(report.personality_ids.values()), SOURCE_TINYBOT)
+    pending: list[Exchange] = []
+    slug_of = {pid: slug for slug, pid in report.personality_ids.items()}
+    for memory, exchange in distinct.items():
+        if memory in present:
+            report.per_personality[slug_of[exchange.answer.personality_id]].already_present += 1
+            report.already_present += 1
+        else:
+            pending.append(exchange)
+    report.pending = len(pending)
+    return [memory_of(exchange) for exchange in sorted(pending, key=_age)]
+
+
+def absorb_chunk(report: RebuildReport, outcome: ChunkOutcome) -> None:
+    """Add one written chunk's figures to the report."""
+    embedded = outcome.embedded
+    report.cache_hits += embedded.cache_hits
+    report.provider_inputs += embedded.provider_inputs
+    report.requests += embedded.requests
+    report.retries += embedded.retries
+    report.tokens += embedded.tokens
+    report.estimated_cost_usd += embedded.estimated_cost_usd
+    report.texts_truncated += outcome.truncated
+    slug_of = {pid: slug for slug, pid in report.personality_ids.items()}
+    for memory, reason in outcome.rejected:
+        report.rejected += 1
+        report.per_personality[slug_of[memory.personality_id]].rejected += 1
+        if len(report.rejection_samples) < REJECTION_SAMPLES:
+            report.rejection_samples.append(f"memory {memory.id} (answer {memory.message_ids[-1]}): {reason}")
+    for personality_id, written in outcome.written.items():
+        report.memories_written += written
+        report.per_personality[slug_of[personality_id]].written += written
+
+
+def _age(exchange: Exchange) -> tuple:
+    return (exchange.answer.created_at, exchange.answer.id)

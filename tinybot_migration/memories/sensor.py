@@ -1,0 +1,131 @@
+"""Keeping memories current after cutover: the incremental rebuild job and the sensor that starts it.
+
+A sensor rather than a schedule (DESIGN §8): it registers personalities that appeared since the
+migration as partitions, which a schedule cannot, and requests one run per personality with
+answers no memory covers yet. Each request names the state it covers (slug, count and newest time
+of those answers): an unchanged personality is not run twice for one state, and a trailing user
+message starts nothing until its answer arrives. A run that failed or was canceled is requested
+again on a later tick, after a backoff that doubles with each failure up to a bound (Dagster makes
+at most one run per run key, so each retry gets a key of its own). Stopped by default: turn it on
+at cutover (README runbook).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from dagster import (
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunRecord,
+    RunRequest,
+    RunsFilter,
+    SensorEvaluationContext,
+    SensorResult,
+    define_asset_job,
+    sensor,
+)
+
+from tinybot_migration.memories.assets import rebuilt_memories
+from tinybot_migration.memories.pairing import UNCOVERED_ANSWERS_SQL
+from tinybot_migration.partitions import personality_partitions, unregistered_personality_slugs
+from tinybot_migration.resources import NewDatabaseResource
+from tinybot_migration.settings import memory_rebuild_interval_seconds
+
+INCREMENTAL_MEMORY_JOB = "incremental_memory_rebuild"
+STATE_TAG = "tinybot/memory_state"
+FIRST_RETRY_DELAY_SECONDS = 300
+MAX_RETRY_DELAY_SECONDS = 6 * 3600
+_FAILED = (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+
+incremental_memory_rebuild_job = define_asset_job(
+    INCREMENTAL_MEMORY_JOB,
+    selection=[rebuilt_memories],
+    description="Embed and write the memories of new exchanges, one personality per run.",
+)
+
+
+@dataclass(frozen=True)
+class UncoveredAnswers:
+    slug: str
+    answers: int
+    state: str  # slug, count and newest time of the answers: what one run is asked to cover
+
+
+def retry_delay_seconds(failures: int) -> float:
+    """How long to wait after the `failures`-th failed run for one state before trying again."""
+    return min(MAX_RETRY_DELAY_SECONDS, FIRST_RETRY_DELAY_SECONDS * 2 ** (failures - 1))
+
+
+def _now() -> float:
+    return time.time()
+
+
+def run_request_for(uncovered: UncoveredAnswers, runs: list[RunRecord]) -> RunRequest | str | None:
+    """The request for one state given its earlier runs (newest first): a RunRequest, a line saying
+    why a retry waits, or None when a run for this state is under way or succeeded."""
+    tags = {"tinybot/uncovered_answers": str(uncovered.answers), STATE_TAG: uncovered.state}
+    if not runs:
+        return RunRequest(run_key=uncovered.state, partition_key=uncovered.slug, tags=tags)
+    latest = runs[0]
+    if latest.dagster_run.status not in _FAILED:
+        return None
+    failures = sum(record.dagster_run.status in _FAILED for record in runs)
+    wait = retry_delay_seconds(failures) - (_now() - (latest.end_time or latest.create_timestamp.timestamp()))
+    if wait > 0:
+        return f"{uncovered.slug}: run {latest.dagster_run.run_id} failed; retry {failures} in {wait:,.0f}s"
+    return RunRequest(
+        run_key=f"{uncovered.state}:retry{failures}",
+        partition_key=uncovered.slug,
+        tags=tags | {"tinybot/retry_of": latest.dagster_run.run_id},
+    )
+
+
+@sensor(
+    job=incremental_memory_rebuild_job,
+    minimum_interval_seconds=memory_rebuild_interval_seconds(),
+    default_status=DefaultSensorStatus.STOPPED,
+    description="Hourly by default (MEMORY_REBUILD_INTERVAL_SECONDS): one run per personality with "
+    "answered exchanges that have no memory yet; registers new personalities as partitions; a failed "
+    "run is requested again after a backoff.",
+)
+def memory_rebuild_sensor(context: SensorEvaluationContext, new_database: NewDatabaseResource):
+    with new_database.connect() as conn:
+        new_slugs = unregistered_personality_slugs(conn, context.instance)
+        uncovered = [
+            UncoveredAnswers(slug, answers, f"{slug}:{answers}:{newest.isoformat()}")
+            for slug, answers, newest in conn.execute(UNCOVERED_ANSWERS_SQL).fetchall()
+        ]
+    earlier = _runs_by_state(context, [u.state for u in uncovered])
+    run_requests = []
+    for item in uncovered:
+        request = run_request_for(item, earlier.get(item.state, []))
+        if isinstance(request, RunRequest):
+            run_requests.append(request)
+        elif request is not None:
+            context.log.info(request)
+    if run_requests:
+        context.log.info(
+            f"{len(run_requests)} personalities with new exchanges: "
+            + ", ".join(
+                f"{r.partition_key} ({r.tags['tinybot/uncovered_answers']})" for r in run_requests[:10]
+            )
+        )
+    return SensorResult(
+        run_requests=run_requests,
+        dynamic_partitions_requests=[personality_partitions.build_add_request(new_slugs)]
+        if new_slugs
+        else [],
+    )
+
+
+def _runs_by_state(context: SensorEvaluationContext, states: list[str]) -> dict[str, list[RunRecord]]:
+    """Earlier incremental runs for these states, newest first, in one query."""
+    if not states:
+        return {}
+    records = context.instance.get_run_records(filters=RunsFilter(tags={STATE_TAG: states}))
+    by_state: dict[str, list[RunRecord]] = {}
+    for record in records:
+        by_state.setdefault(record.dagster_run.tags[STATE_TAG], []).append(record)
+    return by_state

@@ -1,0 +1,236 @@
+"""The one bulk writer of `memories`, for every memory source (the rebuild, the shapes.inc import,
+a single memory the bot adds, sync).
+
+A source hands over `NewMemory` rows carrying every column but the embedding. They are embedded
+through the cache in chunks of one request; as many chunks run side by side as the provider allows
+requests in flight, each on its own connection, so database writes overlap the provider's work.
+Each chunk is written with binary COPY into staging and `INSERT … ON CONFLICT (id) DO NOTHING` in
+one transaction, so the chunks finished before a failure survive it and a re-run writes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import ExitStack
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from itertools import islice
+from operator import attrgetter
+from queue import Queue
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+
+from tinybot_migration import schema
+from tinybot_migration.embeddings.batches import truncate_for_embedding
+from tinybot_migration.embeddings.cache import CachedEmbeddings, cache_model_name, embed_with_cache
+from tinybot_migration.postgres import Connect, retry_deadlocks
+from tinybot_migration.progress import Log
+from tinybot_migration.resources.embedding_provider import EmbeddingDimensionError, EmbeddingProviderResource
+
+SOURCE_TINYBOT = "tinybot"
+SOURCE_SHAPES = "shapes-inc"
+
+
+@dataclass(frozen=True)
+class NewMemory:
+    """One row of `memories` without its embedding; field names are the table's column names."""
+
+    id: uuid.UUID
+    persona_id: uuid.UUID | None  # None: a legacy memory whose shapes.inc user is not mapped yet
+    personality_id: uuid.UUID
+    content: str
+    is_summarized: bool
+    created_at: datetime
+    source_system: str
+    original_message_count: int | None = None
+    summarized_at: datetime | None = None
+    session_id: str | None = None
+    canon_scope: str | None = None
+    summary_type: str | None = None
+    channel_id: str | None = None
+    guild_id: str | None = None
+    message_ids: list[str] = field(default_factory=list)
+    senders: list[str] = field(default_factory=list)
+    legacy_shapes_user_id: uuid.UUID | None = None
+
+
+_FIELDS = tuple(f.name for f in fields(NewMemory))
+_values = attrgetter(*_FIELDS)
+_TABLE_TYPES = {c.name: c.type for c in schema.MEMORIES.columns}
+_COPY_TYPE_NAMES = {"boolean": "bool", "integer": "int4"}
+
+
+def _copy_type(sql_type: str) -> str:
+    """The type name binary COPY wants for a column type of the schema (no modifiers)."""
+    base = re.sub(r"\(.*\)", "", sql_type)
+    return _COPY_TYPE_NAMES.get(base, base)
+
+
+_STAGED_COLUMNS = (*_FIELDS, "embedding")
+_STAGED_TYPES = [_copy_type(_TABLE_TYPES[name]) for name in _STAGED_COLUMNS]
+assert set(_STAGED_COLUMNS) == set(_TABLE_TYPES), "NewMemory must carry every column of memories"
+
+
+@dataclass
+class ChunkOutcome:
+    size: int
+    embedded: CachedEmbeddings
+    truncated: int  # texts cut to the per-input token limit (their memories keep the full text)
+    rejected: list[tuple[NewMemory, str]]  # refused by the provider, with its reason; not written
+    written: Counter[uuid.UUID]  # rows inserted per personality id (rows already present not counted)
+
+
+def embedding_column_dimensions(conn: psycopg.Connection) -> int:
+    """The dimensions `memories.embedding` is declared with in this database."""
+    return conn.execute(
+        "SELECT atttypmod FROM pg_attribute WHERE attrelid = 'memories'::regclass AND attname = 'embedding'"
+    ).fetchone()[0]
+
+
+def check_embedding_dimensions(conn: psycopg.Connection, provider: EmbeddingProviderResource) -> None:
+    """Refuse a provider whose vectors cannot fit the column, before any request is paid for."""
+    column = embedding_column_dimensions(conn)
+    if provider.dimensions != column:
+        raise EmbeddingDimensionError(
+            f"the embedding provider asks {cache_model_name(provider)} for {provider.dimensions} dimensions, "
+            f"but memories.embedding in the new database is vector({column}): set the embedding_provider "
+            f"resource's dimensions to {column}"
+        )
+
+
+def memory_ids(
+    conn: psycopg.Connection, personality_ids: Sequence[uuid.UUID], source_system: str
+) -> set[uuid.UUID]:
+    """Ids of the memories of one source for these personalities."""
+    rows = conn.execute(
+        "SELECT id FROM memories WHERE personality_id = ANY(%s) AND source_system = %s",
+        (list(personality_ids), source_system),
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def memory_count(conn: psycopg.Connection, personality_ids: Sequence[uuid.UUID], source_system: str) -> int:
+    """How many memories of one source these personalities hold."""
+    return conn.execute(
+        "SELECT count(*) FROM memories WHERE personality_id = ANY(%s) AND source_system = %s",
+        (list(personality_ids), source_system),
+    ).fetchone()[0]
+
+
+def embed_and_write(
+    conn: psycopg.Connection,
+    connect: Connect | None,
+    provider: EmbeddingProviderResource,
+    memories: Sequence[NewMemory],
+    log: Log | None = None,
+    chunk_size: int | None = None,
+) -> Iterator[ChunkOutcome]:
+    """Embed `memories` (through the cache) and write them, one transaction per chunk.
+
+    With `connect`, as many chunks as the provider allows requests in flight run at once, each on
+    a connection of its own. After a failure no new chunk starts; the ones running finish (and stay
+    written), then the error goes on.
+    """
+    size = chunk_size or provider.max_inputs_per_request
+    chunks = [memories[first : first + size] for first in range(0, len(memories), size)]
+    workers = max(1, provider.max_concurrent_requests) if connect is not None else 1
+    if workers == 1 or len(chunks) <= 1:
+        for chunk in chunks:
+            yield _embed_and_write_chunk(conn, provider, chunk, log)
+        return
+    yield from _chunks_side_by_side(connect, provider, chunks, workers, log)
+
+
+def _chunks_side_by_side(
+    connect: Connect,
+    provider: EmbeddingProviderResource,
+    chunks: list[Sequence[NewMemory]],
+    workers: int,
+    log: Log | None,
+) -> Iterator[ChunkOutcome]:
+    with ExitStack() as stack:
+        idle: Queue[psycopg.Connection] = Queue()
+        for _ in range(min(workers, len(chunks))):
+            idle.put(stack.enter_context(connect()))
+
+        def task(chunk: Sequence[NewMemory]) -> ChunkOutcome:
+            worker_conn = idle.get()
+            try:
+                return _embed_and_write_chunk(worker_conn, provider, chunk, log)
+            finally:
+                idle.put(worker_conn)
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="memories") as pool:
+            waiting = iter(chunks)
+            running = {pool.submit(task, chunk) for chunk in islice(waiting, workers)}
+            failure: BaseException | None = None
+            while running:
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    if future.exception() is not None:
+                        failure = failure or future.exception()
+                    else:
+                        yield future.result()
+                    if failure is None:
+                        running |= {pool.submit(task, chunk) for chunk in islice(waiting, 1)}
+            if failure is not None:
+                raise failure
+
+
+def _embed_and_write_chunk(
+    conn: psycopg.Connection,
+    provider: EmbeddingProviderResource,
+    chunk: Sequence[NewMemory],
+    log: Log | None,
+) -> ChunkOutcome:
+    texts = [memory.content for memory in chunk]
+    embedded = embed_with_cache(conn, provider, texts, log)
+    accepted, vectors, rejected = [], [], []
+    for row, memory in enumerate(chunk):
+        if row in embedded.rejected:
+            rejected.append((memory, embedded.rejected[row]))
+        else:
+            accepted.append(memory)
+            vectors.append(embedded.vectors[row])
+    return ChunkOutcome(
+        size=len(chunk),
+        embedded=embedded,
+        truncated=sum(truncate_for_embedding(t)[1] for t in texts),
+        rejected=rejected,
+        written=write_memories(conn, accepted, vectors),
+    )
+
+
+def write_memories(
+    conn: psycopg.Connection, memories: Sequence[NewMemory], vectors: Sequence[np.ndarray]
+) -> Counter[uuid.UUID]:
+    """Binary COPY into staging, then insert what is missing, in one transaction.
+
+    Returns the rows inserted per personality id (rows already present are not counted).
+    """
+    if not memories:
+        return Counter()
+    register_vector(conn)
+    columns = ", ".join(_STAGED_COLUMNS)
+
+    def transaction() -> list[tuple]:
+        with conn.transaction():
+            # LIKE keeps the column types, so a vector of the wrong length fails in the COPY.
+            conn.execute("CREATE TEMP TABLE stage_memories (LIKE memories) ON COMMIT DROP")
+            with conn.cursor().copy(f"COPY stage_memories ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(_STAGED_TYPES)
+                for memory, vector in zip(memories, vectors, strict=True):
+                    copy.write_row((*_values(memory), vector))
+            return conn.execute(
+                f"INSERT INTO memories ({columns}) SELECT {columns} FROM stage_memories ORDER BY id"
+                " ON CONFLICT (id) DO NOTHING RETURNING personality_id"
+            ).fetchall()
+
+    inserted = retry_deadlocks(transaction)
+    return Counter(personality_id for (personality_id,) in inserted)

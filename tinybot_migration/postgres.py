@@ -1,0 +1,128 @@
+"""psycopg helpers shared by every domain: COPY text lines, column types, bulk-load preparation and
+deadlock retries."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import TypeVar
+
+import psycopg
+from psycopg import sql
+
+# Opens a connection to one database (a resource's `connect`), for work that runs side by side.
+Connect = Callable[[], AbstractContextManager[psycopg.Connection]]
+
+T = TypeVar("T")
+DEADLOCK_ATTEMPTS = 4
+
+
+def retry_deadlocks(transaction: Callable[[], T], attempts: int = DEADLOCK_ATTEMPTS) -> T:
+    """Run `transaction` (a function that opens and commits one transaction) again when the server
+    chose it as a deadlock victim. Writers insert in key order, which rules out deadlocks between
+    single statements; this covers whatever ordering cannot (e.g. two runs sharing texts)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return transaction()
+        except psycopg.errors.DeadlockDetected:
+            if attempt == attempts:
+                raise
+            time.sleep(random.uniform(0.05, 0.2) * attempt)
+    raise AssertionError("unreachable")
+
+
+def copy_lines(copy) -> Iterator[bytes]:
+    """Lines of a text-format COPY TO STDOUT, without their newline (values never contain one)."""
+    carry = b""
+    for block in copy:
+        data = carry + bytes(block) if carry else bytes(block)
+        *lines, carry = data.split(b"\n")
+        yield from lines
+    if carry:
+        yield carry
+
+
+@dataclass(frozen=True)
+class ColumnType:
+    name: str
+    data_type: str  # information_schema data_type, or the type name for user-defined and arrays
+
+    @property
+    def is_timestamp(self) -> bool:
+        return self.data_type.startswith("timestamp")
+
+
+def column_types(conn: psycopg.Connection, table: str, columns: tuple[str, ...]) -> list[ColumnType]:
+    """The types of `columns` of `table` as this database has them, in the order asked."""
+    rows = conn.execute(
+        "SELECT column_name, data_type, udt_name FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = %s",
+        (table,),
+    ).fetchall()
+    found = {
+        name: (udt if data_type in ("USER-DEFINED", "ARRAY") else data_type) for name, data_type, udt in rows
+    }
+    missing = [c for c in columns if c not in found]
+    if missing:
+        raise RuntimeError(
+            f"table {table} has no column(s) {', '.join(missing)} in database {conn.info.dbname}"
+        )
+    return [ColumnType(c, found[c]) for c in columns]
+
+
+def prepare_bulk_load(conn: psycopg.Connection, table_name: str) -> list[sql.Composable]:
+    """Drop what slows a bulk load into an empty table; return the statements that rebuild it.
+
+    Foreign keys and secondary indexes always go; the primary key and unique constraints go too
+    when no other table references this one. Rebuilding them validates the loaded rows at once
+    (a duplicate id or a missing parent fails the transaction), in a fraction of the time that
+    row-by-row maintenance takes.
+    """
+    table = sql.Identifier(table_name)
+    referenced = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE confrelid = %s::regclass)", (table_name,)
+    ).fetchone()[0]
+    constraints = conn.execute(
+        "SELECT conname, contype, pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE conrelid = %s::regclass AND contype = ANY(%s) ORDER BY contype DESC, conname",
+        (table_name, ["f"] if referenced else ["f", "p", "u"]),
+    ).fetchall()
+    indexes = conn.execute(
+        "SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
+        " WHERE x.indrelid = %s::regclass"
+        " AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid) ORDER BY i.relname",
+        (table_name,),
+    ).fetchall()
+    if constraints:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} {}").format(
+                table,
+                sql.SQL(", ").join(
+                    sql.SQL("DROP CONSTRAINT {}").format(sql.Identifier(name)) for name, _, _ in constraints
+                ),
+            )
+        )
+    for name, _ in indexes:
+        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
+    # Keys and unique constraints first (sorted 'u', 'p' before 'f'), then indexes, then foreign keys.
+    keys = [(n, d) for n, kind, d in constraints if kind != "f"]
+    foreign_keys = [(n, d) for n, kind, d in constraints if kind == "f"]
+    rebuild: list[sql.Composable] = [
+        sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(table, sql.Identifier(n), sql.SQL(d))
+        for n, d in keys
+    ]
+    rebuild += [sql.SQL(definition) for _, definition in indexes]
+    if foreign_keys:
+        rebuild.append(
+            sql.SQL("ALTER TABLE {} {}").format(
+                table,
+                sql.SQL(", ").join(
+                    sql.SQL("ADD CONSTRAINT {} {}").format(sql.Identifier(n), sql.SQL(d))
+                    for n, d in foreign_keys
+                ),
+            )
+        )
+    return rebuild

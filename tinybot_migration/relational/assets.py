@@ -1,0 +1,124 @@
+"""One asset per relational table, in foreign-key order, each proving itself with blocking checks.
+
+Every asset copies its table old → new (see `table_copy`) and answers its `check_specs` in the same
+step, while both connections are open: a failing check stops every downstream table.
+"""
+
+from dagster import (
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetsDefinition,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from psycopg import sql
+
+from tinybot_migration.partitions import personality_partitions, unregistered_personality_slugs
+from tinybot_migration.relational.checks import CHECK_DESCRIPTIONS, checks_for, run_table_checks
+from tinybot_migration.relational.copy import IdMaps, copy_table
+from tinybot_migration.relational.tables import PERSONALITIES, RELATIONAL_TABLES, TableSpec
+from tinybot_migration.resources import NewDatabaseResource, OldDatabaseResource
+
+RELATIONAL_GROUP = "relational"
+# Pool shared by every asset that writes the new database (limits set in dagster.yaml).
+NEW_DATABASE_POOL = "tinybot_new_database"
+PREVIEW_ROWS = 5
+PREVIEW_CELL_CHARS = 40
+
+
+def markdown_preview(conn, spec: TableSpec) -> str:
+    """A few rows of the new table as a markdown table (bytes shown by size only)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("SELECT {} FROM {} ORDER BY {} LIMIT {}").format(
+                sql.SQL(", ").join(sql.Identifier(c) for c in spec.columns),
+                sql.Identifier(spec.name),
+                sql.SQL(", ").join(sql.Identifier(c) for c in spec.conflict_key),
+                sql.Literal(PREVIEW_ROWS),
+            )
+        )
+        rows = cur.fetchall()
+
+    def cell(value) -> str:
+        if isinstance(value, bytes | memoryview):
+            return f"<{len(value)} bytes>"
+        text = "NULL" if value is None else str(value)
+        text = text.replace("\n", " ").replace("|", "\\|")
+        return text if len(text) <= PREVIEW_CELL_CHARS else text[: PREVIEW_CELL_CHARS - 1] + "…"
+
+    lines = ["| " + " | ".join(spec.columns) + " |", "|" + "---|" * len(spec.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def register_personality_partitions(context: AssetExecutionContext, new_conn) -> int:
+    """Add every migrated slug as a memory partition; existing keys keep their order."""
+    new_slugs = unregistered_personality_slugs(new_conn, context.instance)
+    if new_slugs:
+        context.instance.add_dynamic_partitions(personality_partitions.name, new_slugs)
+    return len(new_slugs)
+
+
+def build_table_asset(spec: TableSpec, upstream: dict[str, AssetsDefinition]) -> AssetsDefinition:
+    parents = list(dict.fromkeys(fk.parent for fk in spec.foreign_keys))
+    check_specs = [
+        AssetCheckSpec(name, asset=spec.name, blocking=True, description=CHECK_DESCRIPTIONS[name])
+        for name in checks_for(spec)
+    ]
+
+    @asset(
+        name=spec.name,
+        group_name=RELATIONAL_GROUP,
+        deps=[upstream[parent] for parent in parents],
+        check_specs=check_specs,
+        pool=NEW_DATABASE_POOL,
+        kinds={"postgres"},
+        description=f"{spec.description} Copied from the old DB with deterministic ids.",
+    )
+    def _table_asset(
+        context: AssetExecutionContext, old_database: OldDatabaseResource, new_database: NewDatabaseResource
+    ) -> MaterializeResult:
+        context.log.info(f"{spec.name}: {old_database.display_url()} → {new_database.display_url()}")
+        with old_database.connect() as old_conn, new_database.connect() as new_conn:
+            result = copy_table(old_conn, new_conn, spec, IdMaps(old_conn), log=context.log.info)
+            preview = markdown_preview(new_conn, spec)
+            registered = register_personality_partitions(context, new_conn) if spec is PERSONALITIES else None
+        outcomes = run_table_checks(old_database.connect, new_database.connect, spec)
+
+        new_rows = next(o.metadata["new_rows"] for o in outcomes if "new_rows" in o.metadata)
+        metadata = {
+            "dagster/row_count": new_rows,
+            "rows_read": result.rows_read,
+            "rows_written": result.rows_written,
+            "rows_inserted": result.rows_inserted,
+            "rows_updated": result.rows_updated,
+            "rows_unchanged": result.rows_unchanged,
+            "id_collisions_resolved": result.id_collisions_resolved,
+            "rows_rejected_missing_parent": result.rows_rejected,
+            "seconds": round(result.seconds, 3),
+            "rows_per_second": round(result.rows_read / result.seconds) if result.seconds else 0,
+            "preview": MetadataValue.md(preview),
+        }
+        if result.rejection_samples:
+            metadata["rejected_examples"] = MetadataValue.md(
+                "\n".join(f"- {s}" for s in result.rejection_samples)
+            )
+        if registered is not None:
+            metadata["partitions_registered"] = registered
+        return MaterializeResult(
+            metadata=metadata,
+            check_results=[o.as_result() for o in outcomes],
+        )
+
+    return _table_asset
+
+
+def build_relational_assets() -> list[AssetsDefinition]:
+    built: dict[str, AssetsDefinition] = {}
+    for spec in RELATIONAL_TABLES:
+        built[spec.name] = build_table_asset(spec, built)
+    return list(built.values())
+
+
+relational_assets = build_relational_assets()

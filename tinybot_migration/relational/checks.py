@@ -1,0 +1,209 @@
+"""The promises the relational migration makes, each a function that reads both databases.
+
+The table assets answer these as their `check_specs` in the same run as the copy; tests call
+them directly on deliberately corrupted data to prove each one can fail.
+"""
+
+from __future__ import annotations
+
+from binascii import unhexlify
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+
+import psycopg
+from psycopg import sql
+
+from tinybot_migration.check_outcome import CheckOutcome
+from tinybot_migration.ids import expected_ids_for_group, uuid5_text
+from tinybot_migration.postgres import ColumnType, column_types, copy_lines
+from tinybot_migration.relational.tables import TableSpec
+
+ROW_COUNT_PARITY = "row_count_parity"
+FOREIGN_KEYS_REMAPPED = "foreign_keys_remapped"
+IDS_MATCH_SEEDS = "ids_match_seeds"
+CONTENT_CHECKSUM_MATCHES = "content_checksum_matches"
+
+CHECK_DESCRIPTIONS = {
+    ROW_COUNT_PARITY: "The new table holds exactly as many rows as the old one.",
+    FOREIGN_KEYS_REMAPPED: "Every foreign key was remapped: as many non-NULL references as in the old "
+    "table, and none pointing at a missing parent.",
+    IDS_MATCH_SEEDS: "Every id equals uuid5 of its seed (with :n suffixes for colliding natural keys).",
+    CONTENT_CHECKSUM_MATCHES: "A checksum of the content columns (all but ids and foreign keys, which the"
+    " other checks cover) is equal in the old and new table.",
+}
+
+
+def checks_for(spec: TableSpec) -> list[str]:
+    names = [ROW_COUNT_PARITY]
+    if spec.foreign_keys:
+        names.append(FOREIGN_KEYS_REMAPPED)
+    if spec.has_id:
+        names.append(IDS_MATCH_SEEDS)
+    names.append(CONTENT_CHECKSUM_MATCHES)
+    return names
+
+
+Connect = Callable[[], AbstractContextManager[psycopg.Connection]]
+
+
+def run_table_checks(connect_old: Connect, connect_new: Connect, spec: TableSpec) -> list[CheckOutcome]:
+    """Run every check of `spec` concurrently, each on its own connections.
+
+    The checks are independent reads: the id check keeps Python busy hashing while the checksum
+    keeps both servers busy, so running them side by side uses both cores.
+    """
+
+    def run(name: str) -> CheckOutcome:
+        with connect_old() as old_conn, connect_new() as new_conn:
+            if name == ROW_COUNT_PARITY:
+                return row_count_parity(old_conn, new_conn, spec)
+            if name == FOREIGN_KEYS_REMAPPED:
+                return foreign_keys_remapped(old_conn, new_conn, spec)
+            if name == IDS_MATCH_SEEDS:
+                return ids_match_seeds(new_conn, spec)
+            return content_checksum_matches(old_conn, new_conn, spec)
+
+    names = checks_for(spec)
+    with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix=f"check-{spec.name}") as pool:
+        return list(pool.map(run, names))
+
+
+def _count(conn: psycopg.Connection, table: str) -> int:
+    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
+
+
+def row_count_parity(
+    old_conn: psycopg.Connection, new_conn: psycopg.Connection, spec: TableSpec
+) -> CheckOutcome:
+    old_rows, new_rows = _count(old_conn, spec.name), _count(new_conn, spec.name)
+    return CheckOutcome(
+        ROW_COUNT_PARITY,
+        old_rows == new_rows,
+        f"{spec.name}: {old_rows:,} old rows, {new_rows:,} new rows",
+        {"old_rows": old_rows, "new_rows": new_rows, "difference": new_rows - old_rows},
+    )
+
+
+def foreign_keys_remapped(
+    old_conn: psycopg.Connection, new_conn: psycopg.Connection, spec: TableSpec
+) -> CheckOutcome:
+    problems: list[str] = []
+    metadata: dict[str, int] = {}
+    for fk in spec.foreign_keys:
+        count_refs = sql.SQL("SELECT count({}) FROM {}").format(
+            sql.Identifier(fk.column), sql.Identifier(spec.name)
+        )
+        old_refs = old_conn.execute(count_refs).fetchone()[0]
+        new_refs = new_conn.execute(count_refs).fetchone()[0]
+        orphans = new_conn.execute(
+            sql.SQL(
+                "SELECT count(*) FROM {child} c WHERE c.{col} IS NOT NULL"
+                " AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE p.id = c.{col})"
+            ).format(
+                child=sql.Identifier(spec.name),
+                col=sql.Identifier(fk.column),
+                parent=sql.Identifier(fk.parent),
+            )
+        ).fetchone()[0]
+        metadata[f"{fk.column}_old_refs"] = old_refs
+        metadata[f"{fk.column}_new_refs"] = new_refs
+        metadata[f"{fk.column}_orphans"] = orphans
+        if old_refs != new_refs:
+            problems.append(f"{fk.column}: {old_refs:,} references in the old table, {new_refs:,} in the new")
+        if orphans:
+            problems.append(f"{fk.column}: {orphans:,} rows point at no row of {fk.parent}")
+    description = "; ".join(problems) or f"{spec.name}: every foreign key remapped"
+    return CheckOutcome(FOREIGN_KEYS_REMAPPED, not problems, description, metadata)
+
+
+def ids_match_seeds(new_conn: psycopg.Connection, spec: TableSpec) -> CheckOutcome:
+    """Recompute every id from the new row's own columns.
+
+    The server formats each seed (ids.py's SQL mirror of the seed) and Python runs uuid5. A row
+    whose id is uuid5(seed) is settled at once; the rest (suffixed collisions, or wrong ids) are
+    grouped by seed: a group of k rows must hold exactly the ids of seed, seed:2 … seed:k.
+    """
+    assert spec.seed_sql is not None
+    seed = spec.seed_sql(*[sql.Identifier(c).as_string(new_conn) for c in spec.seed_columns])
+    query = sql.SQL("COPY (SELECT id, encode(convert_to({}, 'UTF8'), 'hex') FROM {}) TO STDOUT").format(
+        sql.SQL(seed), sql.Identifier(spec.name)
+    )
+    base_holders: set[bytes] = set()
+    others: dict[bytes, list[str]] = defaultdict(list)
+    rows = 0
+    with new_conn.cursor() as cur, cur.copy(query) as copy:
+        for line in copy_lines(copy):
+            rows += 1
+            row_id, seed_hex = line.split(b"\t")
+            row_id = row_id.decode()
+            if row_id == uuid5_text(unhexlify(seed_hex)):
+                base_holders.add(seed_hex)
+            else:
+                others[seed_hex].append(row_id)
+    mismatched = 0
+    suffixed = 0
+    samples: list[str] = []
+    for seed_hex, held in others.items():
+        size = len(held) + (1 if seed_hex in base_holders else 0)
+        expected = {str(i) for i in expected_ids_for_group(unhexlify(seed_hex).decode(), size)}
+        wrong = [i for i in held if i not in expected]
+        suffixed += len(held) - len(wrong)
+        mismatched += len(wrong)
+        samples.extend(f"id {i} does not follow from its seed" for i in wrong[: max(0, 3 - len(samples))])
+    description = (
+        f"{spec.name}: all {rows:,} ids follow from their seeds ({suffixed} with collision suffixes)"
+        if not mismatched
+        else f"{spec.name}: {mismatched:,} of {rows:,} ids do not follow from their seeds; "
+        + "; ".join(samples)
+    )
+    return CheckOutcome(
+        IDS_MATCH_SEEDS,
+        mismatched == 0,
+        description,
+        {"rows_checked": rows, "ids_with_collision_suffix": suffixed, "ids_not_matching_seed": mismatched},
+    )
+
+
+def _checksum_expression(column: ColumnType) -> sql.Composable:
+    ident = sql.Identifier(column.name)
+    if column.is_timestamp:
+        # Epoch microseconds: equal for naive-UTC and timestamptz values whatever the TimeZone.
+        text = sql.SQL("(extract(epoch FROM {}) * 1000000)::bigint::text").format(ident)
+    elif column.data_type == "bytea":
+        text = sql.SQL("md5({})").format(ident)
+    elif column.data_type == "json":
+        text = sql.SQL("{}::jsonb::text").format(ident)
+    else:
+        text = sql.SQL("{}::text").format(ident)
+    return sql.SQL("quote_nullable({})").format(text)
+
+
+def table_checksum(conn: psycopg.Connection, spec: TableSpec) -> tuple[int, str]:
+    """(rows, order-independent checksum of the content columns) for one database's copy of a table."""
+    types = column_types(conn, spec.name, spec.content_columns)
+    row_text = sql.SQL("concat_ws(',', {})").format(
+        sql.SQL(", ").join(_checksum_expression(t) for t in types)
+    )
+    rows, total = conn.execute(
+        sql.SQL(
+            "SELECT count(*), coalesce(sum(('x' || substr(md5({}), 1, 15))::bit(60)::bigint), 0) FROM {}"
+        ).format(row_text, sql.Identifier(spec.name))
+    ).fetchone()
+    return rows, f"{int(total) % (1 << 64):016x}"
+
+
+def content_checksum_matches(
+    old_conn: psycopg.Connection, new_conn: psycopg.Connection, spec: TableSpec
+) -> CheckOutcome:
+    old_rows, old_sum = table_checksum(old_conn, spec)
+    new_rows, new_sum = table_checksum(new_conn, spec)
+    passed = old_sum == new_sum and old_rows == new_rows
+    return CheckOutcome(
+        CONTENT_CHECKSUM_MATCHES,
+        passed,
+        f"{spec.name}: checksum of {', '.join(spec.content_columns)} "
+        + ("matches" if passed else f"differs (old {old_sum}, new {new_sum})"),
+        {"old_checksum": old_sum, "new_checksum": new_sum},
+    )

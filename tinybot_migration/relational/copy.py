@@ -1,0 +1,371 @@
+"""The relational copy: stream a table out of the old DB, re-key it, upsert it into the new DB.
+
+Per table, in one new-DB transaction:
+  old  `COPY (SELECT seed, columns in new form …) TO STDOUT` (text format)
+  → Python: new id = uuid5(seed), with `:n` suffixes for colliding seeds
+  → new  `COPY stage FROM STDIN` into a temporary staging table
+  → `INSERT … SELECT … FROM stage ON CONFLICT (key) DO UPDATE … WHERE the row differs`.
+
+The old server does everything it can on its own core: it remaps foreign keys (the parents' id
+maps are passed in as arrays), hashes content, formats the seed, and converts timestamps with
+`AT TIME ZONE 'UTC'` to text with an explicit offset, so no session `TimeZone` can shift them.
+Python only runs SHA-1 (the embedded server has none) and moves lines of COPY text: values are
+never parsed, so bytes, JSON, numerics and NULLs arrive exactly as they left.
+
+Loading into an empty table drops its foreign keys and secondary indexes first and rebuilds them
+after the load, in the same transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from binascii import unhexlify
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from tinybot_migration.ids import SeedAllocator
+from tinybot_migration.postgres import ColumnType, column_types, copy_lines, prepare_bulk_load
+from tinybot_migration.progress import Log, quiet
+from tinybot_migration.relational.tables import TABLES_BY_NAME, TableSpec
+
+PROGRESS_EVERY_ROWS = 100_000
+WRITE_BUFFER_BYTES = 1 << 20
+MAX_REJECTION_SAMPLES = 5
+# Text COPY is only unambiguous with fixed output styles; set them for every copy transaction.
+TEXT_FORMAT_SETTINGS = ("SET LOCAL DateStyle = 'ISO, YMD'", "SET LOCAL bytea_output = 'hex'")
+
+
+@dataclass
+class CopyResult:
+    table: str
+    rows_read: int = 0
+    rows_inserted: int = 0
+    rows_updated: int = 0
+    id_collisions_resolved: int = 0
+    rows_rejected: int = 0  # a foreign key whose parent is not in the parent table
+    rejection_samples: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def rows_staged(self) -> int:
+        return self.rows_read - self.rows_rejected
+
+    @property
+    def rows_unchanged(self) -> int:
+        return self.rows_staged - self.rows_inserted - self.rows_updated
+
+    @property
+    def rows_written(self) -> int:
+        return self.rows_inserted + self.rows_updated
+
+
+# --- the old side: one query per table that does the re-keying work in SQL ---------------------
+
+
+def _mapping_alias(column: str) -> sql.Identifier:
+    return sql.Identifier(f"map_{column}")
+
+
+@dataclass
+class ParentJoins:
+    """LEFT JOINs of the old table `t` to its parents' id maps (passed in as arrays)."""
+
+    joins: sql.Composable
+    params: list
+    # One condition per foreign key: NULL, or its parent is in the map.
+    parent_found: list[tuple[str, sql.Composable]]
+
+
+def _parent_joins(spec: TableSpec, maps: dict[str, dict[str, str]]) -> ParentJoins:
+    joins: list[sql.Composable] = []
+    params: list = []
+    found: list[tuple[str, sql.Composable]] = []
+    for fk in spec.foreign_keys:
+        alias, column = _mapping_alias(fk.column), sql.Identifier(fk.column)
+        joins.append(
+            sql.SQL(
+                " LEFT JOIN unnest(%s::uuid[], %s::uuid[]) AS {alias}(old_id, new_id) ON {alias}.old_id = t.{col}"
+            ).format(alias=alias, col=column)
+        )
+        params += [list(maps[fk.parent].keys()), list(maps[fk.parent].values())]
+        found.append(
+            (
+                fk.column,
+                sql.SQL("(t.{col} IS NULL OR {alias}.new_id IS NOT NULL)").format(col=column, alias=alias),
+            )
+        )
+    return ParentJoins(sql.Composed(joins), params, found)
+
+
+def old_rows_query(
+    spec: TableSpec,
+    maps: dict[str, dict[str, str]],
+    types: list[ColumnType],
+    with_old_id: bool,
+) -> tuple[sql.Composed, list]:
+    """COPY query over the old table giving [seed as UTF-8 hex, [old id,]] then the new-form columns
+    of `types` (the id column, which Python fills in, excepted).
+
+    Rows whose non-NULL foreign key has no parent in the map are left out (`count_missing_parents`
+    counts them).
+    """
+    parents = _parent_joins(spec, maps)
+    fk_columns = spec.foreign_key_columns
+
+    def new_value(column: str) -> sql.Composable:
+        if column in fk_columns:
+            return sql.SQL("{}.new_id").format(_mapping_alias(column))
+        return sql.SQL("t.{}").format(sql.Identifier(column))
+
+    outputs: list[sql.Composable] = []
+    if spec.has_id:
+        seed = spec.seed_sql(*[new_value(c).as_string() for c in spec.seed_columns])
+        outputs.append(sql.SQL("encode(convert_to({}, 'UTF8'), 'hex')").format(sql.SQL(seed)))
+        if with_old_id:
+            outputs.append(sql.SQL("t.id"))
+    for column in types:
+        if spec.has_id and column.name == "id":
+            continue
+        value = new_value(column.name)
+        outputs.append(sql.SQL("{} AT TIME ZONE 'UTC'").format(value) if column.is_timestamp else value)
+    conditions = [condition for _, condition in parents.parent_found]
+    query = sql.SQL(
+        "COPY (SELECT {outputs} FROM {table} AS t{joins}{where} ORDER BY {order}) TO STDOUT"
+    ).format(
+        outputs=sql.SQL(", ").join(outputs),
+        table=sql.Identifier(spec.name),
+        joins=parents.joins,
+        where=sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL(""),
+        order=sql.SQL(", ").join(
+            sql.SQL("t.{}").format(sql.Identifier(c.strip())) for c in spec.order_by.split(",")
+        ),
+    )
+    return query, parents.params
+
+
+def count_missing_parents(
+    old_conn: psycopg.Connection, spec: TableSpec, maps: dict[str, dict[str, str]], result: CopyResult
+) -> None:
+    """Count (and sample) the old rows left out because a foreign key points at no parent."""
+    if not spec.foreign_keys:
+        return
+    parents = _parent_joins(spec, maps)
+    problems = sql.SQL(", ").join(
+        sql.SQL("CASE WHEN NOT {found} THEN {text} || t.{col} || {parent} END").format(
+            found=found,
+            text=sql.Literal(f"{column} "),
+            col=sql.Identifier(column),
+            parent=sql.Literal(f" is not in {spec.foreign_keys[i].parent}"),
+        )
+        for i, (column, found) in enumerate(parents.parent_found)
+    )
+    rows = old_conn.execute(
+        sql.SQL(
+            "SELECT ({key})::text, concat_ws('; ', {problems}) FROM {table} AS t{joins} WHERE NOT ({all_found})"
+        ).format(
+            key=sql.SQL(" || ',' || ").join(
+                sql.SQL("t.{}").format(sql.Identifier(c)) for c in spec.conflict_key
+            ),
+            problems=problems,
+            table=sql.Identifier(spec.name),
+            joins=parents.joins,
+            all_found=sql.SQL(" AND ").join(found for _, found in parents.parent_found),
+        ),
+        parents.params,
+    ).fetchall()
+    result.rows_rejected = len(rows)
+    result.rejection_samples = [
+        f"{spec.name} row {key}: {problem}" for key, problem in rows[:MAX_REJECTION_SAMPLES]
+    ]
+
+
+class IdMaps:
+    """old id → new id (both as text) for each parent table, computed on demand from the old DB.
+
+    A map is rebuilt by running the same allocation the copy ran (same order, same seeds, same
+    collision suffixes), so it agrees with the new DB without keeping old ids there.
+    """
+
+    def __init__(self, old_conn: psycopg.Connection) -> None:
+        self._old_conn = old_conn
+        self._maps: dict[str, dict[str, str]] = {}
+
+    def get(self, table: str) -> dict[str, str]:
+        if table not in self._maps:
+            spec = TABLES_BY_NAME[table]
+            maps = self.for_parents_of(spec)
+            query, params = old_rows_query(spec, maps, [], with_old_id=True)
+            allocator = SeedAllocator()
+            mapping: dict[str, str] = {}
+            with self._old_conn.cursor() as cur, cur.copy(query, params) as copy:
+                for line in copy_lines(copy):
+                    seed_hex, old_id = line.split(b"\t")
+                    mapping[old_id.decode()] = allocator.allocate_text(unhexlify(seed_hex))
+            self._maps[table] = mapping
+        return self._maps[table]
+
+    def for_parents_of(self, spec: TableSpec) -> dict[str, dict[str, str]]:
+        return {fk.parent: self.get(fk.parent) for fk in spec.foreign_keys}
+
+
+# --- the new side -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a table's rows are streamed: the table itself (bulk load into an empty table, with the
+    statements that rebuild what was dropped) or a staging table to upsert from."""
+
+    target: sql.Identifier
+    bulk: bool
+    rebuild: tuple[sql.Composable, ...] = ()
+
+
+def copy_table(
+    old_conn: psycopg.Connection,
+    new_conn: psycopg.Connection,
+    spec: TableSpec,
+    id_maps: IdMaps,
+    log: Log | None = None,
+) -> CopyResult:
+    """Copy one table old → new in a single new-DB transaction; a failure leaves the new DB as it was.
+
+    Into an empty table the rows are copied directly (see `prepare_bulk_load`); otherwise into a
+    staging table and then upserted, rewriting only rows that differ.
+    """
+    started = time.perf_counter()
+    log = log or quiet
+    result = CopyResult(spec.name)
+    new_types = column_types(new_conn, spec.name, spec.columns)
+    allocator = SeedAllocator()
+    # One old-DB transaction (REPEATABLE READ, as the resource opens it) for the parents' maps,
+    # the rejected-row count and the rows: all three see the same snapshot.
+    with old_conn.transaction():
+        maps = id_maps.for_parents_of(spec)
+        count_missing_parents(old_conn, spec, maps, result)
+        query, params = old_rows_query(spec, maps, new_types, with_old_id=False)
+        with new_conn.transaction():
+            configure_copy_sessions(old_conn, new_conn)
+            destination = open_destination(new_conn, spec)
+            staged = stream_rekeyed_rows(
+                old_conn, new_conn, spec, (query, params), destination, allocator, log
+            )
+            result.rows_read = staged + result.rows_rejected
+            if destination.bulk:
+                result.rows_inserted = staged
+                for statement in destination.rebuild:
+                    new_conn.execute(statement)
+            else:
+                result.rows_inserted, result.rows_updated = new_conn.execute(_upsert(spec)).fetchone()
+    if result.rows_written:
+        new_conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(spec.name)))
+    result.id_collisions_resolved = allocator.collisions
+    result.seconds = time.perf_counter() - started
+    log(
+        f"{spec.name}: {result.rows_read:,} read, {result.rows_inserted:,} inserted, "
+        f"{result.rows_updated:,} updated, {result.rows_unchanged:,} unchanged, "
+        f"{result.id_collisions_resolved} id collisions, {result.rows_rejected} rejected "
+        f"in {result.seconds:.2f}s" + (" (bulk load into an empty table)" if destination.bulk else "")
+    )
+    return result
+
+
+def configure_copy_sessions(old_conn: psycopg.Connection, new_conn: psycopg.Connection) -> None:
+    """Settings local to the copy's transactions on both sides."""
+    for statement in TEXT_FORMAT_SETTINGS:
+        old_conn.execute(statement)
+        new_conn.execute(statement)
+    # Sorting a large table into collision order wants more than the default 4 MB.
+    old_conn.execute("SET LOCAL work_mem = '256MB'")
+    new_conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
+
+
+def open_destination(new_conn: psycopg.Connection, spec: TableSpec) -> Destination:
+    """Lock the table, then choose the bulk load (empty table) or a staging table (rows present)."""
+    table = sql.Identifier(spec.name)
+    # No other writer may slip in between the emptiness test and the load.
+    new_conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(table))
+    empty = new_conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(table)).fetchone()[0]
+    if empty:
+        return Destination(table, bulk=True, rebuild=tuple(prepare_bulk_load(new_conn, spec.name)))
+    stage = sql.Identifier(f"stage_{spec.name}")
+    new_conn.execute(
+        sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+            stage, _column_list(spec), table
+        )
+    )
+    return Destination(stage, bulk=False)
+
+
+def stream_rekeyed_rows(
+    old_conn: psycopg.Connection,
+    new_conn: psycopg.Connection,
+    spec: TableSpec,
+    old_query: tuple[sql.Composed, list],
+    destination: Destination,
+    allocator: SeedAllocator,
+    log: Log,
+) -> int:
+    """Stream the old rows into `destination`, each seed turned into its id; returns the rows sent."""
+    started = time.perf_counter()
+    query, params = old_query
+    rows, next_report = 0, PROGRESS_EVERY_ROWS
+    pending: list[bytes] = []
+    pending_bytes = 0
+    with (
+        old_conn.cursor() as old_cur,
+        old_cur.copy(query, params) as source,
+        new_conn.cursor() as new_cur,
+        new_cur.copy(
+            sql.SQL("COPY {} ({}) FROM STDIN").format(destination.target, _column_list(spec))
+        ) as target,
+    ):
+        for line in copy_lines(source):
+            if spec.has_id:
+                seed_hex, rest = line.split(b"\t", 1)
+                line = b"%s\t%s" % (allocator.allocate_text(unhexlify(seed_hex)).encode(), rest)
+            pending.append(line)
+            pending_bytes += len(line)
+            if pending_bytes >= WRITE_BUFFER_BYTES:
+                pending.append(b"")
+                target.write(b"\n".join(pending))
+                pending, pending_bytes = [], 0
+            rows += 1
+            if rows >= next_report:
+                log(
+                    f"{spec.name}: {rows:,} rows streamed ({rows / (time.perf_counter() - started):,.0f} rows/s)"
+                )
+                next_report += PROGRESS_EVERY_ROWS
+        if pending:
+            pending.append(b"")
+            target.write(b"\n".join(pending))
+    return rows
+
+
+def _column_list(spec: TableSpec) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier(c) for c in spec.columns)
+
+
+def _upsert(spec: TableSpec) -> sql.Composed:
+    updatable = [c for c in spec.columns if c not in spec.conflict_key]
+    target = sql.Identifier(spec.name)
+    return sql.SQL(
+        "WITH written AS ("
+        " INSERT INTO {target} ({columns}) SELECT {columns} FROM {stage}"
+        " ON CONFLICT ({key}) DO UPDATE SET {assignments}"
+        " WHERE ({current}) IS DISTINCT FROM ({incoming})"
+        " RETURNING (xmax = 0) AS inserted)"
+        " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written"
+    ).format(
+        target=target,
+        columns=_column_list(spec),
+        stage=sql.Identifier(f"stage_{spec.name}"),
+        key=sql.SQL(", ").join(sql.Identifier(c) for c in spec.conflict_key),
+        assignments=sql.SQL(", ").join(
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in updatable
+        ),
+        current=sql.SQL(", ").join(sql.SQL("{}.{}").format(target, sql.Identifier(c)) for c in updatable),
+        incoming=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in updatable),
+    )

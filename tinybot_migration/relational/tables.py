@@ -1,0 +1,153 @@
+"""What the relational copy knows about each table beyond its columns: the id seed, the read order
+that settles collisions, and a description.
+
+Columns, keys and foreign keys come from the table's one description in `schema.py`; the specs are
+listed in foreign-key order, and the copy engine, the asset factory and the checks all read them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tinybot_migration import ids, schema
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    column: str
+    parent: str  # name of the parent table (whose ids the column holds)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    table: schema.Table
+    # Seed of the new id from the (remapped) values of `seed_columns`; None for junction tables,
+    # which keep their natural key of remapped ids.
+    seed: Callable[..., str] | None = None
+    # The same seed as a SQL expression over the seed columns' SQL expressions (see ids.py).
+    seed_sql: Callable[..., str] | None = None
+    seed_columns: tuple[str, ...] = ()
+    # Read order: decides which row of a colliding natural key is first (DESIGN §3).
+    order_by: str = "created_at, id"
+    description: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.table.name
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Same names and order in both databases."""
+        return self.table.column_names
+
+    @property
+    def conflict_key(self) -> tuple[str, ...]:
+        return self.table.primary_key
+
+    @property
+    def foreign_keys(self) -> tuple[ForeignKey, ...]:
+        return tuple(ForeignKey(column, parent) for column, parent in self.table.foreign_keys)
+
+    @property
+    def has_id(self) -> bool:
+        return self.seed is not None
+
+    @property
+    def foreign_key_columns(self) -> frozenset[str]:
+        return frozenset(fk.column for fk in self.foreign_keys)
+
+    @property
+    def content_columns(self) -> tuple[str, ...]:
+        """Columns that carry data rather than identity: compared by the content checksum."""
+        skip = self.foreign_key_columns | {"id"}
+        return tuple(c for c in self.columns if c not in skip)
+
+
+USERS = TableSpec(
+    table=schema.USERS,
+    seed=ids.user_seed,
+    seed_sql=ids.user_seed_sql,
+    seed_columns=("discord_id",),
+    description="Discord users of the bot.",
+)
+PERSONAS = TableSpec(
+    table=schema.PERSONAS,
+    seed=ids.persona_seed,
+    seed_sql=ids.persona_seed_sql,
+    seed_columns=("owner_id", "name"),
+    description="Personas users present to personalities.",
+)
+USER_DEFAULT_PERSONAS = TableSpec(
+    table=schema.USER_DEFAULT_PERSONAS,
+    order_by="user_id",
+    description="Each user's default persona.",
+)
+SYSTEM_PROMPTS = TableSpec(
+    table=schema.SYSTEM_PROMPTS,
+    seed=ids.system_prompt_seed,
+    seed_sql=ids.system_prompt_seed_sql,
+    seed_columns=("name",),
+    description="System prompts personalities are built on.",
+)
+LLM_CONFIGS = TableSpec(
+    table=schema.LLM_CONFIGS,
+    seed=ids.llm_config_seed,
+    seed_sql=ids.llm_config_seed_sql,
+    seed_columns=("owner_id", "name"),
+    description="Model settings, global or owned by a user.",
+)
+PERSONALITIES = TableSpec(
+    table=schema.PERSONALITIES,
+    seed=ids.personality_seed,
+    seed_sql=ids.personality_seed_sql,
+    seed_columns=("slug",),
+    description="The AI personalities the bot hosts.",
+)
+PERSONALITY_DEFAULT_CONFIGS = TableSpec(
+    table=schema.PERSONALITY_DEFAULT_CONFIGS,
+    order_by="personality_id",
+    description="Each personality's default LLM config.",
+)
+PERSONALITY_OWNERS = TableSpec(
+    table=schema.PERSONALITY_OWNERS,
+    order_by="personality_id, user_id",
+    description="Who owns which personality.",
+)
+USER_PERSONALITY_CONFIGS = TableSpec(
+    table=schema.USER_PERSONALITY_CONFIGS,
+    seed=ids.user_personality_config_seed,
+    seed_sql=ids.user_personality_config_seed_sql,
+    seed_columns=("user_id", "personality_id"),
+    description="Per-user overrides of a personality's persona and LLM config.",
+)
+ACTIVATED_CHANNELS = TableSpec(
+    table=schema.ACTIVATED_CHANNELS,
+    seed=ids.activated_channel_seed,
+    seed_sql=ids.activated_channel_seed_sql,
+    seed_columns=("channel_id", "personality_id"),
+    description="Channels where a personality answers.",
+)
+CONVERSATION_HISTORY = TableSpec(
+    table=schema.CONVERSATION_HISTORY,
+    seed=ids.conversation_message_seed,
+    seed_sql=ids.conversation_message_seed_sql,
+    seed_columns=("channel_id", "personality_id", "persona_id", "created_at", "role", "content"),
+    description="Every message exchanged with the bot.",
+)
+
+# Foreign-key order: every table comes after the tables its foreign keys point to.
+RELATIONAL_TABLES: tuple[TableSpec, ...] = (
+    USERS,
+    PERSONAS,
+    USER_DEFAULT_PERSONAS,
+    SYSTEM_PROMPTS,
+    LLM_CONFIGS,
+    PERSONALITIES,
+    PERSONALITY_DEFAULT_CONFIGS,
+    PERSONALITY_OWNERS,
+    USER_PERSONALITY_CONFIGS,
+    ACTIVATED_CHANNELS,
+    CONVERSATION_HISTORY,
+)
+TABLES_BY_NAME = {spec.name: spec for spec in RELATIONAL_TABLES}

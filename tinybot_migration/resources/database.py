@@ -1,0 +1,60 @@
+"""What both database resources share: URL resolution (embedded default) and opening
+connections without ever leaking a password into an error."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import psycopg
+from dagster import ConfigurableResource
+from pydantic import Field, PrivateAttr
+
+from tinybot_migration.settings import redact_url
+
+
+class DatabaseConnectionError(RuntimeError):
+    pass
+
+
+def scrub(message: str, url: str) -> str:
+    """Remove the URL's password from a driver message, wherever the driver put it."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    return message.replace(password, "***") if password else message
+
+
+def open_connection(url: str, role: str, **kwargs) -> psycopg.Connection:
+    try:
+        return psycopg.connect(url, **kwargs)
+    except psycopg.Error as exc:
+        raise DatabaseConnectionError(
+            f"cannot connect to the {role} at {redact_url(url)}: {scrub(str(exc), url).strip()}"
+        ) from None
+
+
+class PostgresDatabaseResource(ConfigurableResource):
+    """A PostgreSQL database given by `url`, or a database on the embedded server when unset.
+
+    The URL is resolved (and the embedded server started) on first use, never at import.
+    """
+
+    url: str | None = Field(default=None, description="PostgreSQL URL; unset means the embedded server")
+    embedded_database: str = Field(description="database on the embedded server used when url is unset")
+
+    _resolved_url: str | None = PrivateAttr(default=None)
+
+    def resolved_url(self) -> str:
+        if self._resolved_url is None:
+            if self.url:
+                self._resolved_url = self.url
+            else:
+                from tinybot_migration.runtime.embedded_postgres import embedded_database_url
+
+                self._resolved_url = embedded_database_url(self.embedded_database)
+        return self._resolved_url
+
+    def display_url(self) -> str:
+        """The URL with its password masked: the only form that may reach logs or metadata."""
+        return redact_url(self.resolved_url())

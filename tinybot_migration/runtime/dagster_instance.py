@@ -1,0 +1,44 @@
+"""The persistent Dagster instance under $TINYBOT_HOME, so the UI shows runs the CLI made.
+
+Its run, event and schedule storage live in PostgreSQL (SQLite locks under parallel runs): in the
+database named by DAGSTER_STORAGE_URL, or else in the `dagster` database of the embedded server.
+Dagster's storage layer needs the psycopg2 dialect in that URL (DESIGN §8).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tinybot_migration.settings import DAGSTER_DATABASE_NAME, dagster_home
+
+STORAGE_URL_ENV = "DAGSTER_STORAGE_URL"
+
+_STORAGE_YAML = f"""
+storage:
+  postgres:
+    postgres_url:
+      env: {STORAGE_URL_ENV}
+"""
+
+
+def _embedded_storage_url() -> str:
+    from tinybot_migration.runtime.embedded_postgres import embedded_database_url
+
+    url = embedded_database_url(DAGSTER_DATABASE_NAME)
+    return url.replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
+def prepare_instance() -> Path:
+    """Point DAGSTER_HOME at the project's instance, writing its dagster.yaml, and return it."""
+    home = dagster_home()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    if not os.environ.get(STORAGE_URL_ENV):
+        os.environ[STORAGE_URL_ENV] = _embedded_storage_url()
+    template = (Path(__file__).parents[1] / "dagster.yaml").read_text()  # the package root
+    config = template + _STORAGE_YAML
+    target = home / "dagster.yaml"
+    if not target.exists() or target.read_text() != config:
+        target.write_text(config)
+    return home

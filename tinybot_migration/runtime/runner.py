@@ -1,0 +1,147 @@
+"""Running the whole migration from the command line, into the persistent Dagster instance.
+
+Runs execute in process (on 2 cores the multiprocess executor is several times slower, DESIGN §8)
+against the instance prepared by `dagster_instance`, so `tinybot-migration dev` shows them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+from dagster import AssetsDefinition, DagsterInstance, Definitions
+
+from tinybot_migration.runtime.dagster_instance import prepare_instance
+from tinybot_migration.runtime.stages import migration_stages
+
+
+@dataclass
+class CheckReport:
+    asset: str
+    name: str
+    passed: bool
+    description: str
+    metadata: dict
+
+
+@dataclass
+class AssetReport:
+    asset: str
+    metadata: dict = field(default_factory=dict)
+    checks: list[CheckReport] = field(default_factory=list)
+
+
+@dataclass
+class MigrationReport:
+    run_ids: list[str]
+    success: bool
+    assets: dict[str, AssetReport]
+    seconds: float
+    failure: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def checks(self) -> list[CheckReport]:
+        return [c for a in self.assets.values() for c in a.checks]
+
+    @property
+    def failed_checks(self) -> list[CheckReport]:
+        return [c for c in self.checks if not c.passed]
+
+    @property
+    def ok(self) -> bool:
+        return self.success and not self.failed_checks
+
+
+def _plain(metadata: Mapping) -> dict:
+    return {key: getattr(value, "value", value) for key, value in metadata.items()}
+
+
+PARTITION_RANGE_START = "dagster/asset_partition_range_start"
+PARTITION_RANGE_END = "dagster/asset_partition_range_end"
+
+
+def run_migration(
+    log_level: str = "INFO",
+    *,
+    defs: Definitions | None = None,
+    assets: Sequence[AssetsDefinition] | None = None,
+    instance: DagsterInstance | None = None,
+) -> MigrationReport:
+    """Materialize every asset the project defines, with every check, and report the results.
+
+    One run for the unpartitioned assets, then one run per partitioned family over every key
+    registered by then (DESIGN §8). A failed run stops the ones after it.
+    """
+    started = time.perf_counter()
+    if defs is None:
+        prepare_instance()
+        from tinybot_migration.definitions import ALL_ASSETS, defs
+
+        assets = ALL_ASSETS
+    assert assets is not None, "pass the assets of the given definitions"
+    reports: dict[str, AssetReport] = {}
+    run_ids: list[str] = []
+    success, failure, notes = True, None, []
+    with nullcontext(instance) if instance is not None else DagsterInstance.get() as active:
+        for stage in migration_stages(assets):
+            tags = {"tinybot/launched_by": "tinybot-migration run"}
+            if stage.partitions_def is not None:
+                # Registration order, as the instance returns it: a reversed range builds nothing.
+                keys = active.get_dynamic_partitions(stage.partitions_def.name)
+                if not keys:
+                    notes.append(
+                        f"{stage.job_name}: no {stage.partitions_def.name} partitions registered, skipped"
+                    )
+                    continue
+                tags |= {PARTITION_RANGE_START: keys[0], PARTITION_RANGE_END: keys[-1]}
+            result = defs.resolve_job_def(stage.job_name).execute_in_process(
+                instance=active,
+                raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+                tags=tags,
+            )
+            run_ids.append(result.run_id)
+            _collect(result, reports)
+            if not result.success:
+                success, failure = False, _failure_text(result)
+                break
+    order = {asset.key.to_user_string(): i for i, asset in enumerate(assets)}
+    reports = dict(sorted(reports.items(), key=lambda item: order.get(item[0], len(order))))
+    return MigrationReport(run_ids, success, reports, time.perf_counter() - started, failure, notes)
+
+
+def _collect(result, reports: dict[str, AssetReport]) -> None:
+    for event in result.get_asset_materialization_events():
+        materialization = event.step_materialization_data.materialization
+        name = materialization.asset_key.to_user_string()
+        reports.setdefault(name, AssetReport(name)).metadata = _plain(materialization.metadata)
+    for evaluation in result.get_asset_check_evaluations():
+        name = evaluation.asset_key.to_user_string()
+        reports.setdefault(name, AssetReport(name)).checks.append(
+            CheckReport(
+                name,
+                evaluation.check_name,
+                evaluation.passed,
+                evaluation.description or "",
+                _plain(evaluation.metadata),
+            )
+        )
+
+
+def _root_cause(error) -> str:
+    """The innermost error's message: Dagster wraps the asset's own error in its step error."""
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()
+
+
+def _failure_text(result) -> str:
+    failed_steps = [
+        f"{e.step_key}: {_root_cause(e.step_failure_data.error)}"
+        for e in result.all_events
+        if e.is_step_failure and e.step_failure_data and e.step_failure_data.error
+    ]
+    return "; ".join(failed_steps) or f"run {result.run_id} failed (see the Dagster UI)"

@@ -1,0 +1,123 @@
+"""The `tinybot-migration` console script, run as a user runs it (a subprocess, real databases)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tinybot_migration.demo_data import generate_demo_data
+from tinybot_migration.memories.pairing import pair_messages
+from tinybot_migration.memories.rebuild import load_messages
+from tinybot_migration.runtime.embedded_postgres import embedded_database_url
+
+pytestmark = pytest.mark.slow  # every test here starts the CLI or a Dagster CLI as a subprocess
+
+CLI = shutil.which("tinybot-migration") or f"{sys.executable} -m tinybot_migration.cli"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    command = [*CLI.split(), *args]
+    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def cli_env(home: Path, **overrides: str) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("OLD_DATABASE_URL", "DATABASE_URL", "DAGSTER_HOME")
+    }
+    env.update(TINYBOT_HOME=str(home), DAGSTER_STORAGE_URL="", COLUMNS="160", **overrides)
+    return env
+
+
+@pytest.fixture(scope="module")
+def cli_databases(tinybot_home, pg_server, tmp_path_factory):
+    old_url = embedded_database_url("cli_old", tinybot_home)
+    generate_demo_data(old_url, tmp_path_factory.mktemp("cli_export"), scale=1, seed=7)
+    return old_url, embedded_database_url("cli_new", tinybot_home)
+
+
+def test_run_migrates_and_a_failing_check_exits_non_zero(cli_databases, tinybot_home, tmp_path):
+    old_url, new_url = cli_databases
+    env = cli_env(tinybot_home, OLD_DATABASE_URL=old_url, DATABASE_URL=new_url)
+    first = run_cli("run", "--log-level", "WARNING", env=env, cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "all checks passed: 42/42" in first.stdout
+    assert "4,364" in first.stdout
+
+    with psycopg.connect(new_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO users VALUES (gen_random_uuid(), '1', 'made by the bot', now(), now())")
+    second = run_cli("run", "--log-level", "WARNING", env=env, cwd=tmp_path)
+    assert second.returncode == 1
+    assert "FAILED users.row_count_parity" in second.stdout
+    assert "migration NOT verified" in second.stdout
+    # The runs went into the persistent instance under TINYBOT_HOME.
+    assert (tinybot_home / "dagster" / "dagster.yaml").exists()
+
+
+def test_a_password_never_appears_in_errors(tinybot_home, pg_server, tmp_path):
+    socket_dir = pg_server.get_postmaster_info().socket_dir
+    secret = "s3cret-Pa55word"
+    env = cli_env(
+        tinybot_home,
+        OLD_DATABASE_URL=f"postgresql://postgres:{secret}@/no_such_database?host={socket_dir}",
+        DATABASE_URL=f"postgresql://postgres:{secret}@/no_such_database?host={socket_dir}",
+    )
+    result = run_cli("run", env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "no_such_database" in output and "***" in output
+    assert secret not in output
+
+
+def test_demo_data_refuses_a_configured_old_database(tinybot_home, tmp_path):
+    env = cli_env(tinybot_home, OLD_DATABASE_URL="postgresql://someone@elsewhere/tinybot")
+    result = run_cli("demo-data", env=env, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "read-only" in result.stderr
+
+
+def test_demo_from_scratch_prints_every_check_passing(tmp_path):
+    """The README's first command, after installation: a fresh home, nothing configured."""
+    home = tmp_path / "home"
+    result = run_cli("demo", env=cli_env(home), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "all checks passed: 42/42" in result.stdout
+    assert "conversation_history" in result.stdout and "4,364" in result.stdout
+    assert "rebuilt_memories: 2,135 memories (2,135 written, 0 already present)" in result.stdout
+    assert "0 cache hits" in result.stdout and "tokens" in result.stdout
+    assert (home / "shapes_export" / "uuid-mappings.json").exists()
+
+
+def test_dg_launch_from_the_project(cli_databases, tinybot_home, tmp_path):
+    """The other entry point, as the README gives it: `dg launch` from the project root with an
+    instance of its own. Relational tables first (they register the partitions), then every
+    personality's memories as one run over the partition range."""
+    old_url, _ = cli_databases
+    new_url = embedded_database_url("cli_new_dagster", tinybot_home)
+    env = cli_env(tinybot_home, OLD_DATABASE_URL=old_url, DATABASE_URL=new_url)
+    env["DAGSTER_HOME"] = str(tmp_path / "dagster_home")
+    (tmp_path / "dagster_home").mkdir()
+    dg = str(Path(sys.executable).parent / "dg")
+
+    def launch(*args: str) -> None:
+        result = subprocess.run(
+            [dg, "launch", *args], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600
+        )
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+
+    launch("--assets", "group:relational")
+    with psycopg.connect(new_url) as conn:
+        assert conn.execute("SELECT count(*) FROM conversation_history").fetchone()[0] == 4_364
+        first, last = conn.execute("SELECT min(slug), max(slug) FROM personalities").fetchone()
+    launch("--assets", "rebuilt_memories", "--partition-range", f"{first}...{last}")
+    with psycopg.connect(new_url) as conn:
+        [all_ids] = conn.execute("SELECT array_agg(id) FROM personalities").fetchone()
+        expected = {e.memory_id for e in pair_messages(load_messages(conn, all_ids)).exchanges}
+        stored = {r[0] for r in conn.execute("SELECT id FROM memories").fetchall()}
+    assert len(expected) > 2_000 and stored == expected

@@ -1,0 +1,72 @@
+"""No text is paid for twice: the cache in the new DB, against the local OpenAI-compatible server."""
+
+import numpy as np
+import psycopg
+import pytest
+
+from tinybot_migration.embeddings.cache import embed_with_cache
+from tinybot_migration.embeddings.hash_embedder import hash_embedding
+from tinybot_migration.resources.embedding_provider import EmbeddingProviderError, EmbeddingProviderResource
+from tinybot_migration.schema import apply_new_schema
+from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, provider_for
+
+TEXTS = [f"{{user}}: hello {i} 👋\n{{assistant}}: hi {i}" for i in range(30)]
+
+
+@pytest.fixture
+def new_db(make_database):
+    url = make_database("cache")
+    conn = psycopg.connect(url, autocommit=True)
+    apply_new_schema(conn)
+    yield conn
+    conn.close()
+
+
+def openai_provider(server: OpenAITestServer, **overrides) -> EmbeddingProviderResource:
+    return provider_for(server, **overrides)
+
+
+def test_a_second_run_makes_no_request_and_duplicates_are_sent_once(new_db):
+    with OpenAITestServer() as server:
+        provider = openai_provider(server, max_inputs_per_request=8)
+        first = embed_with_cache(new_db, provider, TEXTS + TEXTS[:5])
+        assert first.provider_inputs == 30 and first.cache_hits == 0 and first.requests == 4
+        sent = sum(len(r) for r in server.requests)
+        second = embed_with_cache(new_db, provider, TEXTS)
+        assert second.provider_inputs == 0 and second.cache_hits == 30 and second.requests == 0
+        assert sum(len(r) for r in server.requests) == sent == 30
+    assert np.allclose(second.vectors, np.stack([hash_embedding(t, 1536) for t in TEXTS]), atol=1e-6)
+    assert np.allclose(first.vectors[30:], first.vectors[:5])
+
+
+def test_finished_batches_survive_a_failure_and_are_not_paid_again(new_db):
+    with OpenAITestServer() as server:
+        # One request at a time: two batches of 10 succeed, the third fails for good.
+        provider = openai_provider(
+            server, max_inputs_per_request=10, max_concurrent_requests=1, max_retries=1
+        )
+        server.fail_after = 2
+        with pytest.raises(EmbeddingProviderError, match="batch 3/3"):
+            embed_with_cache(new_db, provider, TEXTS)
+        assert new_db.execute("SELECT count(*) FROM embedding_cache").fetchone()[0] == 20
+        server.fail_after = None
+        server.requests.clear()
+        result = embed_with_cache(new_db, provider, TEXTS)
+    assert result.cache_hits == 20 and result.provider_inputs == 10
+    assert [len(r) for r in server.requests] == [10]
+    assert np.allclose(result.vectors, np.stack([hash_embedding(t, 1536) for t in TEXTS]), atol=1e-6)
+
+
+def test_the_offline_provider_is_cached_under_its_own_name(new_db):
+    provider = EmbeddingProviderResource()
+    assert embed_with_cache(new_db, provider, TEXTS[:3]).provider_inputs == 3
+    assert embed_with_cache(new_db, provider, TEXTS[:3]).cache_hits == 3
+    assert new_db.execute("SELECT DISTINCT model FROM embedding_cache").fetchone()[0] == "hash-1536"
+
+
+def test_a_wrong_dimension_caches_nothing(new_db):
+    from tinybot_migration.resources.embedding_provider import EmbeddingDimensionError
+
+    with OpenAITestServer(dimensions=512) as server, pytest.raises(EmbeddingDimensionError):
+        embed_with_cache(new_db, openai_provider(server, max_inputs_per_request=10), TEXTS)
+    assert new_db.execute("SELECT count(*) FROM embedding_cache").fetchone()[0] == 0

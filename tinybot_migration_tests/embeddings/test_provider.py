@@ -1,0 +1,137 @@
+"""The embedding provider through the real `openai` client against a local HTTP server."""
+
+import numpy as np
+import pytest
+
+from tinybot_migration.embeddings.batches import (
+    MAX_TOKENS_PER_INPUT,
+    estimate_tokens,
+    plan_batches,
+    truncate_for_embedding,
+)
+from tinybot_migration.embeddings.hash_embedder import hash_embedding
+from tinybot_migration.resources.embedding_provider import (
+    EmbeddingDimensionError,
+    EmbeddingProviderError,
+    EmbeddingProviderResource,
+)
+from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, provider_for
+
+API_KEY = "sk-test-never-printed-0123456789"
+TEXTS = [f"{{user}}: message {i} about cats 🐈\n{{assistant}}: answer {i}" for i in range(35)]
+
+
+def provider(server: OpenAITestServer, **overrides) -> EmbeddingProviderResource:
+    return provider_for(server, api_key=API_KEY, **overrides)
+
+
+def test_batches_respect_input_and_token_limits():
+    texts = ["a" * 300] * 10 + ["b" * 30] * 50
+    batches = plan_batches(texts, max_inputs=16, max_tokens=1000)
+    assert [t for b in batches for t in texts[b.start : b.stop]] == texts  # all, in order
+    for batch in batches:
+        assert 1 <= len(batch) <= 16
+        assert sum(estimate_tokens(t) for t in texts[batch.start : batch.stop]) <= 1000
+    with pytest.raises(ValueError):
+        plan_batches(texts, max_inputs=0)
+
+
+def test_an_overlong_text_is_cut_on_a_character_boundary():
+    text = "é" * (MAX_TOKENS_PER_INPUT * 3)
+    cut, was_cut = truncate_for_embedding(text)
+    assert was_cut and text.startswith(cut) and len(cut.encode()) <= MAX_TOKENS_PER_INPUT * 2
+    assert truncate_for_embedding("short") == ("short", False)
+
+
+def test_hash_embedding_is_deterministic_unit_length_and_meaningful():
+    a, b = hash_embedding("the cat sat on the mat", 1536), hash_embedding("the cat sat on a mat", 1536)
+    c = hash_embedding("quarterly revenue forecast", 1536)
+    assert np.isclose(np.linalg.norm(a), 1.0) and np.array_equal(
+        a, hash_embedding("the cat sat on the mat", 1536)
+    )
+    assert float(a @ b) > float(a @ c) + 0.3
+    assert np.isclose(np.linalg.norm(hash_embedding("", 1536)), 1.0)
+
+
+def test_auto_picks_hash_without_a_key_and_openai_with_one():
+    assert EmbeddingProviderResource().effective_provider() == "hash"
+    assert EmbeddingProviderResource(api_key="k").effective_provider() == "openai"
+    with pytest.raises(ValueError, match="needs OPENAI_API_KEY"):
+        EmbeddingProviderResource(provider="openai").effective_provider()
+    result = EmbeddingProviderResource().embed(TEXTS[:3])
+    assert result.vectors.shape == (3, 1536) and result.requests == 0 and result.estimated_cost_usd == 0
+
+
+def test_openai_provider_batches_concurrently_and_reports_usage():
+    with OpenAITestServer(latency_seconds=0.05) as server:
+        result = provider(server, max_inputs_per_request=10, max_concurrent_requests=4).embed(TEXTS)
+    assert result.requests == 4 and sorted(len(r) for r in server.requests) == [5, 10, 10, 10]
+    expected = np.stack([hash_embedding(t, 1536) for t in TEXTS])
+    assert np.allclose(result.vectors, expected, atol=1e-6)  # in input order whatever the arrival order
+    assert result.tokens == sum(estimate_tokens(t) for t in TEXTS)
+    assert result.estimated_cost_usd == pytest.approx(result.tokens / 1e6 * 0.02)
+
+
+def test_429_with_retry_after_and_500s_are_retried():
+    with OpenAITestServer() as server:
+        server.script(429, {"Retry-After": "0"})
+        server.script(500, times=2)
+        result = provider(server).embed(TEXTS[:5])
+    assert result.retries == 3 and result.requests == 4
+    assert np.allclose(result.vectors[0], hash_embedding(TEXTS[0], 1536), atol=1e-6)
+
+
+def test_a_provider_failing_for_good_names_the_batch_and_hides_the_key():
+    with OpenAITestServer() as server:
+        server.fail_always = 503
+        with pytest.raises(EmbeddingProviderError) as failure:
+            provider(server, max_retries=2, max_inputs_per_request=20).embed(TEXTS)
+    message = str(failure.value)
+    assert "batch 1/2" in message  # batches fail in order; the first one's error is raised
+    assert "3 attempt(s)" in message and "HTTP 503" in message
+    assert API_KEY not in message
+
+
+def test_an_authentication_error_is_not_retried():
+    with OpenAITestServer() as server:
+        server.script(401)
+        with pytest.raises(EmbeddingProviderError, match="HTTP 401") as failure:
+            provider(server).embed(TEXTS[:2])
+        assert len(server.requests) == 1
+    assert API_KEY not in str(failure.value)
+
+
+def test_a_refused_input_is_isolated_and_the_rest_of_its_batch_embedded():
+    texts = [*TEXTS[:6], "this one is BAD input", *TEXTS[6:9]]
+    with OpenAITestServer() as server:
+        server.reject_marker = "BAD"
+        result = provider(server, max_inputs_per_request=10).embed(texts)
+    assert list(result.rejected) == [6] and "HTTP 400" in result.rejected[6]
+    assert result.completed.sum() == 9 and not result.completed[6]
+    good = [i for i in range(10) if i != 6]
+    assert np.allclose(
+        result.vectors[good], np.stack([hash_embedding(texts[i], 1536) for i in good]), atol=1e-6
+    )
+    # Halving: 10 → 5+5 → the bad half 2+3 → 1+1: seven requests for one bad text among ten.
+    assert sorted(len(r) for r in server.requests) == [1, 1, 2, 3, 5, 5, 10]
+
+
+def test_wrong_dimensions_fail_before_anything_is_returned():
+    with (
+        OpenAITestServer(dimensions=768) as server,
+        pytest.raises(EmbeddingDimensionError, match="768-dimensional"),
+    ):
+        provider(server).embed(TEXTS[:3])
+
+
+def test_requests_in_flight_are_limited_per_resource_across_threads():
+    """Chunks embedding side by side share the resource's limit: never more than
+    max_concurrent_requests at once, however many threads call `embed` (not threads × limit)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with OpenAITestServer(latency_seconds=0.05) as server:
+        shared = provider(server, max_inputs_per_request=2, max_concurrent_requests=2)
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(shared.embed, [TEXTS[i : i + 8] for i in range(0, 32, 8)]))
+    assert sum(r.requests for r in results) == 16
+    assert server.max_in_flight == 2

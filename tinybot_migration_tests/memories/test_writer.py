@@ -1,0 +1,74 @@
+"""The one memory writer takes every column of `memories`, so every source can use it unchanged."""
+
+import uuid
+from datetime import UTC, datetime
+
+import numpy as np
+import psycopg
+import pytest
+
+from tinybot_migration.embeddings.hash_embedder import hash_embedding
+from tinybot_migration.memories.writer import SOURCE_SHAPES, NewMemory, embed_and_write, write_memories
+from tinybot_migration.schema import MEMORIES, apply_new_schema
+from tinybot_migration_tests.helpers.conversations import Conversations
+from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, provider_for
+
+
+@pytest.fixture
+def new_db(make_database):
+    conn = psycopg.connect(make_database("writer"), autocommit=True)
+    apply_new_schema(conn)
+    yield conn
+    conn.close()
+
+
+def legacy_memory(personality_id: uuid.UUID, text: str) -> NewMemory:
+    return NewMemory(
+        id=uuid.uuid5(uuid.NAMESPACE_DNS, text),
+        persona_id=None,
+        personality_id=personality_id,
+        content=text,
+        is_summarized=True,
+        created_at=datetime(2024, 5, 1, 12, 30, tzinfo=UTC),
+        source_system=SOURCE_SHAPES,
+        original_message_count=7,
+        summarized_at=datetime(2024, 5, 2, tzinfo=UTC),
+        session_id="session-1",
+        canon_scope="session",
+        summary_type="automatic",
+        channel_id=None,
+        guild_id="123456789012345678",
+        message_ids=["msgA", "msgB"],
+        senders=["0f8f1c44-1111-4a2b-9c3d-000000000001", "0f8f1c44-1111-4a2b-9c3d-000000000002"],
+        legacy_shapes_user_id=uuid.UUID("0f8f1c44-1111-4a2b-9c3d-000000000001"),
+    )
+
+
+def test_every_column_is_written_as_given_and_a_rewrite_inserts_nothing(new_db):
+    personality = Conversations(new_db).personality("legacy")
+    memory = legacy_memory(personality, "they like lighthouses")
+    vector = hash_embedding(memory.content, 1536)
+    assert write_memories(new_db, [memory], [vector]) == {personality: 1}
+    columns = [c.name for c in MEMORIES.columns if c.name != "embedding"]
+    stored = new_db.execute(f"SELECT {', '.join(columns)} FROM memories").fetchone()
+    expected = {name: getattr(memory, name) for name in columns}
+    assert dict(zip(columns, stored, strict=True)) == expected
+    assert write_memories(new_db, [memory], [vector]) == {}
+    assert new_db.execute("SELECT count(*) FROM memories").fetchone()[0] == 1
+
+
+def test_embed_and_write_serves_any_source_through_the_cache(new_db):
+    personality = Conversations(new_db).personality("legacy")
+    memories = [legacy_memory(personality, f"legacy memory {i}") for i in range(5)]
+    with OpenAITestServer() as server:
+        outcomes = list(embed_and_write(new_db, None, provider_for(server), memories, chunk_size=2))
+    assert [o.size for o in outcomes] == [2, 2, 1]
+    assert sum(sum(o.written.values()) for o in outcomes) == 5
+    stored = new_db.execute(
+        "SELECT embedding::text FROM memories WHERE content = 'legacy memory 3'"
+    ).fetchone()[0]
+    assert np.allclose(
+        np.array(stored.strip("[]").split(","), dtype=np.float32),
+        hash_embedding("legacy memory 3", 1536),
+        atol=1e-6,
+    )
