@@ -4,7 +4,7 @@
 
 Measured on one embedded server (under benchmarks/.tinybot-bench unless --home is given):
   reference  `pg_dump -Fc -Z0 | pg_restore` of the old DB (no re-keying: the floor for moving bytes)
-  pipeline   every table through `table_copy.copy_table` (binary COPY, re-key, staging + upsert),
+  pipeline   every table through `relational.copy.copy_table` (binary COPY, re-key, staging + upsert),
              then every check (`run_table_checks`); then the same again, which must write nothing
   baseline   the old approach: the same re-keying, one INSERT statement per row
 Reported as seconds, rows/s and ratios; figures also go to benchmarks/results/.

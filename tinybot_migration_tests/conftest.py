@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from tinybot_migration.runtime.embedded_postgres import embedded_database_url, embedded_server
+from tinybot_migration.schema import apply_new_schema
 
 _counter = itertools.count(1)
 
@@ -46,3 +47,12 @@ def admin_connect():
     yield connect
     for conn in opened:
         conn.close()
+
+
+@pytest.fixture
+def new_db(make_database):
+    """An autocommit connection to a fresh database with the new schema applied."""
+    conn = psycopg.connect(make_database("new"), autocommit=True)
+    apply_new_schema(conn)
+    yield conn
+    conn.close()

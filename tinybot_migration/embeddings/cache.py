@@ -16,11 +16,11 @@ from pgvector.psycopg import register_vector
 
 from tinybot_migration.ids import content_hash
 from tinybot_migration.postgres import retry_deadlocks
+from tinybot_migration.progress import Log
 from tinybot_migration.resources.embedding_provider import (
     EmbeddingProviderError,
     EmbeddingProviderResource,
     EmbeddingResult,
-    Log,
 )
 
 

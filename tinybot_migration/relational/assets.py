@@ -1,6 +1,6 @@
 """One asset per relational table, in foreign-key order, each proving itself with blocking checks.
 
-Every asset copies its table old → new (see `table_copy`) and answers its `check_specs` in the same
+Every asset copies its table old → new (see `copy.py`) and answers its `check_specs` in the same
 step, while both connections are open: a failing check stops every downstream table.
 """
 

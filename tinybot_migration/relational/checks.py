@@ -8,16 +8,14 @@ from __future__ import annotations
 
 from binascii import unhexlify
 from collections import defaultdict
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
 
 import psycopg
 from psycopg import sql
 
 from tinybot_migration.check_outcome import CheckOutcome
 from tinybot_migration.ids import expected_ids_for_group, uuid5_text
-from tinybot_migration.postgres import ColumnType, column_types, copy_lines
+from tinybot_migration.postgres import ColumnType, Connect, column_types, copy_lines
 from tinybot_migration.relational.tables import TableSpec
 
 ROW_COUNT_PARITY = "row_count_parity"
@@ -43,9 +41,6 @@ def checks_for(spec: TableSpec) -> list[str]:
         names.append(IDS_MATCH_SEEDS)
     names.append(CONTENT_CHECKSUM_MATCHES)
     return names
-
-
-Connect = Callable[[], AbstractContextManager[psycopg.Connection]]
 
 
 def run_table_checks(connect_old: Connect, connect_new: Connect, spec: TableSpec) -> list[CheckOutcome]:

@@ -322,10 +322,12 @@ def stream_rekeyed_rows(
             sql.SQL("COPY {} ({}) FROM STDIN").format(destination.target, _column_list(spec))
         ) as target,
     ):
+        # The hot loop of the whole migration: look-ups hoisted out of it.
+        has_id, allocate = spec.has_id, allocator.allocate_text
         for line in copy_lines(source):
-            if spec.has_id:
+            if has_id:
                 seed_hex, rest = line.split(b"\t", 1)
-                line = b"%s\t%s" % (allocator.allocate_text(unhexlify(seed_hex)).encode(), rest)
+                line = b"%s\t%s" % (allocate(unhexlify(seed_hex)).encode(), rest)
             pending.append(line)
             pending_bytes += len(line)
             if pending_bytes >= WRITE_BUFFER_BYTES:

@@ -64,90 +64,74 @@ class TableSpec:
         return tuple(c for c in self.columns if c not in skip)
 
 
-USERS = TableSpec(
-    table=schema.USERS,
-    seed=ids.user_seed,
-    seed_sql=ids.user_seed_sql,
-    seed_columns=("discord_id",),
-    description="Discord users of the bot.",
-)
-PERSONAS = TableSpec(
-    table=schema.PERSONAS,
-    seed=ids.persona_seed,
-    seed_sql=ids.persona_seed_sql,
-    seed_columns=("owner_id", "name"),
-    description="Personas users present to personalities.",
-)
-USER_DEFAULT_PERSONAS = TableSpec(
-    table=schema.USER_DEFAULT_PERSONAS,
-    order_by="user_id",
-    description="Each user's default persona.",
-)
-SYSTEM_PROMPTS = TableSpec(
-    table=schema.SYSTEM_PROMPTS,
-    seed=ids.system_prompt_seed,
-    seed_sql=ids.system_prompt_seed_sql,
-    seed_columns=("name",),
-    description="System prompts personalities are built on.",
-)
-LLM_CONFIGS = TableSpec(
-    table=schema.LLM_CONFIGS,
-    seed=ids.llm_config_seed,
-    seed_sql=ids.llm_config_seed_sql,
-    seed_columns=("owner_id", "name"),
-    description="Model settings, global or owned by a user.",
-)
-PERSONALITIES = TableSpec(
-    table=schema.PERSONALITIES,
-    seed=ids.personality_seed,
-    seed_sql=ids.personality_seed_sql,
-    seed_columns=("slug",),
-    description="The AI personalities the bot hosts.",
-)
-PERSONALITY_DEFAULT_CONFIGS = TableSpec(
-    table=schema.PERSONALITY_DEFAULT_CONFIGS,
-    order_by="personality_id",
-    description="Each personality's default LLM config.",
-)
-PERSONALITY_OWNERS = TableSpec(
-    table=schema.PERSONALITY_OWNERS,
-    order_by="personality_id, user_id",
-    description="Who owns which personality.",
-)
-USER_PERSONALITY_CONFIGS = TableSpec(
-    table=schema.USER_PERSONALITY_CONFIGS,
-    seed=ids.user_personality_config_seed,
-    seed_sql=ids.user_personality_config_seed_sql,
-    seed_columns=("user_id", "personality_id"),
-    description="Per-user overrides of a personality's persona and LLM config.",
-)
-ACTIVATED_CHANNELS = TableSpec(
-    table=schema.ACTIVATED_CHANNELS,
-    seed=ids.activated_channel_seed,
-    seed_sql=ids.activated_channel_seed_sql,
-    seed_columns=("channel_id", "personality_id"),
-    description="Channels where a personality answers.",
-)
-CONVERSATION_HISTORY = TableSpec(
-    table=schema.CONVERSATION_HISTORY,
-    seed=ids.conversation_message_seed,
-    seed_sql=ids.conversation_message_seed_sql,
-    seed_columns=("channel_id", "personality_id", "persona_id", "created_at", "role", "content"),
-    description="Every message exchanged with the bot.",
-)
+# What the copy needs of each relational table, by table name; the tables and their foreign-key
+# order are schema.RELATIONAL_TABLES.
+_COPY_RULES: dict[str, dict] = {
+    "users": dict(
+        seed=ids.user_seed,
+        seed_sql=ids.user_seed_sql,
+        seed_columns=("discord_id",),
+        description="Discord users of the bot.",
+    ),
+    "personas": dict(
+        seed=ids.persona_seed,
+        seed_sql=ids.persona_seed_sql,
+        seed_columns=("owner_id", "name"),
+        description="Personas users present to personalities.",
+    ),
+    "user_default_personas": dict(
+        order_by="user_id",
+        description="Each user's default persona.",
+    ),
+    "system_prompts": dict(
+        seed=ids.system_prompt_seed,
+        seed_sql=ids.system_prompt_seed_sql,
+        seed_columns=("name",),
+        description="System prompts personalities are built on.",
+    ),
+    "llm_configs": dict(
+        seed=ids.llm_config_seed,
+        seed_sql=ids.llm_config_seed_sql,
+        seed_columns=("owner_id", "name"),
+        description="Model settings, global or owned by a user.",
+    ),
+    "personalities": dict(
+        seed=ids.personality_seed,
+        seed_sql=ids.personality_seed_sql,
+        seed_columns=("slug",),
+        description="The AI personalities the bot hosts.",
+    ),
+    "personality_default_configs": dict(
+        order_by="personality_id",
+        description="Each personality's default LLM config.",
+    ),
+    "personality_owners": dict(
+        order_by="personality_id, user_id",
+        description="Who owns which personality.",
+    ),
+    "user_personality_configs": dict(
+        seed=ids.user_personality_config_seed,
+        seed_sql=ids.user_personality_config_seed_sql,
+        seed_columns=("user_id", "personality_id"),
+        description="Per-user overrides of a personality's persona and LLM config.",
+    ),
+    "activated_channels": dict(
+        seed=ids.activated_channel_seed,
+        seed_sql=ids.activated_channel_seed_sql,
+        seed_columns=("channel_id", "personality_id"),
+        description="Channels where a personality answers.",
+    ),
+    "conversation_history": dict(
+        seed=ids.conversation_message_seed,
+        seed_sql=ids.conversation_message_seed_sql,
+        seed_columns=("channel_id", "personality_id", "persona_id", "created_at", "role", "content"),
+        description="Every message exchanged with the bot.",
+    ),
+}
 
 # Foreign-key order: every table comes after the tables its foreign keys point to.
-RELATIONAL_TABLES: tuple[TableSpec, ...] = (
-    USERS,
-    PERSONAS,
-    USER_DEFAULT_PERSONAS,
-    SYSTEM_PROMPTS,
-    LLM_CONFIGS,
-    PERSONALITIES,
-    PERSONALITY_DEFAULT_CONFIGS,
-    PERSONALITY_OWNERS,
-    USER_PERSONALITY_CONFIGS,
-    ACTIVATED_CHANNELS,
-    CONVERSATION_HISTORY,
+RELATIONAL_TABLES: tuple[TableSpec, ...] = tuple(
+    TableSpec(table, **_COPY_RULES[table.name]) for table in schema.RELATIONAL_TABLES
 )
 TABLES_BY_NAME = {spec.name: spec for spec in RELATIONAL_TABLES}
+PERSONALITIES = TABLES_BY_NAME["personalities"]

@@ -1,25 +1,14 @@
 """No text is paid for twice: the cache in the new DB, against the local OpenAI-compatible server."""
 
 import numpy as np
-import psycopg
 import pytest
 
 from tinybot_migration.embeddings.cache import embed_with_cache
 from tinybot_migration.embeddings.hash_embedder import hash_embedding
 from tinybot_migration.resources.embedding_provider import EmbeddingProviderError, EmbeddingProviderResource
-from tinybot_migration.schema import apply_new_schema
 from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, provider_for
 
 TEXTS = [f"{{user}}: hello {i} 👋\n{{assistant}}: hi {i}" for i in range(30)]
-
-
-@pytest.fixture
-def new_db(make_database):
-    url = make_database("cache")
-    conn = psycopg.connect(url, autocommit=True)
-    apply_new_schema(conn)
-    yield conn
-    conn.close()
 
 
 def openai_provider(server: OpenAITestServer, **overrides) -> EmbeddingProviderResource:

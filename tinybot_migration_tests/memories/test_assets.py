@@ -140,18 +140,18 @@ def sensor_tick(instance, new_url):
         return memory_rebuild_sensor(context)
 
 
+def run_as_requested(instance, new_url, server, request):
+    """Materialize what a RunRequest asks for, with its run key and tags, as the daemon would."""
+    tags = {**request.tags, "dagster/run_key": request.run_key}
+    return run(instance, new_url, server, partition_key=request.partition_key, tags=tags)
+
+
 def test_a_failed_run_is_requested_again_after_a_backoff(instance, new_url, monkeypatch):
     instance.add_dynamic_partitions(personality_partitions.name, ["zeta", "alpha"])
     [request] = [r for r in sensor_tick(instance, new_url).run_requests if r.partition_key == "zeta"]
     with OpenAITestServer() as server:
         server.fail_always = 401  # not retryable: the run fails at once
-        failed = run(
-            instance,
-            new_url,
-            server,
-            partition_key="zeta",
-            tags={**request.tags, "dagster/run_key": request.run_key},
-        )
+        failed = run_as_requested(instance, new_url, server, request)
     assert not failed.success
     failed_at = instance.get_run_record_by_id(failed.run_id).end_time
 
@@ -162,13 +162,7 @@ def test_a_failed_run_is_requested_again_after_a_backoff(instance, new_url, monk
     [retry] = [r for r in sensor_tick(instance, new_url).run_requests if r.partition_key == "zeta"]
     assert retry.run_key != request.run_key and retry.tags["tinybot/retry_of"] == failed.run_id
     with OpenAITestServer() as server:
-        fixed = run(
-            instance,
-            new_url,
-            server,
-            partition_key="zeta",
-            tags={**retry.tags, "dagster/run_key": retry.run_key},
-        )
+        fixed = run_as_requested(instance, new_url, server, retry)
     assert fixed.success
     assert [r.partition_key for r in sensor_tick(instance, new_url).run_requests] == ["alpha"]
 

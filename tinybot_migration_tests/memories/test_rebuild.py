@@ -14,19 +14,10 @@ from tinybot_migration.resources.embedding_provider import (
     EmbeddingProviderError,
     EmbeddingProviderResource,
 )
-from tinybot_migration.schema import apply_new_schema
 from tinybot_migration_tests.helpers.conversations import T0, Conversations
 from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, provider_for
 
 API_KEY = "sk-test-memories-0123456789"
-
-
-@pytest.fixture
-def new_db(make_database):
-    conn = psycopg.connect(make_database("memories"), autocommit=True)
-    apply_new_schema(conn)
-    yield conn
-    conn.close()
 
 
 @pytest.fixture

@@ -4,22 +4,12 @@ import uuid
 from datetime import UTC, datetime
 
 import numpy as np
-import psycopg
-import pytest
 
 from tinybot_migration.embeddings.hash_embedder import hash_embedding
 from tinybot_migration.memories.writer import SOURCE_SHAPES, NewMemory, embed_and_write, write_memories
-from tinybot_migration.schema import MEMORIES, apply_new_schema
+from tinybot_migration.schema import MEMORIES
 from tinybot_migration_tests.helpers.conversations import Conversations
 from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, provider_for
-
-
-@pytest.fixture
-def new_db(make_database):
-    conn = psycopg.connect(make_database("writer"), autocommit=True)
-    apply_new_schema(conn)
-    yield conn
-    conn.close()
 
 
 def legacy_memory(personality_id: uuid.UUID, text: str) -> NewMemory:
