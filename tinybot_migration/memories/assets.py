@@ -63,6 +63,44 @@ def per_personality_table(report: RebuildReport) -> str:
     return "\n".join(lines)
 
 
+def rebuild_metadata(report: RebuildReport, total: int, model: str) -> dict:
+    """The figures a rebuild reports in Dagster (per-personality ones in one table keyed by slug)."""
+    stats = report.stats
+    metadata = {
+        "dagster/row_count": total,
+        "personalities": len(report.personality_ids),
+        "contexts": stats.contexts,
+        "exchanges": stats.exchanges,
+        "memories_written": report.memories_written,
+        "memories_already_present": report.already_present,
+        "duplicate_exchanges": report.duplicate_exchanges,
+        "unanswered_user_messages": stats.unanswered_user_messages,
+        "messages_skipped": MetadataValue.json(
+            {
+                "empty_or_whitespace": stats.empty_messages_skipped,
+                "assistant_without_user": stats.assistant_messages_without_user,
+                "system": stats.other_roles_skipped,
+            }
+        ),
+        "embedding_model": model,
+        "cache_hits": report.cache_hits,
+        "provider_inputs": report.provider_inputs,
+        "provider_requests": report.requests,
+        "provider_retries": report.retries,
+        "tokens": report.tokens,
+        "estimated_cost_usd": round(report.estimated_cost_usd, 6),
+        "texts_truncated": report.texts_truncated,
+        "exchanges_rejected": report.rejected,
+        "seconds": round(report.seconds, 3),
+        "per_personality": MetadataValue.md(per_personality_table(report)),
+    }
+    if report.rejection_samples:
+        metadata["rejected_examples"] = MetadataValue.md(
+            "\n".join(f"- {s}" for s in report.rejection_samples)
+        )
+    return metadata
+
+
 @asset(
     group_name=MEMORIES_GROUP,
     deps=[_upstream["conversation_history"], _upstream["personas"]],
@@ -110,39 +148,7 @@ def rebuilt_memories(
             no_duplicate_memories(conn, personality_ids),
         ]
         total = memory_count(conn, personality_ids, SOURCE_TINYBOT)
-    stats = report.stats
-    metadata = {
-        "dagster/row_count": total,
-        "personalities": len(slugs),
-        "contexts": stats.contexts,
-        "exchanges": stats.exchanges,
-        "memories_written": report.memories_written,
-        "memories_already_present": report.already_present,
-        "duplicate_exchanges": report.duplicate_exchanges,
-        "unanswered_user_messages": stats.unanswered_user_messages,
-        "messages_skipped": MetadataValue.json(
-            {
-                "empty_or_whitespace": stats.empty_messages_skipped,
-                "assistant_without_user": stats.assistant_messages_without_user,
-                "system": stats.other_roles_skipped,
-            }
-        ),
-        "embedding_model": cache_model_name(embedding_provider),
-        "cache_hits": report.cache_hits,
-        "provider_inputs": report.provider_inputs,
-        "provider_requests": report.requests,
-        "provider_retries": report.retries,
-        "tokens": report.tokens,
-        "estimated_cost_usd": round(report.estimated_cost_usd, 6),
-        "texts_truncated": report.texts_truncated,
-        "exchanges_rejected": report.rejected,
-        "seconds": round(report.seconds, 3),
-        "per_personality": MetadataValue.md(per_personality_table(report)),
-    }
-    if report.rejection_samples:
-        metadata["rejected_examples"] = MetadataValue.md(
-            "\n".join(f"- {s}" for s in report.rejection_samples)
-        )
+    metadata = rebuild_metadata(report, total, cache_model_name(embedding_provider))
     return MaterializeResult(metadata=metadata, check_results=[o.as_result() for o in outcomes])
 
 

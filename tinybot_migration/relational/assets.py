@@ -16,7 +16,7 @@ from psycopg import sql
 
 from tinybot_migration.partitions import personality_partitions, unregistered_personality_slugs
 from tinybot_migration.relational.checks import CHECK_DESCRIPTIONS, checks_for, run_table_checks
-from tinybot_migration.relational.copy import IdMaps, copy_table
+from tinybot_migration.relational.copy import CopyResult, IdMaps, copy_table
 from tinybot_migration.relational.tables import PERSONALITIES, RELATIONAL_TABLES, TableSpec
 from tinybot_migration.resources import NewDatabaseResource, OldDatabaseResource
 
@@ -60,6 +60,28 @@ def register_personality_partitions(context: AssetExecutionContext, new_conn) ->
     return len(new_slugs)
 
 
+def copy_metadata(result: CopyResult, new_rows: int, preview: str) -> dict:
+    """The figures a table's copy reports in Dagster."""
+    metadata = {
+        "dagster/row_count": new_rows,
+        "rows_read": result.rows_read,
+        "rows_written": result.rows_written,
+        "rows_inserted": result.rows_inserted,
+        "rows_updated": result.rows_updated,
+        "rows_unchanged": result.rows_unchanged,
+        "id_collisions_resolved": result.id_collisions_resolved,
+        "rows_rejected_missing_parent": result.rows_rejected,
+        "seconds": round(result.seconds, 3),
+        "rows_per_second": round(result.rows_read / result.seconds) if result.seconds else 0,
+        "preview": MetadataValue.md(preview),
+    }
+    if result.rejection_samples:
+        metadata["rejected_examples"] = MetadataValue.md(
+            "\n".join(f"- {s}" for s in result.rejection_samples)
+        )
+    return metadata
+
+
 def build_table_asset(spec: TableSpec, upstream: dict[str, AssetsDefinition]) -> AssetsDefinition:
     parents = list(dict.fromkeys(fk.parent for fk in spec.foreign_keys))
     check_specs = [
@@ -87,23 +109,7 @@ def build_table_asset(spec: TableSpec, upstream: dict[str, AssetsDefinition]) ->
         outcomes = run_table_checks(old_database.connect, new_database.connect, spec)
 
         new_rows = next(o.metadata["new_rows"] for o in outcomes if "new_rows" in o.metadata)
-        metadata = {
-            "dagster/row_count": new_rows,
-            "rows_read": result.rows_read,
-            "rows_written": result.rows_written,
-            "rows_inserted": result.rows_inserted,
-            "rows_updated": result.rows_updated,
-            "rows_unchanged": result.rows_unchanged,
-            "id_collisions_resolved": result.id_collisions_resolved,
-            "rows_rejected_missing_parent": result.rows_rejected,
-            "seconds": round(result.seconds, 3),
-            "rows_per_second": round(result.rows_read / result.seconds) if result.seconds else 0,
-            "preview": MetadataValue.md(preview),
-        }
-        if result.rejection_samples:
-            metadata["rejected_examples"] = MetadataValue.md(
-                "\n".join(f"- {s}" for s in result.rejection_samples)
-            )
+        metadata = copy_metadata(result, new_rows, preview)
         if registered is not None:
             metadata["partitions_registered"] = registered
         return MaterializeResult(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from dagster import AssetsDefinition, DagsterInstance, Definitions
 
 from tinybot_migration.runtime.dagster_instance import prepare_instance
-from tinybot_migration.runtime.stages import migration_stages
+from tinybot_migration.runtime.stages import MigrationStage, migration_stages
 
 
 @dataclass
@@ -72,8 +72,8 @@ def run_migration(
 ) -> MigrationReport:
     """Materialize every asset the project defines, with every check, and report the results.
 
-    One run for the unpartitioned assets, then one run per partitioned family over every key
-    registered by then (DESIGN §8). A failed run stops the ones after it.
+    One run per stage of the asset graph (`stages.migration_stages`); a partitioned stage runs once
+    over every key registered by then (DESIGN §8). A failed run stops the ones after it.
     """
     started = time.perf_counter()
     if defs is None:
@@ -87,16 +87,12 @@ def run_migration(
     success, failure, notes = True, None, []
     with nullcontext(instance) if instance is not None else DagsterInstance.get() as active:
         for stage in migration_stages(assets):
-            tags = {"tinybot/launched_by": "tinybot-migration run"}
-            if stage.partitions_def is not None:
-                # Registration order, as the instance returns it: a reversed range builds nothing.
-                keys = active.get_dynamic_partitions(stage.partitions_def.name)
-                if not keys:
-                    notes.append(
-                        f"{stage.job_name}: no {stage.partitions_def.name} partitions registered, skipped"
-                    )
-                    continue
-                tags |= {PARTITION_RANGE_START: keys[0], PARTITION_RANGE_END: keys[-1]}
+            tags = stage_run_tags(stage, active)
+            if tags is None:
+                notes.append(
+                    f"{stage.job_name}: no {stage.partitions_def.name} partitions registered, skipped"
+                )
+                continue
             result = defs.resolve_job_def(stage.job_name).execute_in_process(
                 instance=active,
                 raise_on_error=False,
@@ -111,6 +107,19 @@ def run_migration(
     order = {asset.key.to_user_string(): i for i, asset in enumerate(assets)}
     reports = dict(sorted(reports.items(), key=lambda item: order.get(item[0], len(order))))
     return MigrationReport(run_ids, success, reports, time.perf_counter() - started, failure, notes)
+
+
+def stage_run_tags(stage: MigrationStage, instance: DagsterInstance) -> dict[str, str] | None:
+    """The tags of a stage's run: a partitioned stage covers every registered key as one range
+    (None when there is none yet)."""
+    tags = {"tinybot/launched_by": "tinybot-migration run"}
+    if stage.partitions_def is None:
+        return tags
+    # Registration order, as the instance returns it: a reversed range builds nothing.
+    keys = instance.get_dynamic_partitions(stage.partitions_def.name)
+    if not keys:
+        return None
+    return tags | {PARTITION_RANGE_START: keys[0], PARTITION_RANGE_END: keys[-1]}
 
 
 def _collect(result, reports: dict[str, AssetReport]) -> None:
