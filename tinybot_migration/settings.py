@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 OLD_DATABASE_NAME = "tinybot_old"
 NEW_DATABASE_NAME = "tinybot_new"
@@ -27,19 +26,6 @@ def shapes_export_dir() -> Path:
     return (
         Path(os.environ.get("SHAPES_EXPORT_DIR") or tinybot_home() / "shapes_export").expanduser().resolve()
     )
-
-
-def redact_url(url: str) -> str:
-    """A database URL safe for logs, metadata and errors: the password is replaced by ***."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable database URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
 
 
 DEFAULT_MEMORY_REBUILD_INTERVAL_SECONDS = 3600

@@ -44,10 +44,10 @@ from tinybot_migration.demo_data.shapes_export import (
     allocate,
     write_mappings_file,
 )
+from tinybot_migration.passwords import redact_url
 from tinybot_migration.postgres import prepare_bulk_load
 from tinybot_migration.relational.tables import RELATIONAL_TABLES
 from tinybot_migration.schema import apply_old_schema
-from tinybot_migration.settings import redact_url
 
 # Old-DB tables in foreign-key order, with the columns the generator writes (same in both DBs).
 OLD_TABLES: dict[str, tuple[str, ...]] = {spec.name: spec.columns for spec in RELATIONAL_TABLES}

@@ -3,29 +3,21 @@ connections without ever leaking a password into an error."""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 import psycopg
 from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
 
-from tinybot_migration.settings import redact_url
+from tinybot_migration.passwords import redact_url, scrub, unencoded_password_problem
 
 
 class DatabaseConnectionError(RuntimeError):
     pass
 
 
-def scrub(message: str, url: str) -> str:
-    """Remove the URL's password from a driver message, wherever the driver put it."""
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        password = None
-    return message.replace(password, "***") if password else message
-
-
 def open_connection(url: str, role: str, **kwargs) -> psycopg.Connection:
+    problem = unencoded_password_problem(url)
+    if problem is not None:
+        raise DatabaseConnectionError(f"cannot use the {role} URL {redact_url(url)}: {problem}")
     try:
         return psycopg.connect(url, **kwargs)
     except psycopg.Error as exc:

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -73,6 +74,45 @@ def test_a_password_never_appears_in_errors(tinybot_home, pg_server, tmp_path):
     output = result.stdout + result.stderr
     assert "no_such_database" in output and "***" in output
     assert secret not in output
+
+
+def leaks(secret_fragments: list[str], output: str, tinybot_home: Path) -> list[str]:
+    """Where any fragment shows: the CLI's output, Dagster's event log, any file of the instance."""
+    found = [f"output: {f}" for f in secret_fragments if f in output]
+    with psycopg.connect(embedded_database_url("dagster", tinybot_home)) as conn:
+        for fragment in secret_fragments:
+            rows = conn.execute("SELECT count(*) FROM event_logs WHERE event LIKE %s", (f"%{fragment}%",))
+            found += [f"event_logs: {fragment}"] * rows.fetchone()[0]
+    for path in (tinybot_home / "dagster").rglob("*"):
+        if path.is_file():
+            text = path.read_bytes().decode("utf-8", errors="replace")
+            found += [f"{path}: {f}" for f in secret_fragments if f in text]
+    return found
+
+
+def test_a_password_with_at_slash_colon_and_percent_never_shows(
+    cli_databases, tinybot_home, pg_server, tmp_path
+):
+    socket_dir = pg_server.get_postmaster_info().socket_dir
+    secret = "S3cr@t/Pw:d%9"
+    fragments = ["S3cr", "t/Pw", "Pw:d", quote(secret, safe="")]
+    encoded = f"postgresql://postgres:{quote(secret, safe='')}@/{{db}}?host={socket_dir}"
+    embedded_database_url("cli_new_secret", tinybot_home)
+    env = cli_env(
+        tinybot_home,
+        OLD_DATABASE_URL=encoded.format(db="cli_old"),
+        DATABASE_URL=encoded.format(db="cli_new_secret"),
+    )
+    migrated = run_cli("run", env=env, cwd=tmp_path)
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    assert "all checks passed: 42/42" in migrated.stdout
+    assert leaks(fragments, migrated.stdout + migrated.stderr, tinybot_home) == []
+
+    env["OLD_DATABASE_URL"] = f"postgresql://postgres:{secret}@/cli_old?host={socket_dir}"
+    refused = run_cli("run", env=env, cwd=tmp_path)
+    assert refused.returncode == 1
+    assert "percent-encode" in refused.stdout and "%40" in refused.stdout
+    assert leaks(fragments, refused.stdout + refused.stderr, tinybot_home) == []
 
 
 def test_demo_data_refuses_a_configured_old_database(tinybot_home, tmp_path):
