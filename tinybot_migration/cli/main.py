@@ -68,6 +68,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _run_and_report(log_level=args.log_level)
 
 
+def cmd_purge_bad_embeddings(args: argparse.Namespace) -> int:
+    """Delete all-zero vectors from the cache and the memories holding them, in one transaction."""
+    from tinybot_migration.embeddings.cache import purge_zero_vectors
+    from tinybot_migration.memories.writer import delete_memories_with_zero_vectors
+    from tinybot_migration.resources import NewDatabaseResource
+
+    database = NewDatabaseResource(url=os.environ.get("DATABASE_URL") or None)
+    with database.connect() as conn, conn.transaction():
+        cached = purge_zero_vectors(conn)
+        memories = delete_memories_with_zero_vectors(conn)
+    console.print(
+        f"{database.display_url()}: removed {cached:,} all-zero cache entries and "
+        f"{sum(memories.values()):,} memories with an all-zero embedding"
+        + (f" ({', '.join(f'{source} {n:,}' for source, n in sorted(memories.items()))})" if memories else "")
+        + "; `tinybot-migration run` embeds them again"
+    )
+    return 0
+
+
 def _run_and_report(log_level: str = "INFO") -> int:
     from tinybot_migration.runtime.runner import run_migration
 
@@ -98,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="the whole migration against the configured databases")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.set_defaults(func=cmd_run)
+
+    purge = commands.add_parser(
+        "purge-bad-embeddings",
+        help="delete all-zero vectors from the embedding cache and the memories holding them (DATABASE_URL)",
+    )
+    purge.set_defaults(func=cmd_purge_bad_embeddings)
 
     dev = commands.add_parser(
         "dev",

@@ -18,6 +18,7 @@ from tinybot_migration.ids import content_hash
 from tinybot_migration.postgres import retry_deadlocks
 from tinybot_migration.progress import Log
 from tinybot_migration.resources.embedding_provider import (
+    ZERO_NORM,
     EmbeddingProviderError,
     EmbeddingProviderResource,
     EmbeddingResult,
@@ -29,7 +30,7 @@ class CachedEmbeddings:
     vectors: np.ndarray  # one row per input text, in order
     model: str
     cache_hits: int  # distinct texts found in the cache
-    provider_inputs: int  # distinct texts sent to the provider
+    provider_inputs: int  # distinct texts the provider embedded (refused ones not counted)
     requests: int = 0
     retries: int = 0
     tokens: int = 0
@@ -84,6 +85,7 @@ def embed_with_cache(
             for text_hash, vector, done in zip(misses, result.vectors, result.completed, strict=True)
             if done
         )
+        outcome.provider_inputs = int(result.completed.sum())
         outcome.requests, outcome.retries, outcome.tokens = result.requests, result.retries, result.tokens
         outcome.truncated, outcome.estimated_cost_usd = result.truncated, result.estimated_cost_usd
         refused = {misses[position]: reason for position, reason in result.rejected.items()}
@@ -129,3 +131,11 @@ def _store(
 
     retry_deadlocks(transaction)
     return len(done)
+
+
+def purge_zero_vectors(conn: psycopg.Connection) -> int:
+    """Delete cache entries holding an all-zero vector (from a provider that answered zeros before
+    vectors were checked), so those texts are embedded again; returns how many went."""
+    return conn.execute(
+        "DELETE FROM embedding_cache WHERE vector_norm(embedding) < %s", (ZERO_NORM,)
+    ).rowcount

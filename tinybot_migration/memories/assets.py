@@ -144,7 +144,12 @@ def rebuilt_memories(
         personality_ids = list(report.personality_ids.values())
         outcomes = [
             every_exchange_has_one_memory(conn, report.expected_ids, personality_ids),
-            embeddings_present_with_right_dimensions(conn, personality_ids, embedding_provider.dimensions),
+            embeddings_present_with_right_dimensions(
+                conn,
+                personality_ids,
+                embedding_provider.dimensions,
+                cache_model=cache_model_name(embedding_provider),
+            ),
             no_duplicate_memories(conn, personality_ids),
         ]
         total = memory_count(conn, personality_ids, SOURCE_TINYBOT)

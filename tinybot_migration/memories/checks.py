@@ -14,7 +14,9 @@ from collections.abc import Collection, Sequence
 import psycopg
 
 from tinybot_migration.check_outcome import CheckOutcome
+from tinybot_migration.ids import content_hash_sql
 from tinybot_migration.memories.writer import SOURCE_TINYBOT, memory_ids
+from tinybot_migration.resources.embedding_provider import ZERO_NORM
 from tinybot_migration.schema import EMBEDDING_DIMENSIONS
 
 EVERY_EXCHANGE_HAS_ONE_MEMORY = "every_exchange_has_one_memory"
@@ -25,8 +27,8 @@ SAMPLES = 5
 MEMORY_CHECK_DESCRIPTIONS = {
     EVERY_EXCHANGE_HAS_ONE_MEMORY: "Every exchange in the conversation history has its memory (one per "
     "distinct exchange text: ids are derived from persona, personality and content).",
-    EMBEDDINGS_PRESENT_WITH_RIGHT_DIMENSIONS: f"No rebuilt memory lacks an embedding or has one that is not "
-    f"{EMBEDDING_DIMENSIONS} long.",
+    EMBEDDINGS_PRESENT_WITH_RIGHT_DIMENSIONS: f"No rebuilt memory lacks an embedding, has one that is not "
+    f"{EMBEDDING_DIMENSIONS} long, or has an all-zero one; no cache entry of their texts is all zero.",
     NO_DUPLICATE_MEMORIES: "No two rebuilt memories share (persona, personality, content).",
 }
 
@@ -57,22 +59,63 @@ def embeddings_present_with_right_dimensions(
     personality_ids: Sequence[uuid.UUID],
     dimensions: int = EMBEDDING_DIMENSIONS,
     source_system: str = SOURCE_TINYBOT,
+    cache_model: str | None = None,
 ) -> CheckOutcome:
-    total, without, wrong = conn.execute(
+    """Every memory has an embedding of the right length that is not a zero vector, and so does
+    every cache entry of `cache_model` for these memories' texts (pgvector refuses NaN and
+    infinite values, so those cannot be stored)."""
+    total, without, wrong, zero = conn.execute(
         "SELECT count(*), count(*) FILTER (WHERE embedding IS NULL),"
-        " count(*) FILTER (WHERE vector_dims(embedding) <> %s)"
+        " count(*) FILTER (WHERE vector_dims(embedding) <> %s),"
+        " count(*) FILTER (WHERE vector_norm(embedding) < %s)"
         " FROM memories WHERE personality_id = ANY(%s) AND source_system = %s",
-        (dimensions, list(personality_ids), source_system),
+        (dimensions, ZERO_NORM, list(personality_ids), source_system),
     ).fetchone()
-    bad = without + wrong
+    zero_cached = (
+        0
+        if cache_model is None
+        else _zero_cache_entries(conn, personality_ids, source_system, cache_model, dimensions)
+    )
+    problems = [
+        f"{count:,} {what}"
+        for count, what in (
+            (without, "memories without an embedding"),
+            (wrong, "with the wrong dimensions"),
+            (zero, "with an all-zero embedding"),
+            (zero_cached, "cache entries of their texts holding an all-zero vector"),
+        )
+        if count
+    ]
     return CheckOutcome(
         EMBEDDINGS_PRESENT_WITH_RIGHT_DIMENSIONS,
-        passed=bad == 0,
-        description=f"{without:,} memories without an embedding, {wrong:,} with the wrong dimensions"
-        if bad
-        else f"all {total:,} memories have a {dimensions}-dimensional embedding",
-        metadata={"memories": total, "without_embedding": without, "wrong_dimensions": wrong},
+        passed=not problems,
+        description="; ".join(problems) + " (`tinybot-migration purge-bad-embeddings`, then run again)"
+        if problems
+        else f"all {total:,} memories have a {dimensions}-dimensional, non-zero embedding",
+        metadata={
+            "memories": total,
+            "without_embedding": without,
+            "wrong_dimensions": wrong,
+            "zero_vectors": zero,
+            "zero_vectors_in_cache": zero_cached,
+        },
     )
+
+
+def _zero_cache_entries(
+    conn: psycopg.Connection,
+    personality_ids: Sequence[uuid.UUID],
+    source_system: str,
+    model: str,
+    dimensions: int,
+) -> int:
+    return conn.execute(
+        "SELECT count(*) FROM embedding_cache c"
+        f" JOIN (SELECT DISTINCT {content_hash_sql('content')} AS text_hash FROM memories"
+        "       WHERE personality_id = ANY(%s) AND source_system = %s) m USING (text_hash)"
+        " WHERE c.model = %s AND c.dimensions = %s AND vector_norm(c.embedding) < %s",
+        (list(personality_ids), source_system, model, dimensions, ZERO_NORM),
+    ).fetchone()[0]
 
 
 def no_duplicate_memories(

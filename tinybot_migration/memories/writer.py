@@ -31,7 +31,11 @@ from tinybot_migration.embeddings.batches import truncate_for_embedding
 from tinybot_migration.embeddings.cache import CachedEmbeddings, cache_model_name, embed_with_cache
 from tinybot_migration.postgres import Connect, retry_deadlocks
 from tinybot_migration.progress import Log
-from tinybot_migration.resources.embedding_provider import EmbeddingDimensionError, EmbeddingProviderResource
+from tinybot_migration.resources.embedding_provider import (
+    ZERO_NORM,
+    EmbeddingDimensionError,
+    EmbeddingProviderResource,
+)
 
 SOURCE_TINYBOT = "tinybot"
 SOURCE_SHAPES = "shapes-inc"
@@ -130,6 +134,15 @@ def memory_count(conn: psycopg.Connection, personality_ids: Sequence[uuid.UUID],
         "SELECT count(*) FROM memories WHERE personality_id = ANY(%s) AND source_system = %s",
         (list(personality_ids), source_system),
     ).fetchone()[0]
+
+
+def delete_memories_with_zero_vectors(conn: psycopg.Connection) -> dict[str, int]:
+    """Delete memories whose embedding is all zero, so the next run writes them again with a real
+    one; returns how many went, per source system."""
+    rows = conn.execute(
+        "DELETE FROM memories WHERE vector_norm(embedding) < %s RETURNING source_system", (ZERO_NORM,)
+    ).fetchall()
+    return dict(Counter(source for (source,) in rows))
 
 
 def embed_and_write(

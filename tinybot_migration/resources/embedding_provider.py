@@ -62,6 +62,49 @@ class EmbeddingDimensionError(EmbeddingProviderError):
     retryable = False
 
 
+class EmbeddingRefusedError(EmbeddingProviderError):
+    """The provider refuses requests whatever they hold (a wrong model, an unsupported parameter),
+    or so many that isolating the refused texts would cost more than a bounded number of requests."""
+
+    retryable = False
+
+
+class EmbeddingResponseError(EmbeddingProviderError):
+    """The provider answered a batch with something that is not a vector per input (too few or too
+    many, NaN or infinite values, zero vectors, not unit length): not transient, so not retried.
+    What other batches returned and passed the same checks may be kept."""
+
+    retryable = False
+
+
+# Sent once when a batch is refused, to tell a refused text from a provider that refuses everything.
+PROBE_TEXT = "hello"
+# OpenAI's embeddings have length 1; a vector further from it than this is refused.
+UNIT_NORM_TOLERANCE = 0.01
+ZERO_NORM = 1e-6
+
+
+def vector_problem(vectors: np.ndarray, unit_vectors: bool) -> str | None:
+    """What is wrong with a batch of vectors (one per row), or None: every value finite, no zero
+    vector, and with `unit_vectors` every norm within UNIT_NORM_TOLERANCE of 1."""
+    finite = np.isfinite(vectors).all(axis=1)
+    if not finite.all():
+        return f"{int((~finite).sum())} vector(s) with NaN or infinite values (first at row {int(np.argmin(finite))})"
+    norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
+    zero = norms < ZERO_NORM
+    if zero.any():
+        return f"{int(zero.sum())} all-zero vector(s) (first at row {int(np.argmax(zero))})"
+    if unit_vectors:
+        off = np.abs(norms - 1.0) > UNIT_NORM_TOLERANCE
+        if off.any():
+            first = int(np.argmax(off))
+            return (
+                f"{int(off.sum())} vector(s) not of unit length (row {first} has norm {norms[first]:.4g}); "
+                "set unit_vectors=false for a provider whose vectors are not normalised"
+            )
+    return None
+
+
 @dataclass
 class EmbeddingResult:
     vectors: np.ndarray  # float32, one row per input text, in input order
@@ -80,6 +123,18 @@ class EmbeddingResult:
         if self.provider != "openai":
             return 0.0
         return self.tokens / 1_000_000 * USD_PER_MILLION_TOKENS.get(self.model, 0.0)
+
+
+@dataclass
+class _EmbeddingCall:
+    """What the batches of one `embed` call share."""
+
+    client: openai.AsyncOpenAI
+    texts: list[str]
+    result: EmbeddingResult
+    log: Log | None
+    probe: asyncio.Future | None = None  # the one-word probe, after the first refusal
+    halving_requests: int = 0
 
 
 class EmbeddingProviderResource(ConfigurableResource):
@@ -101,6 +156,15 @@ class EmbeddingProviderResource(ConfigurableResource):
     initial_backoff_seconds: float = Field(default=1.0)
     max_backoff_seconds: float = Field(default=60.0)
     request_timeout_seconds: float = Field(default=60.0)
+    max_refusal_requests: int = Field(
+        default=64, description="requests one embed call may spend isolating texts the provider refuses"
+    )
+    unit_vectors: bool = Field(
+        default=True,
+        description="the provider's vectors have length 1 (OpenAI's and the offline embedder's do); "
+        "false for an OpenAI-compatible server whose vectors are not normalised (then only zero, NaN "
+        "and infinite vectors are refused)",
+    )
 
     _request_slots: threading.BoundedSemaphore | None = PrivateAttr(default=None)
 
@@ -164,17 +228,10 @@ class EmbeddingProviderResource(ConfigurableResource):
         async with openai.AsyncOpenAI(
             api_key=self.api_key, base_url=self.base_url, max_retries=0, timeout=self.request_timeout_seconds
         ) as client:
+            call = _EmbeddingCall(client, texts, result, log)
             outcomes = await asyncio.gather(
                 *(
-                    self._embed_batch(
-                        client,
-                        texts,
-                        b.start,
-                        b.stop,
-                        f"batch {b.index + 1}/{len(batches)}",
-                        result,
-                        log,
-                    )
+                    self._embed_batch(call, b.start, b.stop, f"batch {b.index + 1}/{len(batches)}")
                     for b in batches
                 ),
                 return_exceptions=True,
@@ -188,31 +245,25 @@ class EmbeddingProviderResource(ConfigurableResource):
             raise error
         return result
 
-    async def _embed_batch(
-        self,
-        client: openai.AsyncOpenAI,
-        texts: list[str],
-        start: int,
-        stop: int,
-        label: str,
-        result: EmbeddingResult,
-        log: Log | None,
-    ) -> None:
+    def _request_options(self) -> dict:
+        return {"dimensions": self.dimensions} if self.model.startswith("text-embedding-3") else {}
+
+    async def _embed_batch(self, call: _EmbeddingCall, start: int, stop: int, label: str) -> None:
         where = f"{label} (texts {start}–{stop - 1})"
-        extra = {"dimensions": self.dimensions} if self.model.startswith("text-embedding-3") else {}
+        result = call.result
         attempt = 0
         while True:
             try:
                 async with self._request_slot():
                     result.requests += 1
-                    response = await client.embeddings.create(
-                        model=self.model, input=texts[start:stop], **extra
+                    response = await call.client.embeddings.create(
+                        model=self.model, input=call.texts[start:stop], **self._request_options()
                     )
                 break
             except (openai.APIStatusError, openai.APITimeoutError, openai.APIConnectionError) as exc:
                 status = getattr(exc, "status_code", None)
                 if status in INPUT_REJECTED_STATUS:
-                    return await self._split_rejected(client, texts, start, stop, label, result, log, exc)
+                    return await self._split_rejected(call, start, stop, label, exc)
                 retryable = status is None or status in RETRYABLE_STATUS or status >= 500
                 reason = f"HTTP {status}" if status is not None else type(exc).__name__
                 if not retryable or attempt >= self.max_retries:
@@ -224,42 +275,93 @@ class EmbeddingProviderResource(ConfigurableResource):
                     raise error from None
                 delay = self._backoff(attempt, exc)
                 result.retries += 1
-                if log is not None:
-                    log(
+                if call.log is not None:
+                    call.log(
                         f"embedding {where}: {reason}, retry {attempt + 1}/{self.max_retries} in {delay:.1f}s"
                     )
                 await asyncio.sleep(delay)
                 attempt += 1
+        result.vectors[start:stop] = self._checked_vectors(response, stop - start, where)
+        result.completed[start:stop] = True
+        usage = getattr(response, "usage", None)
+        result.tokens += (usage.total_tokens if usage else None) or sum(
+            estimate_tokens(t) for t in call.texts[start:stop]
+        )
+
+    def _checked_vectors(self, response, inputs: int, where: str) -> np.ndarray:
+        """The response's vectors in input order, or a non-retryable error saying what is wrong."""
         vectors = [item.embedding for item in sorted(response.data, key=lambda item: item.index)]
-        if len(vectors) != stop - start:
-            raise EmbeddingProviderError(
-                f"embedding {where}: {len(vectors)} vectors for {stop - start} inputs"
+        if len(vectors) != inputs:
+            raise EmbeddingResponseError(
+                f"embedding {where}: the openai provider ({self.model}) answered {len(vectors)} vectors "
+                f"for {inputs} inputs"
             )
         wrong = next((len(v) for v in vectors if len(v) != self.dimensions), None)
         if wrong is not None:
             raise EmbeddingDimensionError(
                 f"embedding {where}: {self.model} returned {wrong}-dimensional vectors, expected {self.dimensions}"
             )
-        result.vectors[start:stop] = np.asarray(vectors, dtype=np.float32)
-        result.completed[start:stop] = True
-        usage = getattr(response, "usage", None)
-        result.tokens += (usage.total_tokens if usage else None) or sum(
-            estimate_tokens(t) for t in texts[start:stop]
-        )
+        array = np.asarray(vectors, dtype=np.float32)
+        problem = vector_problem(array, self.unit_vectors)
+        if problem is not None:
+            raise EmbeddingResponseError(
+                f"embedding {where}: the openai provider ({self.model}) answered {problem}; "
+                "nothing of this batch was cached or stored"
+            )
+        return array
 
-    async def _split_rejected(self, client, texts, start, stop, label, result, log, exc) -> None:
-        """The provider refused a batch for its input: halve it until the refused texts stand alone."""
+    async def _split_rejected(self, call: _EmbeddingCall, start: int, stop: int, label: str, exc) -> None:
+        """The provider refused a batch for its input: halve it until the refused texts stand alone.
+
+        Unless the refusal is not about the input at all: the first refusal of a call is followed by
+        one probe with a one-word input, and if that is refused too (a wrong model, a parameter
+        the server does not take) the call stops at once. The halving is bounded too.
+        """
         reason = f"HTTP {exc.status_code}: {self._scrubbed(exc)}"
+        await self._refuse_everything_check(call, reason)
         if stop - start == 1:
-            result.rejected[start] = reason
-            if log is not None:
-                log(f"embedding {label}: text {start} rejected by the provider ({reason})")
+            call.result.rejected[start] = reason
+            if call.log is not None:
+                call.log(f"embedding {label}: text {start} rejected by the provider ({reason})")
             return
+        call.halving_requests += 2
+        if call.halving_requests > self.max_refusal_requests:
+            raise EmbeddingRefusedError(
+                f"embedding {label}: the openai provider ({self.model}) refused so many batches that isolating "
+                f"the refused texts would take more than {self.max_refusal_requests} requests; last answer: "
+                f"{reason}"
+            )
         middle = (start + stop) // 2
         await asyncio.gather(
-            self._embed_batch(client, texts, start, middle, f"{label}a", result, log),
-            self._embed_batch(client, texts, middle, stop, f"{label}b", result, log),
+            self._embed_batch(call, start, middle, f"{label}a"),
+            self._embed_batch(call, middle, stop, f"{label}b"),
         )
+
+    async def _refuse_everything_check(self, call: _EmbeddingCall, reason: str) -> None:
+        """Raise when the provider refuses even a one-word input (probed once per call)."""
+        if call.probe is None:
+            call.probe = asyncio.ensure_future(self._probe_refused(call))
+        refused = await call.probe
+        if refused is not None:
+            raise EmbeddingRefusedError(
+                f"the openai provider ({self.model}) refuses every request, even a one-word input "
+                f"({refused}; the batch got {reason}): check EMBEDDING_MODEL, the dimensions "
+                f"({self.dimensions}) and OPENAI_BASE_URL"
+            )
+
+    async def _probe_refused(self, call: _EmbeddingCall) -> str | None:
+        try:
+            async with self._request_slot():
+                call.result.requests += 1
+                await call.client.embeddings.create(
+                    model=self.model, input=[PROBE_TEXT], **self._request_options()
+                )
+        except openai.APIStatusError as exc:
+            if exc.status_code in INPUT_REJECTED_STATUS:
+                return f"HTTP {exc.status_code}: {self._scrubbed(exc)}"
+        except (openai.APITimeoutError, openai.APIConnectionError):
+            pass  # the network, not a refusal: the halving goes on and meets its own errors
+        return None
 
     def _scrubbed(self, exc: Exception) -> str:
         """The provider's message, short, with the API key masked wherever it appears."""

@@ -16,6 +16,7 @@ from tinybot_migration.demo_data import generate_demo_data
 from tinybot_migration.memories.pairing import pair_messages
 from tinybot_migration.memories.rebuild import load_messages
 from tinybot_migration.runtime.embedded_postgres import embedded_database_url
+from tinybot_migration.schema import apply_new_schema
 
 pytestmark = pytest.mark.slow  # every test here starts the CLI or a Dagster CLI as a subprocess
 
@@ -161,3 +162,19 @@ def test_dg_launch_from_the_project(cli_databases, tinybot_home, tmp_path):
         expected = {e.memory_id for e in pair_messages(load_messages(conn, all_ids)).exchanges}
         stored = {r[0] for r in conn.execute("SELECT id FROM memories").fetchall()}
     assert len(expected) > 2_000 and stored == expected
+
+
+def test_purge_bad_embeddings_removes_zero_vectors_from_the_configured_database(tinybot_home, tmp_path):
+    new_url = embedded_database_url("cli_purge", tinybot_home)
+    with psycopg.connect(new_url, autocommit=True) as conn:
+        apply_new_schema(conn)
+        conn.execute(
+            "INSERT INTO embedding_cache (model, dimensions, text_hash, embedding) VALUES"
+            " ('m', 1536, repeat('0', 32), array_fill(0, ARRAY[1536])::vector),"
+            " ('m', 1536, repeat('1', 32), array_fill(0.5, ARRAY[1536])::vector)"
+        )
+    result = run_cli("purge-bad-embeddings", env=cli_env(tinybot_home, DATABASE_URL=new_url), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "removed 1 all-zero cache entries and 0 memories" in result.stdout
+    with psycopg.connect(new_url) as conn:
+        assert conn.execute("SELECT count(*) FROM embedding_cache").fetchone()[0] == 1

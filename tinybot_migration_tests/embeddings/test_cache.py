@@ -59,3 +59,30 @@ def test_a_wrong_dimension_caches_nothing(new_db):
     with OpenAITestServer(dimensions=512) as server, pytest.raises(EmbeddingDimensionError):
         embed_with_cache(new_db, openai_provider(server, max_inputs_per_request=10), TEXTS)
     assert new_db.execute("SELECT count(*) FROM embedding_cache").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("fault", ["zero", "nan", "missing"])
+def test_a_malformed_batch_is_never_cached_and_the_valid_ones_before_it_are_kept(new_db, fault):
+    from tinybot_migration.resources.embedding_provider import EmbeddingResponseError
+
+    with OpenAITestServer() as server:
+        server.vector_fault, server.vector_fault_from = fault, 2
+        provider = openai_provider(server, max_inputs_per_request=10, max_concurrent_requests=1)
+        with pytest.raises(EmbeddingResponseError):
+            embed_with_cache(new_db, provider, TEXTS)
+    rows = new_db.execute(
+        "SELECT count(*), count(*) FILTER (WHERE vector_norm(embedding) < 1e-6) FROM embedding_cache"
+    ).fetchone()
+    assert rows == (10, 0)  # the first batch, valid, kept; the malformed one and the one after not
+
+
+def test_purge_removes_zero_vectors_left_in_the_cache(new_db):
+    from tinybot_migration.embeddings.cache import purge_zero_vectors
+
+    embed_with_cache(new_db, EmbeddingProviderResource(), TEXTS[:3])
+    new_db.execute(
+        "INSERT INTO embedding_cache (model, dimensions, text_hash, embedding)"
+        " VALUES ('text-embedding-3-small', 1536, repeat('0', 32), array_fill(0, ARRAY[1536])::vector)"
+    )
+    assert purge_zero_vectors(new_db) == 1
+    assert new_db.execute("SELECT count(*) FROM embedding_cache").fetchone()[0] == 3

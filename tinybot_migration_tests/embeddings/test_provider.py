@@ -11,9 +11,12 @@ from tinybot_migration.embeddings.batches import (
 )
 from tinybot_migration.embeddings.hash_embedder import hash_embedding
 from tinybot_migration.resources.embedding_provider import (
+    PROBE_TEXT,
     EmbeddingDimensionError,
     EmbeddingProviderError,
     EmbeddingProviderResource,
+    EmbeddingRefusedError,
+    EmbeddingResponseError,
 )
 from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, provider_for
 
@@ -112,8 +115,11 @@ def test_a_refused_input_is_isolated_and_the_rest_of_its_batch_embedded():
     assert np.allclose(
         result.vectors[good], np.stack([hash_embedding(texts[i], 1536) for i in good]), atol=1e-6
     )
-    # Halving: 10 → 5+5 → the bad half 2+3 → 1+1: seven requests for one bad text among ten.
-    assert sorted(len(r) for r in server.requests) == [1, 1, 2, 3, 5, 5, 10]
+    # Halving: 10 → 5+5 → the bad half 2+3 → 1+1: seven requests for one bad text among ten, and
+    # one probe with a one-word input (accepted: the provider refuses that text, not everything).
+    probes = [r for r in server.requests if r == [PROBE_TEXT]]
+    assert len(probes) == 1
+    assert sorted(len(r) for r in server.requests if r != [PROBE_TEXT]) == [1, 1, 2, 3, 5, 5, 10]
 
 
 def test_wrong_dimensions_fail_before_anything_is_returned():
@@ -135,3 +141,60 @@ def test_requests_in_flight_are_limited_per_resource_across_threads():
             results = list(pool.map(shared.embed, [TEXTS[i : i + 8] for i in range(0, 32, 8)]))
     assert sum(r.requests for r in results) == 16
     assert server.max_in_flight == 2
+
+
+@pytest.mark.parametrize(
+    "fault, reason",
+    [
+        ("zero", "all-zero vector"),
+        ("nan", "NaN or infinite"),
+        ("missing", "answered 4 vectors for 5 inputs"),
+        ("unnormalised", "not of unit length"),
+    ],
+)
+def test_a_malformed_answer_is_refused_for_good_naming_provider_and_model(fault, reason):
+    with OpenAITestServer() as server:
+        server.vector_fault = fault
+        with pytest.raises(EmbeddingResponseError, match=reason) as refusal:
+            provider(server).embed(TEXTS[:5])
+        assert len(server.requests) == 1  # not retried: the answer is wrong, not the network
+    assert not refusal.value.retryable
+    assert "openai provider (text-embedding-3-small)" in str(refusal.value) and API_KEY not in str(
+        refusal.value
+    )
+
+
+def test_vectors_not_of_unit_length_pass_when_the_provider_is_declared_unnormalised():
+    with OpenAITestServer() as server:
+        server.vector_fault = "unnormalised"
+        result = provider(server, unit_vectors=False).embed(TEXTS[:5])
+        server.vector_fault = "zero"
+        with pytest.raises(EmbeddingResponseError, match="all-zero"):
+            provider(server, unit_vectors=False).embed(TEXTS[:5])
+    assert np.allclose(np.linalg.norm(result.vectors, axis=1), 3.0, atol=1e-4)
+
+
+def test_a_provider_that_refuses_everything_is_stopped_at_once():
+    """A proxy refusing the dimensions parameter answers 400 to everything: no halving storm."""
+    with OpenAITestServer() as server:
+        server.fail_always = 400
+        with pytest.raises(EmbeddingRefusedError, match="refuses every request, even a one-word input"):
+            provider(server, max_inputs_per_request=10, max_concurrent_requests=4).embed(TEXTS)
+        assert len(server.requests) == 5  # the four batches, then one probe
+
+
+def test_the_halving_of_refused_batches_is_bounded():
+    """Every text refused but a one-word probe accepted: the halving stops at its bound."""
+    with OpenAITestServer() as server:
+        server.reject_marker = "cats"  # in every text of TEXTS
+        with pytest.raises(EmbeddingRefusedError, match="more than 12 requests"):
+            provider(
+                server, max_inputs_per_request=10, max_concurrent_requests=1, max_refusal_requests=12
+            ).embed(TEXTS)
+        # The four batches and one probe, then at most 12 requests of halving.
+        assert len(server.requests) <= 4 + 1 + 12
+    with OpenAITestServer() as server:
+        server.reject_marker = "cats"
+        unbounded = provider(server, max_inputs_per_request=10, max_refusal_requests=1000).embed(TEXTS)
+        # Without the bound every text is isolated: 31 halvings (35 texts from 4 batches).
+        assert len(server.requests) == 4 + 1 + 62 and len(unbounded.rejected) == 35

@@ -2,7 +2,8 @@
 
 It answers `POST /v1/embeddings` with the offline hash embedding of each input (as floats or
 base64, whichever the client asks for), reports usage, and can be told to fail: a queue of
-scripted answers (429 with Retry-After, 500, …), a permanent failure, a wrong dimension, latency.
+scripted answers (429 with Retry-After, 500, …), a permanent failure, a wrong dimension, latency,
+and malformed answers (zero vectors, NaN, a vector missing, vectors not of unit length).
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ class OpenAITestServer:
         self.fail_after: int | None = None  # answer this many requests, then 500 for good
         self.reject_marker: str | None = None  # 400 for any request with an input containing it
         self.fail_requests: set[int] = set()  # 500 for these requests (1 = the first to arrive)
+        # A malformed answer from request number `vector_fault_from` on: "zero" vectors, "nan" in one
+        # vector, one vector "missing", vectors "unnormalised" (length 3).
+        self.vector_fault: str | None = None
+        self.vector_fault_from = 1
         self.requests: list[list[str]] = []  # inputs of every embeddings request, in arrival order
         self.in_flight = 0  # requests being answered right now
         self.max_in_flight = 0  # the most requests it was answering at once
@@ -85,6 +90,7 @@ class OpenAITestServer:
                 inputs = payload["input"] if isinstance(payload["input"], list) else [payload["input"]]
                 with server._lock:
                     server.requests.append(list(inputs))
+                    number = len(server.requests)
                     scripted = server.scripted.pop(0) if server.scripted else None
                     exhausted = server.fail_after is not None and len(server.requests) > server.fail_after
                     exhausted = exhausted or len(server.requests) in server.fail_requests
@@ -101,9 +107,18 @@ class OpenAITestServer:
                 if server.fail_always is not None or exhausted:
                     body = json.dumps({"error": {"message": "failing for good", "type": "test"}})
                     return self._send(server.fail_always or 500, body.encode())
+                fault = server.vector_fault if number >= server.vector_fault_from else None
                 data = []
                 for index, text in enumerate(inputs):
+                    if fault == "missing" and index == len(inputs) - 1:
+                        break
                     vector = hash_embedding(text, server.dimensions).astype(np.float32)
+                    if fault == "zero":
+                        vector = np.zeros_like(vector)
+                    elif fault == "nan" and index == 0:
+                        vector[7] = np.nan
+                    elif fault == "unnormalised":
+                        vector = vector * 3
                     if payload.get("encoding_format") == "base64":
                         encoded = base64.b64encode(vector.tobytes()).decode()
                     else:

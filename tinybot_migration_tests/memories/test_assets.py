@@ -230,3 +230,16 @@ def test_errors_that_a_retry_cannot_fix_fail_at_once(instance, new_url):
         assert "STEP_UP_FOR_RETRY" not in events
         failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
         assert message in str(failure.event_specific_data.error)
+
+
+def test_a_malformed_answer_fails_the_step_at_once_without_paying_again(instance, new_url):
+    instance.add_dynamic_partitions(personality_partitions.name, ["zeta"])
+    with OpenAITestServer() as server:
+        server.vector_fault = "missing"
+        result = run(instance, new_url, server, partition_key="zeta")
+        assert len(server.requests) == 1
+    assert not result.success
+    events = [e.event_type_value for e in result.all_events]
+    assert "STEP_UP_FOR_RETRY" not in events
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "answered 3 vectors for 4 inputs" in str(failure.event_specific_data.error)

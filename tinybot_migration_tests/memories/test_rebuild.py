@@ -13,6 +13,8 @@ from tinybot_migration.resources.embedding_provider import (
     EmbeddingDimensionError,
     EmbeddingProviderError,
     EmbeddingProviderResource,
+    EmbeddingRefusedError,
+    EmbeddingResponseError,
 )
 from tinybot_migration_tests.helpers.conversations import T0, Conversations
 from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, provider_for
@@ -178,6 +180,7 @@ def test_one_refused_exchange_is_counted_and_the_rest_is_written(new_db, history
     server.reject_marker = "POISON"
     report = rebuild_memories(new_db, provider(server), ["alpha", "beta"])
     assert report.rejected == 1 and report.memories_written == 9
+    assert report.provider_inputs == 9  # the refused text was not embedded, so it is not counted
     assert "HTTP 400" in report.rejection_samples[0]
     ids = list(history.personalities.values())
     coverage = checks.every_exchange_has_one_memory(new_db, report.expected_ids, ids)
@@ -292,4 +295,46 @@ def test_dimensions_that_do_not_fit_the_column_are_refused_before_any_request(ne
         assert server.requests == []
     message = str(refusal.value)
     assert "text-embedding-3-small" in message and "768 dimensions" in message and "vector(1536)" in message
+    assert new_db.execute("SELECT count(*) FROM memories").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("fault", ["nan", "zero"])
+def test_nan_or_zero_vectors_fail_before_any_write_with_a_clear_error(new_db, history, server, fault):
+    server.vector_fault = fault
+    with pytest.raises(EmbeddingResponseError, match="openai provider \\(text-embedding-3-small\\)"):
+        rebuild_memories(new_db, provider(server), ["alpha", "beta"])
+    assert new_db.execute("SELECT count(*) FROM memories").fetchone()[0] == 0
+    assert new_db.execute("SELECT count(*) FROM embedding_cache").fetchone()[0] == 0
+
+
+def test_zero_vectors_already_stored_fail_the_check_until_purged(new_db, history, server):
+    from tinybot_migration.embeddings.cache import purge_zero_vectors
+    from tinybot_migration.memories.writer import delete_memories_with_zero_vectors
+
+    rebuild_memories(new_db, provider(server), ["alpha", "beta"])
+    ids = list(history.personalities.values())
+    # What a provider answering zeros left behind before vectors were checked.
+    new_db.execute(
+        "UPDATE memories SET embedding = array_fill(0, ARRAY[1536])::vector WHERE content LIKE '%beta%'"
+    )
+    new_db.execute("UPDATE embedding_cache SET embedding = array_fill(0, ARRAY[1536])::vector")
+    check = checks.embeddings_present_with_right_dimensions(new_db, ids, cache_model="text-embedding-3-small")
+    assert not check.passed
+    assert check.metadata["zero_vectors"] == 3 and check.metadata["zero_vectors_in_cache"] == 9
+    assert "purge-bad-embeddings" in check.description
+
+    assert purge_zero_vectors(new_db) == 9 and delete_memories_with_zero_vectors(new_db) == {"tinybot": 3}
+    server.requests.clear()
+    again = rebuild_memories(new_db, provider(server), ["alpha", "beta"])
+    assert again.memories_written == 3 and again.provider_inputs == 3
+    assert checks.embeddings_present_with_right_dimensions(
+        new_db, ids, cache_model="text-embedding-3-small"
+    ).passed
+
+
+def test_a_provider_refusing_everything_stops_the_rebuild_at_once(new_db, history, server):
+    server.fail_always = 400
+    with pytest.raises(EmbeddingRefusedError, match="refuses every request") as refusal:
+        rebuild_memories(new_db, provider(server), ["alpha", "beta"])
+    assert not refusal.value.retryable and len(server.requests) == 2  # the batch and one probe
     assert new_db.execute("SELECT count(*) FROM memories").fetchone()[0] == 0
