@@ -28,9 +28,15 @@ def dagster_dev_command(extra_args: list[str]) -> list[str]:
 
 def cmd_dev(args: argparse.Namespace) -> int:
     """Start the embedded server, prepare the instance, and serve the Dagster UI until stopped."""
-    from tinybot_migration.runtime.dagster_instance import prepare_instance
+    from dagster import DagsterInstance
+
+    from tinybot_migration.definitions import ALL_ASSETS
+    from tinybot_migration.runtime.dagster_instance import initialize_pool_limits, prepare_instance
 
     home = prepare_instance()
+    with DagsterInstance.get() as instance:
+        # Before any run can race another to set the pools up.
+        initialize_pool_limits(instance, (a.op.pool for a in ALL_ASSETS if a.op.pool))
     console.print(f"Dagster instance: {home}")
     env = dict(os.environ)
     # Its "superseded" notice is noise here.

@@ -15,7 +15,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from itertools import islice
@@ -39,6 +39,9 @@ from tinybot_migration.resources.embedding_provider import (
 
 SOURCE_TINYBOT = "tinybot"
 SOURCE_SHAPES = "shapes-inc"
+# Advisory locks serialising runs that write memories of the same personalities (see personality_locks).
+PERSONALITY_LOCK_CLASS = 0x7469_6E6D  # "tinm"
+PERSONALITY_LOCK_BUCKETS = 64
 
 
 @dataclass(frozen=True)
@@ -155,18 +158,63 @@ def embed_and_write(
 ) -> Iterator[ChunkOutcome]:
     """Embed `memories` (through the cache) and write them, one transaction per chunk.
 
-    With `connect`, as many chunks as the provider allows requests in flight run at once, each on
-    a connection of its own. After a failure no new chunk starts; the ones running finish (and stay
-    written), then the error goes on.
+    Another run writing memories of the same personalities is waited for (so a text is never sent
+    by two runs at once: this one then finds it in the cache). With `connect`, as many chunks as
+    the provider allows requests in flight run at once, each on a connection of its own. After a
+    failure no new chunk starts; the ones running finish (and stay written), then the error goes on.
     """
-    size = chunk_size or provider.max_inputs_per_request
-    chunks = [memories[first : first + size] for first in range(0, len(memories), size)]
-    workers = max(1, provider.max_concurrent_requests) if connect is not None else 1
-    if workers == 1 or len(chunks) <= 1:
-        for chunk in chunks:
-            yield _embed_and_write_chunk(conn, provider, chunk, log)
+    if not memories:
         return
-    yield from _chunks_side_by_side(connect, provider, chunks, workers, log)
+    chunks = chunks_by_text(memories, chunk_size or provider.max_inputs_per_request)
+    workers = max(1, provider.max_concurrent_requests) if connect is not None else 1
+    with personality_locks(conn, {m.personality_id for m in memories}, log):
+        if workers == 1 or len(chunks) <= 1:
+            for chunk in chunks:
+                yield _embed_and_write_chunk(conn, provider, chunk, log)
+            return
+        yield from _chunks_side_by_side(connect, provider, chunks, workers, log)
+
+
+def chunks_by_text(memories: Sequence[NewMemory], size: int) -> list[list[NewMemory]]:
+    """Chunks of at most `size` distinct texts, in order, every memory of one text in the same
+    chunk: chunks running side by side never send the same text twice."""
+    chunks: list[list[NewMemory]] = []
+    texts_in_last = 0
+    chunk_of_text: dict[str, int] = {}
+    for memory in memories:
+        index = chunk_of_text.get(memory.content)
+        if index is None:
+            if not chunks or texts_in_last >= size:
+                chunks.append([])
+                texts_in_last = 0
+            index = chunk_of_text[memory.content] = len(chunks) - 1
+            texts_in_last += 1
+        chunks[index].append(memory)
+    return chunks
+
+
+@contextmanager
+def personality_locks(
+    conn: psycopg.Connection, personality_ids: set[uuid.UUID], log: Log | None
+) -> Iterator[None]:
+    """Session advisory locks on the personalities' lock buckets, taken in order (no deadlock) and
+    held while their memories are written. Buckets, not one lock per personality, keep the count
+    within PostgreSQL's lock table; a killed run's locks go with its connection."""
+    buckets = sorted({pid.int % PERSONALITY_LOCK_BUCKETS for pid in personality_ids})
+    taken: list[int] = []
+    try:
+        for bucket in buckets:
+            if not conn.execute(
+                "SELECT pg_try_advisory_lock(%s, %s)", (PERSONALITY_LOCK_CLASS, bucket)
+            ).fetchone()[0]:
+                if log is not None:
+                    log("memories: another run is writing memories of the same personalities; waiting for it")
+                conn.execute("SELECT pg_advisory_lock(%s, %s)", (PERSONALITY_LOCK_CLASS, bucket))
+            taken.append(bucket)
+        yield
+    finally:
+        for bucket in taken:
+            conn.execute("SELECT pg_advisory_unlock(%s, %s)", (PERSONALITY_LOCK_CLASS, bucket))
 
 
 def _chunks_side_by_side(

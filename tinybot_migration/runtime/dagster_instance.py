@@ -8,7 +8,10 @@ Dagster's storage layer needs the psycopg2 dialect in that URL (DESIGN §8).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
+
+from dagster import DagsterInstance
 
 from tinybot_migration.settings import DAGSTER_DATABASE_NAME, dagster_home
 
@@ -40,5 +43,26 @@ def prepare_instance() -> Path:
     config = template + _STORAGE_YAML
     target = home / "dagster.yaml"
     if not target.exists() or target.read_text() != config:
-        target.write_text(config)
+        # Another process may be preparing the same instance: never let it read half a file.
+        partial = target.with_name(f".dagster.yaml.{os.getpid()}")
+        partial.write_text(config)
+        os.replace(partial, target)
     return home
+
+
+def initialize_pool_limits(instance: DagsterInstance, pools: Iterable[str]) -> None:
+    """Give each pool its default limit before any run claims a slot in it.
+
+    Dagster does this itself when a step first claims a pool, but not safely when two processes do
+    it at once on PostgreSQL (the loser's transaction aborts: UniqueViolation or
+    InFailedSqlTransaction, and its run fails). Here a loser finds the winner's limit and goes on.
+    """
+    storage = instance.event_log_storage
+    for pool in sorted(set(pools)):
+        if pool in storage.get_concurrency_keys():
+            continue
+        try:
+            storage.initialize_concurrency_limit_to_default(pool)
+        except Exception:
+            if pool not in storage.get_concurrency_keys():
+                raise

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from dagster import AssetsDefinition, DagsterInstance, Definitions
 
-from tinybot_migration.runtime.dagster_instance import prepare_instance
+from tinybot_migration.runtime.dagster_instance import initialize_pool_limits, prepare_instance
 from tinybot_migration.runtime.stages import MigrationStage, migration_stages
 
 
@@ -86,6 +86,7 @@ def run_migration(
     run_ids: list[str] = []
     success, failure, notes = True, None, []
     with nullcontext(instance) if instance is not None else DagsterInstance.get() as active:
+        initialize_pool_limits(active, (a.op.pool for a in assets if a.op.pool))
         for stage in migration_stages(assets):
             tags = stage_run_tags(stage, active)
             if tags is None:

@@ -4,6 +4,7 @@ import uuid
 from datetime import UTC, datetime
 
 import numpy as np
+import psycopg
 
 from tinybot_migration.embeddings.hash_embedder import hash_embedding
 from tinybot_migration.memories.writer import SOURCE_SHAPES, NewMemory, embed_and_write, write_memories
@@ -62,3 +63,49 @@ def test_embed_and_write_serves_any_source_through_the_cache(new_db):
         hash_embedding("legacy memory 3", 1536),
         atol=1e-6,
     )
+
+
+def test_chunks_side_by_side_never_send_one_text_twice(new_db):
+    """The same text in memories of two personalities lands in one chunk (five memories, three
+    texts, two texts a chunk, two chunks at once)."""
+    talk = Conversations(new_db)
+    first, second = talk.personality("first"), talk.personality("second")
+    memories = [
+        legacy_memory(personality, text) for personality, text in ((first, "a"), (first, "b"), (first, "c"))
+    ] + [legacy_memory(second, text) for text in ("a", "b")]
+    memories = [NewMemory(**{**m.__dict__, "id": uuid.uuid4()}) for m in memories]
+    url = new_db.info.dsn
+    with OpenAITestServer(latency_seconds=0.2) as server:
+        provider = provider_for(server, max_concurrent_requests=2)
+        outcomes = list(
+            embed_and_write(
+                new_db, lambda: psycopg.connect(url, autocommit=True), provider, memories, chunk_size=2
+            )
+        )
+        sent = [text for request in server.requests for text in request]
+    assert sorted(sent) == ["a", "b", "c"]
+    assert sum(sum(o.written.values()) for o in outcomes) == 5
+
+
+def test_two_runs_at_once_send_each_text_once(new_db):
+    """Two writers of the same memories at the same time: the second waits for the first, then
+    finds every text in the cache and every memory present."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    personality = Conversations(new_db).personality("shared")
+    memories = [legacy_memory(personality, f"shared memory {i}") for i in range(12)]
+    url = new_db.info.dsn
+
+    def write_all(_run: int) -> int:
+        with psycopg.connect(url, autocommit=True) as conn:
+            outcomes = embed_and_write(conn, None, provider, memories, chunk_size=4)
+            return sum(sum(o.written.values()) for o in outcomes)
+
+    with OpenAITestServer(latency_seconds=0.1) as server:
+        provider = provider_for(server)
+        with ThreadPoolExecutor(2) as pool:
+            written = list(pool.map(write_all, [1, 2]))
+        sent = [text for request in server.requests for text in request]
+    assert sorted(sent) == sorted(m.content for m in memories)
+    assert sorted(written) == [0, 12]
+    assert new_db.execute("SELECT count(*) FROM memories").fetchone()[0] == 12
