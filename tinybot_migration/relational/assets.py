@@ -14,8 +14,15 @@ from dagster import (
 )
 from psycopg import sql
 
+from tinybot_migration.check_outcome import CheckOutcome
 from tinybot_migration.partitions import personality_partitions, unregistered_personality_slugs
-from tinybot_migration.relational.checks import CHECK_DESCRIPTIONS, checks_for, run_table_checks
+from tinybot_migration.relational.checks import (
+    CHECK_DESCRIPTIONS,
+    FOREIGN_KEYS_REMAPPED,
+    ROW_COUNT_PARITY,
+    checks_for,
+    run_table_checks,
+)
 from tinybot_migration.relational.copy import CopyResult, IdMaps, copy_table
 from tinybot_migration.relational.tables import PERSONALITIES, RELATIONAL_TABLES, TableSpec
 from tinybot_migration.resources import NewDatabaseResource, OldDatabaseResource
@@ -60,6 +67,25 @@ def register_personality_partitions(context: AssetExecutionContext, new_conn) ->
     return len(new_slugs)
 
 
+def rejected_rows_heading(result: CopyResult) -> str:
+    shown = len(result.rejection_samples)
+    which = f"the first {shown} of {result.rows_rejected:,}" if shown < result.rows_rejected else "all"
+    return f"{result.rows_rejected:,} old row(s) left out for a missing parent ({which} named)"
+
+
+def rejected_rows_line(result: CopyResult) -> str:
+    return f"{rejected_rows_heading(result)}: " + "; ".join(result.rejection_samples)
+
+
+def name_rejected_rows(outcomes: list[CheckOutcome], result: CopyResult) -> list[CheckOutcome]:
+    """The checks that fail because rows were left out say which rows and why."""
+    if result.rows_rejected:
+        for outcome in outcomes:
+            if not outcome.passed and outcome.name in (ROW_COUNT_PARITY, FOREIGN_KEYS_REMAPPED):
+                outcome.description += f" — {rejected_rows_line(result)}"
+    return outcomes
+
+
 def copy_metadata(result: CopyResult, new_rows: int, preview: str) -> dict:
     """The figures a table's copy reports in Dagster."""
     metadata = {
@@ -77,7 +103,7 @@ def copy_metadata(result: CopyResult, new_rows: int, preview: str) -> dict:
     }
     if result.rejection_samples:
         metadata["rejected_examples"] = MetadataValue.md(
-            "\n".join(f"- {s}" for s in result.rejection_samples)
+            f"{rejected_rows_heading(result)}:\n\n" + "\n".join(f"- {s}" for s in result.rejection_samples)
         )
     return metadata
 
@@ -106,7 +132,9 @@ def build_table_asset(spec: TableSpec, upstream: dict[str, AssetsDefinition]) ->
             result = copy_table(old_conn, new_conn, spec, IdMaps(old_conn), log=context.log.info)
             preview = markdown_preview(new_conn, spec)
             registered = register_personality_partitions(context, new_conn) if spec is PERSONALITIES else None
-        outcomes = run_table_checks(old_database.connect, new_database.connect, spec)
+        outcomes = name_rejected_rows(
+            run_table_checks(old_database.connect, new_database.connect, spec), result
+        )
 
         new_rows = next(o.metadata["new_rows"] for o in outcomes if "new_rows" in o.metadata)
         metadata = copy_metadata(result, new_rows, preview)

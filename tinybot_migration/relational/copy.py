@@ -32,7 +32,7 @@ from tinybot_migration.relational.tables import TABLES_BY_NAME, TableSpec
 
 PROGRESS_EVERY_ROWS = 100_000
 WRITE_BUFFER_BYTES = 1 << 20
-MAX_REJECTION_SAMPLES = 5
+MAX_REJECTION_SAMPLES = 20
 # Text COPY is only unambiguous with fixed output styles; set them for every copy transaction.
 TEXT_FORMAT_SETTINGS = ("SET LOCAL DateStyle = 'ISO, YMD'", "SET LOCAL bytea_output = 'hex'")
 

@@ -13,6 +13,7 @@ import asyncio
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -58,6 +59,13 @@ class EmbeddingProviderError(RuntimeError):
 
 class EmbeddingDimensionError(EmbeddingProviderError):
     """The provider's vectors do not have the configured dimensions: nothing may be written."""
+
+    retryable = False
+
+
+class EmbeddingDeadlineError(EmbeddingProviderError):
+    """A batch got no answer within its deadline, retries included; the step is not run again
+    (its retries would only wait as long again)."""
 
     retryable = False
 
@@ -155,7 +163,10 @@ class EmbeddingProviderResource(ConfigurableResource):
     max_retries: int = Field(default=6, description="retries per batch after the first attempt")
     initial_backoff_seconds: float = Field(default=1.0)
     max_backoff_seconds: float = Field(default=60.0)
-    request_timeout_seconds: float = Field(default=60.0)
+    request_timeout_seconds: float = Field(default=60.0, description="the longest one request may take")
+    batch_deadline_seconds: float = Field(
+        default=300.0, description="the longest one batch may take, every retry included; then the run fails"
+    )
     max_refusal_requests: int = Field(
         default=64, description="requests one embed call may spend isolating texts the provider refuses"
     )
@@ -251,13 +262,18 @@ class EmbeddingProviderResource(ConfigurableResource):
     async def _embed_batch(self, call: _EmbeddingCall, start: int, stop: int, label: str) -> None:
         where = f"{label} (texts {start}–{stop - 1})"
         result = call.result
+        deadline = time.monotonic() + self.batch_deadline_seconds
+        tried: Counter[str] = Counter()
         attempt = 0
         while True:
             try:
                 async with self._request_slot():
                     result.requests += 1
                     response = await call.client.embeddings.create(
-                        model=self.model, input=call.texts[start:stop], **self._request_options()
+                        model=self.model,
+                        input=call.texts[start:stop],
+                        timeout=max(0.1, min(self.request_timeout_seconds, deadline - time.monotonic())),
+                        **self._request_options(),
                     )
                 break
             except (openai.APIStatusError, openai.APITimeoutError, openai.APIConnectionError) as exc:
@@ -266,6 +282,7 @@ class EmbeddingProviderResource(ConfigurableResource):
                     return await self._split_rejected(call, start, stop, label, exc)
                 retryable = status is None or status in RETRYABLE_STATUS or status >= 500
                 reason = f"HTTP {status}" if status is not None else type(exc).__name__
+                tried[reason] += 1
                 if not retryable or attempt >= self.max_retries:
                     detail = "" if retryable or status in (401, 403) else f" ({self._scrubbed(exc)})"
                     error = EmbeddingProviderError(
@@ -274,6 +291,14 @@ class EmbeddingProviderResource(ConfigurableResource):
                     error.retryable = retryable
                     raise error from None
                 delay = self._backoff(attempt, exc)
+                if time.monotonic() + delay >= deadline:
+                    raise EmbeddingDeadlineError(
+                        f"embedding {where} with {self.model}: no answer within the batch deadline of "
+                        f"{self.batch_deadline_seconds:g}s after {attempt + 1} attempt(s) ("
+                        + ", ".join(f"{n} × {what}" for what, n in tried.items())
+                        + f"; each request waits at most {self.request_timeout_seconds:g}s): check "
+                        "OPENAI_BASE_URL and the provider's status, or raise batch_deadline_seconds"
+                    ) from None
                 result.retries += 1
                 if call.log is not None:
                     call.log(

@@ -12,6 +12,7 @@ from tinybot_migration.embeddings.batches import (
 from tinybot_migration.embeddings.hash_embedder import hash_embedding
 from tinybot_migration.resources.embedding_provider import (
     PROBE_TEXT,
+    EmbeddingDeadlineError,
     EmbeddingDimensionError,
     EmbeddingProviderError,
     EmbeddingProviderResource,
@@ -198,3 +199,17 @@ def test_the_halving_of_refused_batches_is_bounded():
         unbounded = provider(server, max_inputs_per_request=10, max_refusal_requests=1000).embed(TEXTS)
         # Without the bound every text is isolated: 31 halvings (35 texts from 4 batches).
         assert len(server.requests) == 4 + 1 + 62 and len(unbounded.rejected) == 35
+
+
+def test_a_provider_that_never_answers_fails_within_the_batch_deadline_saying_what_was_tried():
+    import time
+
+    with OpenAITestServer() as server:
+        server.hang_seconds = 30
+        started = time.monotonic()
+        with pytest.raises(EmbeddingDeadlineError) as failure:
+            provider(server, request_timeout_seconds=0.3, batch_deadline_seconds=1.0).embed(TEXTS[:3])
+        elapsed = time.monotonic() - started
+    message = str(failure.value)
+    assert elapsed < 2.0 and not failure.value.retryable
+    assert "batch deadline of 1s" in message and "× APITimeoutError" in message and "0.3s" in message

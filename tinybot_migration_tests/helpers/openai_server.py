@@ -34,6 +34,7 @@ class OpenAITestServer:
         # vector, one vector "missing", vectors "unnormalised" (length 3).
         self.vector_fault: str | None = None
         self.vector_fault_from = 1
+        self.hang_seconds = 0.0  # wait this long before answering (a connection that never answers)
         self.requests: list[list[str]] = []  # inputs of every embeddings request, in arrival order
         self.in_flight = 0  # requests being answered right now
         self.max_in_flight = 0  # the most requests it was answering at once
@@ -94,8 +95,8 @@ class OpenAITestServer:
                     scripted = server.scripted.pop(0) if server.scripted else None
                     exhausted = server.fail_after is not None and len(server.requests) > server.fail_after
                     exhausted = exhausted or len(server.requests) in server.fail_requests
-                if server.latency_seconds:
-                    time.sleep(server.latency_seconds)
+                if server.latency_seconds or server.hang_seconds:
+                    time.sleep(server.latency_seconds + server.hang_seconds)
                 if scripted is not None:
                     status, headers, body = scripted
                     return self._send(status, body.encode(), headers)

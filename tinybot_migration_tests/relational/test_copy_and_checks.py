@@ -365,14 +365,22 @@ def test_a_message_whose_persona_is_missing_is_rejected_and_reported(tinybot_hom
     generate_demo_data(old_url, tmp_path / "export", scale=1, seed=3)
     old_admin = admin_connect(old_url)
     old_admin.execute("ALTER TABLE conversation_history DROP CONSTRAINT conversation_history_persona_id_fkey")
-    orphan = old_admin.execute(
-        "UPDATE conversation_history SET persona_id = gen_random_uuid()"
-        " WHERE id = (SELECT min(id::text)::uuid FROM conversation_history) RETURNING id"
-    ).fetchone()[0]
+    orphans = {
+        str(row[0])
+        for row in old_admin.execute(
+            "UPDATE conversation_history SET persona_id = gen_random_uuid()"
+            " WHERE id IN (SELECT id FROM conversation_history ORDER BY id LIMIT 25) RETURNING id"
+        ).fetchall()
+    }
     result = migrate(old_url, embedded_database_url("relational_new_orphan", tinybot_home))
     assert not result.success  # the blocking parity check stops the run
     metadata = metadata_of(result, "conversation_history")
-    assert metadata["rows_rejected_missing_parent"] == 1
-    assert str(orphan) in metadata["rejected_examples"]
-    failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
-    assert {"row_count_parity", "foreign_keys_remapped"} <= failed
+    assert metadata["rows_rejected_missing_parent"] == 25
+    named = {orphan for orphan in orphans if orphan in metadata["rejected_examples"]}
+    assert len(named) == 20 and "the first 20 of 25 named" in metadata["rejected_examples"]
+    failed = {e.check_name: e for e in result.get_asset_check_evaluations() if not e.passed}
+    assert {"row_count_parity", "foreign_keys_remapped"} <= set(failed)
+    for name in ("row_count_parity", "foreign_keys_remapped"):
+        description = failed[name].description
+        assert "25 old row(s) left out for a missing parent (the first 20 of 25 named)" in description
+        assert sum(orphan in description for orphan in orphans) == 20 and "is not in personas" in description
