@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
 from tinybot_migration.cli.dev import cmd_dev
-from tinybot_migration.cli.summary import console, print_summary
+from tinybot_migration.cli.summary import console, database_gone_message, print_summary
 from tinybot_migration.settings import shapes_export_dir, tinybot_home
 
 
@@ -65,7 +66,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return _run_and_report(log_level=args.log_level)
+    return _run_and_report(log_level=args.log_level, pool_wait_seconds=args.pool_wait_seconds)
 
 
 def cmd_purge_bad_embeddings(args: argparse.Namespace) -> int:
@@ -87,10 +88,37 @@ def cmd_purge_bad_embeddings(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_and_report(log_level: str = "INFO") -> int:
-    from tinybot_migration.runtime.runner import run_migration
+class _StorageRetriesOnce(logging.Filter):
+    """Dagster's storage logs a warning (with a long SQLAlchemy message) on every retry of a lost
+    connection; one line saying so is enough."""
 
-    report = run_migration(log_level=log_level)
+    said = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Retrying failed database connection"):
+            return True
+        if not self.said:
+            self.said = True
+            console.print("[yellow]Dagster's run storage is not answering; retrying for a while…[/]")
+        return False
+
+
+def _run_and_report(log_level: str = "INFO", pool_wait_seconds: float | None = None) -> int:
+    from tinybot_migration.runtime.runner import DEFAULT_POOL_WAIT_SECONDS, run_migration
+
+    logging.getLogger().addFilter(_StorageRetriesOnce())
+    try:
+        report = run_migration(
+            log_level=log_level,
+            pool_wait_seconds=DEFAULT_POOL_WAIT_SECONDS if pool_wait_seconds is None else pool_wait_seconds,
+            log=console.print,
+        )
+    except Exception as error:
+        gone = database_gone_message(error)
+        if gone is None:
+            raise
+        console.print(f"[red]{gone}[/]")
+        return 1
     print_summary(report)
     return 0 if report.ok else 1
 
@@ -116,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="the whole migration against the configured databases")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.add_argument(
+        "--pool-wait-seconds",
+        type=float,
+        default=None,
+        help="how long a stage waits for a pool with no free slot before the run gives up (default 600)",
+    )
     run.set_defaults(func=cmd_run)
 
     purge = commands.add_parser(

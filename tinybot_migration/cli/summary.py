@@ -3,6 +3,8 @@ memories and their embeddings, then every failed check."""
 
 from __future__ import annotations
 
+import os
+
 from rich.console import Console
 from rich.table import Table
 
@@ -41,6 +43,8 @@ def print_summary(report) -> None:
         console.print(f"note: {note}")
     if report.failure:
         console.print(f"[red]run failed[/]: {report.failure}")
+        if any(marker in report.failure for marker in CONNECTION_LOST_MARKERS):
+            console.print(f"A database went away. {RESUME_ADVICE}")
     checks = report.checks
     verdict = "[green]all checks passed[/]" if report.ok else "[red]migration NOT verified[/]"
     console.print(
@@ -77,3 +81,40 @@ def _memory_line(name: str, m: dict) -> str:
     if m.get("exchanges_rejected"):
         line += f"; [red]{m['exchanges_rejected']:,} exchanges rejected by the provider[/]"
     return line
+
+
+# Driver messages that mean a database stopped answering (as opposed to refusing something).
+CONNECTION_LOST_MARKERS = (
+    "server closed the connection",
+    "terminating connection",
+    "connection refused",
+    "Connection refused",
+    "consuming input failed",
+    "the connection is lost",
+    "No such file or directory",
+)
+RESUME_ADVICE = (
+    "Nothing committed is lost (each table and each chunk of memories is written in a transaction of "
+    "its own): start the database again and run `tinybot-migration run` again to resume."
+)
+
+
+def database_gone_message(error: BaseException) -> str | None:
+    """What to tell the user when Dagster's own storage stopped answering mid-run, or None when the
+    error is something else."""
+    from tinybot_migration.passwords import redact_url, scrub
+
+    chain = [error]
+    while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    storage_errors = [
+        e for e in chain if type(e).__module__.split(".")[0] in ("dagster_postgres", "sqlalchemy", "psycopg2")
+    ]
+    if not storage_errors:
+        return None
+    url = os.environ.get("DAGSTER_STORAGE_URL", "")
+    last = scrub(
+        str(chain[-1]).strip().splitlines()[0] if str(chain[-1]).strip() else type(chain[-1]).__name__, url
+    )
+    where = f"Dagster's run storage at {redact_url(url)}" if url else "Dagster's run storage"
+    return f"the database went away during the run: {where} stopped answering ({last}). {RESUME_ADVICE}"

@@ -13,7 +13,17 @@ from dataclasses import dataclass, field
 
 from dagster import AssetsDefinition, DagsterInstance, Definitions
 
+from tinybot_migration.progress import Log, quiet
 from tinybot_migration.runtime.dagster_instance import initialize_pool_limits, prepare_instance
+from tinybot_migration.runtime.run_owners import (
+    LAUNCHED_BY_CLI,
+    LAUNCHED_BY_TAG,
+    OWNER_TAG,
+    PoolWaitTimeout,
+    fail_abandoned_runs,
+    owner_tag,
+    wait_for_pools,
+)
 from tinybot_migration.runtime.stages import MigrationStage, migration_stages
 
 
@@ -59,6 +69,7 @@ def _plain(metadata: Mapping) -> dict:
     return {key: getattr(value, "value", value) for key, value in metadata.items()}
 
 
+DEFAULT_POOL_WAIT_SECONDS = 600
 PARTITION_RANGE_START = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END = "dagster/asset_partition_range_end"
 
@@ -69,11 +80,15 @@ def run_migration(
     defs: Definitions | None = None,
     assets: Sequence[AssetsDefinition] | None = None,
     instance: DagsterInstance | None = None,
+    pool_wait_seconds: float = DEFAULT_POOL_WAIT_SECONDS,
+    log: Log = quiet,
 ) -> MigrationReport:
     """Materialize every asset the project defines, with every check, and report the results.
 
     One run per stage of the asset graph (`stages.migration_stages`); a partitioned stage runs once
-    over every key registered by then (DESIGN §8). A failed run stops the ones after it.
+    over every key registered by then (DESIGN §8). A failed run stops the ones after it. Runs left
+    STARTED by a process that is gone are marked failed first (their slots freed), and a stage
+    whose pools have no free slot waits at most `pool_wait_seconds`.
     """
     started = time.perf_counter()
     if defs is None:
@@ -87,6 +102,11 @@ def run_migration(
     success, failure, notes = True, None, []
     with nullcontext(instance) if instance is not None else DagsterInstance.get() as active:
         initialize_pool_limits(active, (a.op.pool for a in assets if a.op.pool))
+        notes += [
+            f"run {run.run_id} was left STARTED by a process that is gone ({run.owner}): marked failed"
+            for run in fail_abandoned_runs(active, log)
+        ]
+        pool_of = {key: a.op.pool for a in assets for key in a.keys}
         for stage in migration_stages(assets):
             tags = stage_run_tags(stage, active)
             if tags is None:
@@ -94,6 +114,13 @@ def run_migration(
                     f"{stage.job_name}: no {stage.partitions_def.name} partitions registered, skipped"
                 )
                 continue
+            try:
+                wait_for_pools(
+                    active, filter(None, (pool_of[k] for k in stage.asset_keys)), pool_wait_seconds, log
+                )
+            except PoolWaitTimeout as error:
+                success, failure = False, f"{stage.job_name} not started: {error}"
+                break
             result = defs.resolve_job_def(stage.job_name).execute_in_process(
                 instance=active,
                 raise_on_error=False,
@@ -113,7 +140,7 @@ def run_migration(
 def stage_run_tags(stage: MigrationStage, instance: DagsterInstance) -> dict[str, str] | None:
     """The tags of a stage's run: a partitioned stage covers every registered key as one range
     (None when there is none yet)."""
-    tags = {"tinybot/launched_by": "tinybot-migration run"}
+    tags = {LAUNCHED_BY_TAG: LAUNCHED_BY_CLI, OWNER_TAG: owner_tag()}
     if stage.partitions_def is None:
         return tags
     # Registration order, as the instance returns it: a reversed range builds nothing.

@@ -1,0 +1,121 @@
+"""Runs the CLI executes in process record the process that owns them, so a run whose process was
+killed or crashed can be told from one still working: it is marked failed and its pool slots are
+freed before the next `tinybot-migration run` starts. Otherwise it would stay STARTED and hold its
+slots for good (Dagster frees them only when the run ends, or through a daemon the CLI has not).
+
+Before each stage, pools with no free slot are waited for, saying which runs hold them, up to a
+bound; then the migration stops with a message instead of hanging.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+from tinybot_migration.progress import Log
+
+OWNER_TAG = "tinybot/owner"
+LAUNCHED_BY_TAG = "tinybot/launched_by"
+LAUNCHED_BY_CLI = "tinybot-migration run"
+_UNFINISHED = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
+POOL_POLL_SECONDS = 2.0
+
+
+class PoolWaitTimeout(RuntimeError):
+    """A pool had no free slot for longer than the bounded wait."""
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), which a reused pid does not share."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def owner_tag() -> str:
+    """host:pid:start of this process."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid()) or '-'}"
+
+
+def owner_is_gone(tag: str) -> bool:
+    """True only when the owner surely no longer runs: on this host, and its pid is dead or reused."""
+    host, _, rest = tag.partition(":")
+    pid_text, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False  # another machine's process, or a tag of another form: cannot tell
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's
+    current = _process_start(pid)
+    return start not in ("", "-") and current is not None and current != start
+
+
+@dataclass(frozen=True)
+class AbandonedRun:
+    run_id: str
+    owner: str
+
+
+def fail_abandoned_runs(instance: DagsterInstance, log: Log) -> list[AbandonedRun]:
+    """Mark failed every unfinished CLI run whose owning process is gone, and free its slots."""
+    records = instance.get_run_records(
+        filters=RunsFilter(statuses=_UNFINISHED, tags={LAUNCHED_BY_TAG: LAUNCHED_BY_CLI})
+    )
+    abandoned = []
+    for record in records:
+        run = record.dagster_run
+        owner = run.tags.get(OWNER_TAG)
+        if owner is None or not owner_is_gone(owner):
+            continue
+        instance.report_run_failed(
+            run, message=f"the process that ran it ({owner}) is gone: killed or crashed; marked failed"
+        )
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        abandoned.append(AbandonedRun(run.run_id, owner))
+        log(
+            f"run {run.run_id} ({run.job_name}) was left STARTED by a process that is gone: marked failed, slots freed"
+        )
+    return abandoned
+
+
+def wait_for_pools(instance: DagsterInstance, pools: Iterable[str], timeout_seconds: float, log: Log) -> None:
+    """Wait until every pool has a free slot, saying who holds them; raise after `timeout_seconds`."""
+    deadline = time.monotonic() + timeout_seconds
+    announced: set[str] = set()
+    for pool in sorted(set(pools)):
+        while True:
+            info = instance.event_log_storage.get_concurrency_info(pool)
+            if info.slot_count == 0 or info.active_slot_count < info.slot_count:
+                break
+            holders = _describe_runs(instance, info.active_run_ids)
+            if time.monotonic() >= deadline:
+                raise PoolWaitTimeout(
+                    f"pool {pool} has had no free slot for {timeout_seconds:g}s: its {info.slot_count} slot(s) are "
+                    f"held by {holders}. If those runs are dead, terminate them (Dagster UI → Runs → Terminate) "
+                    f"or free the slots (`dagster instance concurrency set {pool} N`); then run again"
+                )
+            if pool not in announced:
+                log(f"waiting for pool {pool}: its {info.slot_count} slot(s) are held by {holders}")
+                announced.add(pool)
+            time.sleep(POOL_POLL_SECONDS)
+
+
+def _describe_runs(instance: DagsterInstance, run_ids: Iterable[str]) -> str:
+    described = []
+    for run_id in sorted(run_ids):
+        run = instance.get_run_by_id(run_id)
+        status = run.status.value if run is not None else "unknown"
+        owner = run.tags.get(OWNER_TAG, "owner not recorded") if run is not None else "no such run"
+        described.append(f"run {run_id} ({status}, {owner})")
+    return ", ".join(described) or "no run"

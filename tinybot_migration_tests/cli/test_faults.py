@@ -1,0 +1,187 @@
+"""The CLI under faults, as a careful user would meet them: a run killed with SIGKILL while it
+holds a pool slot, a pool held by a live run, and the database stopped mid-run. Each runs the real
+`tinybot-migration run` on an embedded server of its own, embedding through the local server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from dagster import DagsterInstance, DagsterRunStatus
+from dagster._core.test_utils import create_run_for_test
+
+from tinybot_migration.runtime.embedded_postgres import embedded_database_url, pgdata_dir
+from tinybot_migration.runtime.run_owners import LAUNCHED_BY_CLI, LAUNCHED_BY_TAG, OWNER_TAG, owner_tag
+from tinybot_migration_tests.helpers.openai_server import OpenAITestServer
+
+pytestmark = pytest.mark.slow
+
+CLI = [str(Path(sys.executable).parent / "tinybot-migration")]
+RUN_TIMEOUT = 240
+
+
+@pytest.fixture(scope="module")
+def provider_server():
+    with OpenAITestServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory, provider_server):
+    """A home with its own embedded server, demo data, and one complete migration."""
+    home = tmp_path_factory.mktemp("faults")
+    env = fault_env(home, provider_server)
+    subprocess.run([*CLI, "demo-data"], env=env, check=True, capture_output=True, timeout=RUN_TIMEOUT)
+    first = subprocess.run([*CLI, "run"], env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert first.returncode == 0, first.stdout + first.stderr
+    return home
+
+
+def fault_env(home: Path, server: OpenAITestServer) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "OLD_DATABASE_URL",
+            "DATABASE_URL",
+            "DAGSTER_HOME",
+            "DAGSTER_STORAGE_URL",
+            "SHAPES_EXPORT_DIR",
+        )
+    }
+    env.update(
+        TINYBOT_HOME=str(home), COLUMNS="160", OPENAI_API_KEY="sk-faults", OPENAI_BASE_URL=server.base_url
+    )
+    return env
+
+
+def forget_memories(home: Path) -> None:
+    """So the next run's memory step has work to do (and holds its slot while doing it)."""
+    with psycopg.connect(embedded_database_url("tinybot_new", home), autocommit=True) as conn:
+        conn.execute("TRUNCATE memories, embedding_cache")
+
+
+def start_run(home: Path, server: OpenAITestServer, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*CLI, "run", *args],
+        env=fault_env(home, server),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_for_line(process: subprocess.Popen, needle: str) -> list[str]:
+    seen = []
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            break
+        seen.append(line)
+        if needle in line:
+            return seen
+    raise AssertionError(f"{needle!r} never printed:\n{''.join(seen)[-3000:]}")
+
+
+def instance_of(home: Path, monkeypatch) -> DagsterInstance:
+    storage = embedded_database_url("dagster", home).replace("postgresql://", "postgresql+psycopg2://", 1)
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    monkeypatch.setenv("DAGSTER_STORAGE_URL", storage)
+    return DagsterInstance.get()
+
+
+def test_a_run_killed_while_holding_a_slot_does_not_block_the_next(home, provider_server, monkeypatch):
+    with instance_of(home, monkeypatch) as instance:
+        instance.event_log_storage.set_concurrency_slots("tinybot_embeddings", 1)
+    forget_memories(home)
+    provider_server.latency_seconds = 5
+    try:
+        killed = start_run(home, provider_server)
+        wait_for_line(killed, "rebuilding memories")
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait(timeout=30)
+    finally:
+        provider_server.latency_seconds = 0
+    with instance_of(home, monkeypatch) as instance:
+        assert instance.event_log_storage.get_concurrency_info("tinybot_embeddings").active_slot_count == 1
+
+    after = subprocess.run(
+        [*CLI, "run"],
+        env=fault_env(home, provider_server),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert "was left STARTED by a process that is gone" in after.stdout and "marked failed" in after.stdout
+    assert "all checks passed: 42/42" in after.stdout
+
+
+def test_a_pool_held_by_a_live_run_is_waited_for_then_given_up_on_clearly(home, provider_server, monkeypatch):
+    with instance_of(home, monkeypatch) as instance:
+        instance.event_log_storage.set_concurrency_slots("tinybot_embeddings", 1)
+        holder = create_run_for_test(
+            instance,
+            job_name="held_elsewhere",
+            run_id=str(uuid.uuid4()),
+            status=DagsterRunStatus.STARTED,
+            tags={LAUNCHED_BY_TAG: LAUNCHED_BY_CLI, OWNER_TAG: owner_tag()},  # this test process: alive
+        )
+        instance.event_log_storage.claim_concurrency_slot("tinybot_embeddings", holder.run_id, "some_step")
+        try:
+            started = time.monotonic()
+            gave_up = subprocess.run(
+                [*CLI, "run", "--pool-wait-seconds", "4"],
+                env=fault_env(home, provider_server),
+                capture_output=True,
+                text=True,
+                timeout=RUN_TIMEOUT,
+            )
+            waited = time.monotonic() - started
+        finally:
+            instance.event_log_storage.free_concurrency_slots_for_run(holder.run_id)
+            instance.report_run_failed(holder, message="test over")
+    output = gave_up.stdout
+    assert gave_up.returncode == 1, output + gave_up.stderr
+    assert "waiting for pool tinybot_embeddings" in output and holder.run_id in output
+    assert "pool tinybot_embeddings has had no free slot for 4s" in output
+    assert waited < RUN_TIMEOUT / 2
+
+
+def test_the_database_stopped_mid_run_is_said_plainly_and_running_again_resumes(home, provider_server):
+    forget_memories(home)
+    provider_server.latency_seconds = 3
+    try:
+        stopped = start_run(home, provider_server)
+        wait_for_line(stopped, "rebuilding memories")
+        # An immediate shutdown (pg_ctl -m immediate) of the postmaster, as an operator or a crash would.
+        postmaster = int((pgdata_dir(home) / "postmaster.pid").read_text().split()[0])
+        os.kill(postmaster, signal.SIGQUIT)
+        rest, _ = stopped.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        provider_server.latency_seconds = 0
+    said = " ".join(rest.split())  # rich wraps long lines
+    assert stopped.returncode == 1, rest
+    assert "the database went away during the run" in said, rest
+    assert "Nothing committed is lost" in said and "run `tinybot-migration run` again to resume" in said
+    assert "Traceback" not in rest and rest.count("Retrying failed database connection") == 0
+
+    again = subprocess.run(
+        [*CLI, "run"],
+        env=fault_env(home, provider_server),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "all checks passed: 42/42" in again.stdout
