@@ -107,7 +107,10 @@ def test_the_pools_the_assets_declare_are_limited_by_the_shipped_dagster_yaml():
     assert set(pools.values()) == {NEW_DATABASE_POOL, EMBEDDING_POOL}
 
     shipped = yaml.safe_load((Path(tinybot_migration.__file__).parent / "dagster.yaml").read_text())
-    with instance_for_test(overrides={"concurrency": shipped["concurrency"]}) as instance:
+    overrides = {key: shipped[key] for key in ("concurrency", "run_monitoring")}
+    with instance_for_test(overrides=overrides) as instance:
+        assert instance.run_monitoring_enabled and instance.run_monitoring_start_timeout_seconds == 180
+        assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 60
         config = instance.get_concurrency_config()
         assert config.pool_config.default_pool_limit == 2
         assert config.pool_config.pool_granularity.value == "op"
