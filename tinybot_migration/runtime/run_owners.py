@@ -4,15 +4,17 @@ freed before the next `tinybot-migration run` starts. Otherwise it would stay ST
 slots for good (Dagster frees them only when the run ends, or through a daemon the CLI has not).
 
 Before each stage, pools with no free slot are waited for, saying which runs hold them, up to a
-bound; then the migration stops with a message instead of hanging.
+bound; then the migration stops with a message instead of hanging. A step that still ends up
+waiting inside a run (another run took the last slot in between) is watched the same way.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
@@ -119,3 +121,61 @@ def _describe_runs(instance: DagsterInstance, run_ids: Iterable[str]) -> str:
         owner = run.tags.get(OWNER_TAG, "owner not recorded") if run is not None else "no such run"
         described.append(f"run {run_id} ({status}, {owner})")
     return ", ".join(described) or "no run"
+
+
+class BlockedStepWatcher(threading.Thread):
+    """Watches a run executing in process: when one of its steps waits for a pool, it says so at the
+    default log level (naming the runs holding the pool), frees the slots of runs whose process is
+    gone, and after `timeout_seconds` of waiting calls `give_up` with a message (the CLI then
+    stops; its run, left STARTED, is marked failed by the next `tinybot-migration run`)."""
+
+    def __init__(
+        self,
+        instance: DagsterInstance,
+        run_id: str,
+        pools: Iterable[str],
+        timeout_seconds: float,
+        log: Log,
+        give_up: Callable[[str], None],
+    ) -> None:
+        super().__init__(name=f"pool-watch-{run_id[:8]}", daemon=True)
+        self._instance, self._run_id, self._pools = instance, run_id, sorted(set(pools))
+        self._timeout, self._log, self._give_up = timeout_seconds, log, give_up
+        self._done = threading.Event()
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(timeout=POOL_POLL_SECONDS * 2)
+
+    def run(self) -> None:
+        waiting_since: dict[tuple[str, str], float] = {}
+        while not self._done.wait(POOL_POLL_SECONDS):
+            try:
+                if self._watch_once(waiting_since):
+                    return
+            except Exception:  # noqa: BLE001 - storage unreachable: the run itself reports that
+                continue
+
+    def _watch_once(self, waiting_since: dict[tuple[str, str], float]) -> bool:
+        """One look at the pools; True once it has given up."""
+        for pool in self._pools:
+            info = self._instance.event_log_storage.get_concurrency_info(pool)
+            for step in info.pending_steps:
+                if step.run_id != self._run_id or step.assigned_timestamp is not None:
+                    continue
+                key = (pool, step.step_key)
+                if key not in waiting_since:
+                    waiting_since[key] = time.monotonic()
+                    holders = _describe_runs(self._instance, info.active_run_ids)
+                    self._log(
+                        f"step {step.step_key} waits for pool {pool}: its slot(s) are held by {holders}"
+                    )
+                    fail_abandoned_runs(self._instance, self._log)
+                elif time.monotonic() - waiting_since[key] >= self._timeout:
+                    holders = _describe_runs(self._instance, info.active_run_ids)
+                    self._give_up(
+                        f"step {step.step_key} of run {self._run_id} waited {self._timeout:g}s for pool {pool}, "
+                        f"held by {holders}: giving up. Run `tinybot-migration run` again once they are done"
+                    )
+                    return True
+        return False

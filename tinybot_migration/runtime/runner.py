@@ -6,7 +6,10 @@ against the instance prepared by `dagster_instance`, so `tinybot-migration dev` 
 
 from __future__ import annotations
 
+import os
+import sys
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -19,6 +22,7 @@ from tinybot_migration.runtime.run_owners import (
     LAUNCHED_BY_CLI,
     LAUNCHED_BY_TAG,
     OWNER_TAG,
+    BlockedStepWatcher,
     PoolWaitTimeout,
     fail_abandoned_runs,
     owner_tag,
@@ -114,19 +118,27 @@ def run_migration(
                     f"{stage.job_name}: no {stage.partitions_def.name} partitions registered, skipped"
                 )
                 continue
+            stage_pools = [pool_of[k] for k in stage.asset_keys if pool_of[k]]
             try:
-                wait_for_pools(
-                    active, filter(None, (pool_of[k] for k in stage.asset_keys)), pool_wait_seconds, log
-                )
+                wait_for_pools(active, stage_pools, pool_wait_seconds, log)
             except PoolWaitTimeout as error:
                 success, failure = False, f"{stage.job_name} not started: {error}"
                 break
-            result = defs.resolve_job_def(stage.job_name).execute_in_process(
-                instance=active,
-                raise_on_error=False,
-                run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-                tags=tags,
+            run_id = str(uuid.uuid4())
+            watcher = BlockedStepWatcher(
+                active, run_id, stage_pools, pool_wait_seconds, log, stop_process(active, run_id, log)
             )
+            watcher.start()
+            try:
+                result = defs.resolve_job_def(stage.job_name).execute_in_process(
+                    instance=active,
+                    raise_on_error=False,
+                    run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+                    tags=tags,
+                    run_id=run_id,
+                )
+            finally:
+                watcher.stop()
             run_ids.append(result.run_id)
             _collect(result, reports)
             if not result.success:
@@ -135,6 +147,24 @@ def run_migration(
     order = {asset.key.to_user_string(): i for i, asset in enumerate(assets)}
     reports = dict(sorted(reports.items(), key=lambda item: order.get(item[0], len(order))))
     return MigrationReport(run_ids, success, reports, time.perf_counter() - started, failure, notes)
+
+
+def stop_process(instance: DagsterInstance, run_id: str, log: Log):
+    """What a CLI run does when one of its steps waited too long for a pool: say so, mark the run
+    failed (freeing its slots), and exit 1 (an in-process run cannot be interrupted otherwise)."""
+
+    def give_up(message: str) -> None:
+        log(message)
+        try:
+            run = instance.get_run_by_id(run_id)
+            if run is not None:
+                instance.report_run_failed(run, message=message)
+                instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+        finally:  # left STARTED if the storage failed too: the next run marks it failed
+            sys.stdout.flush()
+            os._exit(1)
+
+    return give_up
 
 
 def stage_run_tags(stage: MigrationStage, instance: DagsterInstance) -> dict[str, str] | None:

@@ -1,6 +1,7 @@
 """The Dagster instance can be prepared by several processes at once (PostgreSQL storage)."""
 
 import threading
+import time
 
 from dagster import instance_for_test
 
@@ -40,3 +41,43 @@ def test_pool_limits_are_set_up_safely_by_several_processes_at_once(make_databas
         assert {
             p: instance.event_log_storage.get_concurrency_info(p).slot_count for p in POOLS
         } == dict.fromkeys(POOLS, 2)
+
+
+def test_a_step_waiting_inside_a_run_is_reported_and_given_up_on_after_the_bound():
+    """Another run took the pool's last slot after the stage's own check: the watcher says which
+    run holds it, and after the bound calls give_up (the CLI then stops with exit 1)."""
+    import uuid
+
+    from dagster import DagsterRunStatus, Definitions, asset, define_asset_job
+    from dagster._core.test_utils import create_run_for_test
+
+    from tinybot_migration.runtime.run_owners import OWNER_TAG, BlockedStepWatcher, owner_tag
+
+    @asset(pool="toy_pool")
+    def pooled() -> None:
+        return None
+
+    lines: list[str] = []
+    gave_up: list[str] = []
+    with instance_for_test(
+        overrides={"concurrency": {"pools": {"default_limit": 1, "granularity": "op"}}}
+    ) as instance:
+        initialize_pool_limits(instance, ["toy_pool"])
+        holder = create_run_for_test(
+            instance, job_name="holder", status=DagsterRunStatus.STARTED, tags={OWNER_TAG: owner_tag()}
+        )
+        instance.event_log_storage.claim_concurrency_slot("toy_pool", holder.run_id, "its_step")
+        run_id = str(uuid.uuid4())
+        watcher = BlockedStepWatcher(instance, run_id, ["toy_pool"], 3, lines.append, gave_up.append)
+        watcher.start()
+        job = Definitions(assets=[pooled], jobs=[define_asset_job("toy", [pooled])]).resolve_job_def("toy")
+        blocked = threading.Thread(target=lambda: job.execute_in_process(instance=instance, run_id=run_id))
+        blocked.start()
+        deadline = time.monotonic() + 30
+        while not gave_up and time.monotonic() < deadline:
+            time.sleep(0.2)
+        instance.event_log_storage.free_concurrency_slots_for_run(holder.run_id)  # let the blocked run end
+        blocked.join(timeout=60)
+        watcher.stop()
+    assert any("waits for pool toy_pool" in line and holder.run_id in line for line in lines), lines
+    assert len(gave_up) == 1 and "waited 3s for pool toy_pool" in gave_up[0] and holder.run_id in gave_up[0]
