@@ -63,6 +63,12 @@ def fault_env(home: Path, server: OpenAITestServer) -> dict[str, str]:
     return env
 
 
+def run_to_end(home: Path, server: OpenAITestServer, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*CLI, "run", *args], env=fault_env(home, server), capture_output=True, text=True, timeout=RUN_TIMEOUT
+    )
+
+
 def forget_memories(home: Path) -> None:
     """So the next run's memory step has work to do (and holds its slot while doing it)."""
     with psycopg.connect(embedded_database_url("tinybot_new", home), autocommit=True) as conn:
@@ -115,13 +121,7 @@ def test_a_run_killed_while_holding_a_slot_does_not_block_the_next(home, provide
     with instance_of(home, monkeypatch) as instance:
         assert instance.event_log_storage.get_concurrency_info("tinybot_embeddings").active_slot_count == 1
 
-    after = subprocess.run(
-        [*CLI, "run"],
-        env=fault_env(home, provider_server),
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-    )
+    after = run_to_end(home, provider_server)
     assert after.returncode == 0, after.stdout + after.stderr
     assert "was left STARTED by a process that is gone" in after.stdout and "marked failed" in after.stdout
     assert "all checks passed: 42/42" in after.stdout
@@ -140,13 +140,7 @@ def test_a_pool_held_by_a_live_run_is_waited_for_then_given_up_on_clearly(home, 
         instance.event_log_storage.claim_concurrency_slot("tinybot_embeddings", holder.run_id, "some_step")
         try:
             started = time.monotonic()
-            gave_up = subprocess.run(
-                [*CLI, "run", "--pool-wait-seconds", "4"],
-                env=fault_env(home, provider_server),
-                capture_output=True,
-                text=True,
-                timeout=RUN_TIMEOUT,
-            )
+            gave_up = run_to_end(home, provider_server, "--pool-wait-seconds", "4")
             waited = time.monotonic() - started
         finally:
             instance.event_log_storage.free_concurrency_slots_for_run(holder.run_id)
@@ -176,12 +170,6 @@ def test_the_database_stopped_mid_run_is_said_plainly_and_running_again_resumes(
     assert "Nothing committed is lost" in said and "run `tinybot-migration run` again to resume" in said
     assert "Traceback" not in rest and rest.count("Retrying failed database connection") == 0
 
-    again = subprocess.run(
-        [*CLI, "run"],
-        env=fault_env(home, provider_server),
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-    )
+    again = run_to_end(home, provider_server)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "all checks passed: 42/42" in again.stdout
