@@ -32,11 +32,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     from tinybot_migration.definitions import ALL_ASSETS
     from tinybot_migration.runtime.dagster_instance import initialize_pool_limits, prepare_instance
+    from tinybot_migration.runtime.stages import declared_pools
 
     home = prepare_instance()
     with DagsterInstance.get() as instance:
         # Before any run can race another to set the pools up.
-        initialize_pool_limits(instance, (a.op.pool for a in ALL_ASSETS if a.op.pool))
+        initialize_pool_limits(instance, declared_pools(ALL_ASSETS))
     console.print(f"Dagster instance: {home}")
     env = dict(os.environ)
     # Its "superseded" notice is noise here.

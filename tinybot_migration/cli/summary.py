@@ -113,8 +113,7 @@ def database_gone_message(error: BaseException) -> str | None:
     if not storage_errors:
         return None
     url = os.environ.get("DAGSTER_STORAGE_URL", "")
-    last = scrub(
-        str(chain[-1]).strip().splitlines()[0] if str(chain[-1]).strip() else type(chain[-1]).__name__, url
-    )
+    root = chain[-1]
+    last = scrub(str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__, url)
     where = f"Dagster's run storage at {redact_url(url)}" if url else "Dagster's run storage"
     return f"the database went away during the run: {where} stopped answering ({last}). {RESUME_ADVICE}"

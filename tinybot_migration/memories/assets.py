@@ -128,9 +128,9 @@ def rebuilt_memories(
     embedding_provider: EmbeddingProviderResource,
 ) -> MaterializeResult:
     slugs = list(context.partition_keys)
+    model = cache_model_name(embedding_provider)
     context.log.info(
-        f"rebuilding memories of {len(slugs)} personalities in {new_database.display_url()} "
-        f"with {cache_model_name(embedding_provider)}"
+        f"rebuilding memories of {len(slugs)} personalities in {new_database.display_url()} with {model}"
     )
     with new_database.connect() as conn:
         try:
@@ -148,12 +148,12 @@ def rebuilt_memories(
                 conn,
                 personality_ids,
                 embedding_provider.dimensions,
-                cache_model=cache_model_name(embedding_provider),
+                cache_model=model,
             ),
             no_duplicate_memories(conn, personality_ids),
         ]
         total = memory_count(conn, personality_ids, SOURCE_TINYBOT)
-    metadata = rebuild_metadata(report, total, cache_model_name(embedding_provider))
+    metadata = rebuild_metadata(report, total, model)
     return MaterializeResult(metadata=metadata, check_results=[o.as_result() for o in outcomes])
 
 

@@ -28,7 +28,7 @@ from tinybot_migration.runtime.run_owners import (
     owner_tag,
     wait_for_pools,
 )
-from tinybot_migration.runtime.stages import MigrationStage, migration_stages
+from tinybot_migration.runtime.stages import MigrationStage, declared_pools, migration_stages
 
 
 @dataclass
@@ -105,12 +105,11 @@ def run_migration(
     run_ids: list[str] = []
     success, failure, notes = True, None, []
     with nullcontext(instance) if instance is not None else DagsterInstance.get() as active:
-        initialize_pool_limits(active, (a.op.pool for a in assets if a.op.pool))
+        initialize_pool_limits(active, declared_pools(assets))
         notes += [
             f"run {run.run_id} was left STARTED by a process that is gone ({run.owner}): marked failed"
             for run in fail_abandoned_runs(active, log)
         ]
-        pool_of = {key: a.op.pool for a in assets for key in a.keys}
         for stage in migration_stages(assets):
             tags = stage_run_tags(stage, active)
             if tags is None:
@@ -118,15 +117,14 @@ def run_migration(
                     f"{stage.job_name}: no {stage.partitions_def.name} partitions registered, skipped"
                 )
                 continue
-            stage_pools = [pool_of[k] for k in stage.asset_keys if pool_of[k]]
             try:
-                wait_for_pools(active, stage_pools, pool_wait_seconds, log)
+                wait_for_pools(active, stage.pools, pool_wait_seconds, log)
             except PoolWaitTimeout as error:
                 success, failure = False, f"{stage.job_name} not started: {error}"
                 break
             run_id = str(uuid.uuid4())
             watcher = BlockedStepWatcher(
-                active, run_id, stage_pools, pool_wait_seconds, log, stop_process(active, run_id, log)
+                active, run_id, stage.pools, pool_wait_seconds, log, stop_process(active, run_id, log)
             )
             watcher.start()
             try:

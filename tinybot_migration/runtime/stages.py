@@ -20,6 +20,7 @@ class MigrationStage:
     number: int
     partitions_def: PartitionsDefinition | None
     asset_keys: tuple[AssetKey, ...] = field(default=())
+    pools: tuple[str, ...] = field(default=())  # the pools its assets declare
 
     @property
     def job_name(self) -> str:
@@ -60,7 +61,7 @@ def migration_stages(assets: Sequence[AssetsDefinition]) -> list[MigrationStage]
     one of its upstream assets (the same stage when the upstream shares its partitioning)."""
     by_key = {key: a for a in assets for key in a.keys}
     stage_of: dict[int, int] = {}
-    stages: list[tuple[PartitionsDefinition | None, list[AssetKey]]] = []
+    stages: list[tuple[PartitionsDefinition | None, list[AssetsDefinition]]] = []
     for asset in topological_order(assets):
         earliest = 0
         for key in asset.dependency_keys:
@@ -75,8 +76,16 @@ def migration_stages(assets: Sequence[AssetsDefinition]) -> list[MigrationStage]
             number = len(stages)
             stages.append((asset.partitions_def, []))
         stage_of[id(asset)] = number
-        stages[number][1].extend(asset.keys)
-    return [MigrationStage(n + 1, definition, tuple(keys)) for n, (definition, keys) in enumerate(stages)]
+        stages[number][1].append(asset)
+    return [
+        MigrationStage(n + 1, definition, tuple(k for a in members for k in a.keys), declared_pools(members))
+        for n, (definition, members) in enumerate(stages)
+    ]
+
+
+def declared_pools(assets: Sequence[AssetsDefinition]) -> tuple[str, ...]:
+    """The concurrency pools these assets declare, sorted."""
+    return tuple(sorted({a.op.pool for a in assets if a.op.pool}))
 
 
 def build_migration_jobs(assets: Sequence[AssetsDefinition]) -> list:
