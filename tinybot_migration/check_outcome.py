@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from dagster import AssetCheckResult, AssetCheckSeverity
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetExecutionContext
 
 
 @dataclass
@@ -23,3 +24,11 @@ class CheckOutcome:
             description=self.description,
             metadata=self.metadata,
         )
+
+
+def selected_results(
+    context: AssetExecutionContext, outcomes: Iterable[CheckOutcome]
+) -> list[AssetCheckResult]:
+    """The results of the checks this run selected (an asset that can be subset gets only those)."""
+    selected = {key.name for key in context.selected_asset_check_keys}
+    return [o.as_result() for o in outcomes if o.name in selected]

@@ -9,12 +9,18 @@ from dagster import AssetsDefinition, Definitions, EnvVar
 import tinybot_migration  # noqa: F401  (warning filters before any decorator runs)
 from tinybot_migration.memories import definitions as memories
 from tinybot_migration.relational import definitions as relational
-from tinybot_migration.resources import EmbeddingProviderResource, NewDatabaseResource, OldDatabaseResource
+from tinybot_migration.resources import (
+    EmbeddingProviderResource,
+    NewDatabaseResource,
+    OldDatabaseResource,
+    ShapesExportResource,
+)
 from tinybot_migration.runtime.stages import build_migration_jobs
+from tinybot_migration.shapes import definitions as shapes
 
 # Each domain's definitions module, in pipeline order (only `defs` below may be a module-level
 # Definitions object, or the Dagster CLIs refuse to load this module).
-DOMAINS = (relational, memories)
+DOMAINS = (relational, memories, shapes)
 
 
 def _from_env(name: str) -> EnvVar | None:
@@ -37,6 +43,7 @@ defs = Definitions.merge(
         resources={
             "old_database": OldDatabaseResource(url=_from_env("OLD_DATABASE_URL")),
             "new_database": NewDatabaseResource(url=_from_env("DATABASE_URL")),
+            "shapes_export_folder": ShapesExportResource(path=_from_env("SHAPES_EXPORT_DIR")),
             "embedding_provider": EmbeddingProviderResource(
                 **_settings_from_env(
                     provider="EMBEDDING_PROVIDER",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import psycopg
 
 # Bump when the new DB's DDL changes; recorded in the new DB's `schema_version` table.
-SCHEMA_VERSION = 3  # 2: embedding_cache; 3: embeddings stored inline (STORAGE PLAIN)
+SCHEMA_VERSION = 4  # 2: embedding_cache; 3: embeddings stored inline (STORAGE PLAIN); 4: shapes_rejects
 EMBEDDING_DIMENSIONS = 1536
 
 # Serialises concurrent schema application (webserver, run workers, tests) on one server.
@@ -347,7 +347,24 @@ SHAPES_PERSONA_MAPPINGS = Table(
     unique=(("shapes_user_id",),),
 )
 
-NEW_ONLY_TABLES: tuple[Table, ...] = (MEMORIES, EMBEDDING_CACHE, SHAPES_PERSONA_MAPPINGS)
+# Every shapes.inc record the import could not turn into memories, with its reason and the record
+# itself: with the imported, deleted and duplicate ones, every record of the export is accounted for.
+SHAPES_REJECTS = Table(
+    "shapes_rejects",
+    (
+        Column("source_file", "text"),  # relative to the export folder: <slug>/<slug>_memories.json
+        Column("record_index", "integer"),  # position in the file's array, from 0
+        Column("record_id", "text", null=True),  # the record's own `id`, when it has a string one
+        Column("personality_slug", "text"),
+        Column("reason", "text"),
+        Column("raw_record", "jsonb"),
+        Column("rejected_at", "timestamptz", default="now()"),
+    ),
+    primary_key=("source_file", "record_index"),
+    indexes=(Index("idx_shapes_rejects_personality_slug", "personality_slug"),),
+)
+
+NEW_ONLY_TABLES: tuple[Table, ...] = (MEMORIES, EMBEDDING_CACHE, SHAPES_PERSONA_MAPPINGS, SHAPES_REJECTS)
 
 
 def old_schema_sql() -> str:
@@ -394,3 +411,16 @@ def _recorded_version(conn: psycopg.Connection) -> int | None:
     if not exists:
         return None
     return conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+
+
+def has_new_schema(conn: psycopg.Connection) -> bool:
+    """Whether the pipeline has applied its schema to this database (a dry run applies nothing)."""
+    return _recorded_version(conn) is not None
+
+
+def has_rows(conn: psycopg.Connection, table: Table) -> bool:
+    """Whether the new database has its schema and `table` holds a row (a dry run before the first
+    migration reads the old database instead)."""
+    if not has_new_schema(conn):
+        return False
+    return conn.execute(f"SELECT EXISTS (SELECT 1 FROM {table.name})").fetchone()[0]

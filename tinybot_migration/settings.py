@@ -22,9 +22,15 @@ def dagster_home() -> Path:
     return Path(os.environ.get("DAGSTER_HOME") or tinybot_home() / "dagster").expanduser().resolve()
 
 
+DEMO_SHAPES_EXPORT_FOLDER = "shapes_export"  # under TINYBOT_HOME
+
+
 def shapes_export_dir() -> Path:
+    """SHAPES_EXPORT_DIR, or where the demo writes its export."""
     return (
-        Path(os.environ.get("SHAPES_EXPORT_DIR") or tinybot_home() / "shapes_export").expanduser().resolve()
+        Path(os.environ.get("SHAPES_EXPORT_DIR") or tinybot_home() / DEMO_SHAPES_EXPORT_FOLDER)
+        .expanduser()
+        .resolve()
     )
 
 

@@ -64,8 +64,11 @@ def test_the_migration_stages_follow_the_graph_and_cover_every_asset():
         "migration_stage_1_unpartitioned",
         "migration_stage_2_personality",
     ]
-    assert set(stages[0].asset_keys) == {AssetKey(spec.name) for spec in RELATIONAL_TABLES}
-    assert stages[1].asset_keys == (AssetKey("rebuilt_memories"),)
+    assert set(stages[0].asset_keys) == {AssetKey(spec.name) for spec in RELATIONAL_TABLES} | {
+        AssetKey("shapes_export")
+    }
+    # The import follows the rebuild in the same run (the in-process executor keeps this order).
+    assert stages[1].asset_keys == (AssetKey("rebuilt_memories"), AssetKey("shapes_memories"))
     for stage in stages:
         job_keys = defs.resolve_job_def(stage.job_name).asset_layer.selected_asset_keys
         assert set(job_keys) == set(stage.asset_keys)
@@ -103,8 +106,9 @@ def test_the_pools_the_assets_declare_are_limited_by_the_shipped_dagster_yaml():
     `tinybot_embeddings`; 2 slots a pool, op granularity, 4 concurrent runs."""
     pools = {asset.key.to_user_string(): asset.op.pool for asset in ALL_ASSETS}
     assert {pools[spec.name] for spec in RELATIONAL_TABLES} == {NEW_DATABASE_POOL}
-    assert pools["rebuilt_memories"] == EMBEDDING_POOL
-    assert set(pools.values()) == {NEW_DATABASE_POOL, EMBEDDING_POOL}
+    assert pools["rebuilt_memories"] == pools["shapes_memories"] == EMBEDDING_POOL
+    assert pools["shapes_export"] is None  # it reads files and writes nothing
+    assert set(pools.values()) == {NEW_DATABASE_POOL, EMBEDDING_POOL, None}
 
     shipped = yaml.safe_load((Path(tinybot_migration.__file__).parent / "dagster.yaml").read_text())
     overrides = {key: shipped[key] for key in ("concurrency", "run_monitoring")}

@@ -8,7 +8,7 @@ import os
 import sys
 
 from tinybot_migration.cli.dev import cmd_dev
-from tinybot_migration.cli.summary import console, database_gone_message, print_summary
+from tinybot_migration.cli.summary import console, database_gone_message, print_estimate, print_summary
 from tinybot_migration.settings import shapes_export_dir, tinybot_home
 
 
@@ -62,11 +62,58 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _demo_data(args.scale, args.seed, replace=args.replace or shapes_export_dir().exists())
     else:
         console.print("demo data already present (use --replace to regenerate)")
-    return _run_and_report()
+    return _run_and_report(estimate=_dry_run_report())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        report = _dry_run_report(log_level=args.log_level, pool_wait_seconds=args.pool_wait_seconds)
+        if report is None:
+            return 1
+        print_estimate(report)
+        return 0 if report.success else 1
     return _run_and_report(log_level=args.log_level, pool_wait_seconds=args.pool_wait_seconds)
+
+
+def _register_partitions_from_old_database(instance) -> None:
+    """Before the first migration no personality partition exists: a dry run takes the old DB's
+    slugs (the `personalities` asset registers the same ones when it copies them)."""
+    from tinybot_migration.partitions import personality_partitions, register_personality_partitions
+    from tinybot_migration.resources import OldDatabaseResource
+
+    if instance.get_dynamic_partitions(personality_partitions.name):
+        return
+    with OldDatabaseResource(url=os.environ.get("OLD_DATABASE_URL") or None).connect() as conn:
+        register_personality_partitions(conn, instance)
+
+
+def _dry_run_report(log_level: str = "INFO", pool_wait_seconds: float | None = None):
+    """The memory assets' dry run (what would be embedded and its cost), or None when Dagster's
+    storage went away (said already)."""
+    console.print("dry run: what the memory assets would embed, and what it would cost")
+    return _migration_report(
+        log_level, pool_wait_seconds, dry_run=True, before_stages=_register_partitions_from_old_database
+    )
+
+
+def _migration_report(log_level: str = "INFO", pool_wait_seconds: float | None = None, **options):
+    """`run_migration` with the CLI's logging, or None when Dagster's storage went away (said)."""
+    from tinybot_migration.runtime.runner import DEFAULT_POOL_WAIT_SECONDS, run_migration
+
+    logging.getLogger().addFilter(_STORAGE_RETRIES_ONCE)  # the same filter object is added once
+    try:
+        return run_migration(
+            log_level=log_level,
+            pool_wait_seconds=DEFAULT_POOL_WAIT_SECONDS if pool_wait_seconds is None else pool_wait_seconds,
+            log=console.print,
+            **options,
+        )
+    except Exception as error:
+        gone = database_gone_message(error)
+        if gone is None:
+            raise
+        console.print(f"[red]{gone}[/]")
+        return None
 
 
 def cmd_purge_bad_embeddings(args: argparse.Namespace) -> int:
@@ -103,23 +150,14 @@ class _StorageRetriesOnce(logging.Filter):
         return False
 
 
-def _run_and_report(log_level: str = "INFO", pool_wait_seconds: float | None = None) -> int:
-    from tinybot_migration.runtime.runner import DEFAULT_POOL_WAIT_SECONDS, run_migration
+_STORAGE_RETRIES_ONCE = _StorageRetriesOnce()
 
-    logging.getLogger().addFilter(_StorageRetriesOnce())
-    try:
-        report = run_migration(
-            log_level=log_level,
-            pool_wait_seconds=DEFAULT_POOL_WAIT_SECONDS if pool_wait_seconds is None else pool_wait_seconds,
-            log=console.print,
-        )
-    except Exception as error:
-        gone = database_gone_message(error)
-        if gone is None:
-            raise
-        console.print(f"[red]{gone}[/]")
+
+def _run_and_report(log_level: str = "INFO", pool_wait_seconds: float | None = None, estimate=None) -> int:
+    report = _migration_report(log_level, pool_wait_seconds)
+    if report is None:
         return 1
-    print_summary(report)
+    print_summary(report, estimate)
     return 0 if report.ok else 1
 
 
@@ -149,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="how long a stage waits for a pool with no free slot before the run gives up (default 600)",
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="estimate what the memory assets would embed and cost; write nothing, call no provider",
     )
     run.set_defaults(func=cmd_run)
 

@@ -12,7 +12,9 @@ from rich.table import Table
 console = Console(width=None if Console().is_terminal else 140)
 
 
-def print_summary(report) -> None:
+def print_summary(report, estimate=None) -> None:
+    """The migration's summary; with `estimate` (the dry run before it), the bill it announced
+    against what was spent."""
     table = Table(title="tinybot migration")
     for column in ("asset", "old rows", "new rows", "written", "id collisions", "checks", "seconds"):
         table.add_column(column, justify="left" if column == "asset" else "right")
@@ -20,8 +22,10 @@ def print_summary(report) -> None:
         parity = next((c for c in asset.checks if c.name == "row_count_parity"), None)
         passed = sum(c.passed for c in asset.checks)
         checks = f"{passed}/{len(asset.checks)} passed" if asset.checks else "-"
-        if asset.checks and passed < len(asset.checks):
+        if any(not c.passed and c.severity != "WARN" for c in asset.checks):
             checks = f"[red]{checks}[/]"
+        elif passed < len(asset.checks):
+            checks = f"[yellow]{checks}[/]"
         table.add_row(
             name,
             f"{parity.metadata['old_rows']:,}" if parity else "-",
@@ -35,10 +39,16 @@ def print_summary(report) -> None:
         )
     console.print(table)
     for name, asset in report.assets.items():
+        if "records_imported" in asset.metadata:
+            console.print(_shapes_line(name, asset.metadata))
         if "memories_written" in asset.metadata:
             console.print(_memory_line(name, asset.metadata))
+    if estimate is not None:
+        console.print(_cost_table(estimate, report))
     for check in report.failed_checks:
         console.print(f"[red]FAILED[/] {check.asset}.{check.name}: {check.description}")
+    for check in report.warnings:
+        console.print(f"[yellow]WARN[/] {check.asset}.{check.name}: {check.description}")
     for note in report.notes:
         console.print(f"note: {note}")
     if report.failure:
@@ -47,8 +57,9 @@ def print_summary(report) -> None:
             console.print(f"A database went away. {RESUME_ADVICE}")
     checks = report.checks
     verdict = "[green]all checks passed[/]" if report.ok else "[red]migration NOT verified[/]"
+    warned = f" ({len(report.warnings)} warning(s))" if report.warnings else ""
     console.print(
-        f"{verdict}: {sum(c.passed for c in checks)}/{len(checks)} checks, "
+        f"{verdict}: {sum(c.passed for c in checks)}/{len(checks)} checks{warned}, "
         f"total {report.seconds:.1f}s, runs {', '.join(report.run_ids)}"
     )
 
@@ -72,15 +83,82 @@ def _requests(m: dict) -> str:
 
 def _memory_line(name: str, m: dict) -> str:
     cost = f", estimated ${m['estimated_cost_usd']:.4f}" if m.get("estimated_cost_usd") else ""
+    source = f" from {m['exchanges']:,} exchanges" if "exchanges" in m else ""
     line = (
         f"{name}: {m.get('dagster/row_count', 0):,} memories ({m['memories_written']:,} written, "
-        f"{m.get('memories_already_present', 0):,} already present) from {m.get('exchanges', 0):,} "
-        f"exchanges; embeddings ({m.get('embedding_model', '?')}): {m.get('cache_hits', 0):,} cache hits, "
+        f"{m.get('memories_already_present', 0):,} already present){source}; "
+        f"embeddings ({m.get('embedding_model', '?')}): {m.get('cache_hits', 0):,} cache hits, "
         f"{m.get('provider_inputs', 0):,} texts embedded{_requests(m)}, {m.get('tokens', 0):,} tokens{cost}"
     )
     if m.get("exchanges_rejected"):
         line += f"; [red]{m['exchanges_rejected']:,} exchanges rejected by the provider[/]"
     return line
+
+
+def _shapes_line(name: str, m: dict) -> str:
+    line = (
+        f"{name}: {m['records']:,} shapes.inc records: {m['records_imported']:,} imported, "
+        f"{m['records_deleted']:,} deleted, {m['records_duplicate']:,} duplicates, "
+        f"{m['records_rejected']:,} rejected (see shapes_rejects); {m['senders']:,} senders, "
+        f"{m['unmapped_senders']:,} unmapped"
+    )
+    if m.get("memories_linked"):
+        line += f"; {m['memories_linked']:,} memories linked to personas"
+    return line
+
+
+def print_estimate(report) -> None:
+    """What a dry run found: per memory asset, the texts to embed and their estimated bill."""
+    for name, asset in report.assets.items():
+        m = asset.metadata
+        if not m.get("dry_run"):
+            continue
+        line = (
+            f"{name} (dry run): {m.get('memories_to_write', 0):,} memories to write, "
+            f"{m['texts_to_embed']:,} texts to embed ({m['cache_hits']:,} already in the cache), "
+            f"about {m['estimated_tokens']:,} tokens, ${m['estimated_cost_usd']:.4f} with {m['embedding_model']}"
+        )
+        if m.get("history_from") == "old database":
+            line += " (history paired from the old database: the new one has none yet)"
+        if "records" in m:
+            line += (
+                f"; {m['records']:,} records: {m['records_to_import']:,} to import, {m['records_deleted']:,} "
+                f"deleted, {m['records_duplicate']:,} duplicates, {m['records_rejected']:,} rejected, "
+                f"{m['unmapped_senders']:,} unmapped senders"
+            )
+        console.print(line)
+    if report.failure:
+        console.print(f"[red]dry run failed[/]: {report.failure}")
+    console.print(f"dry run: nothing written, no provider called ({report.seconds:.1f}s)")
+
+
+def _cost_table(estimate, report) -> Table:
+    table = Table(title="embedding bill: dry-run estimate against what was spent")
+    for column in (
+        "asset",
+        "texts estimated",
+        "texts embedded",
+        "tokens estimated",
+        "tokens spent",
+        "USD estimated",
+        "USD spent",
+    ):
+        table.add_column(column, justify="left" if column == "asset" else "right")
+    for name, asset in estimate.assets.items():
+        planned, spent = asset.metadata, report.assets.get(name)
+        if not planned.get("dry_run"):
+            continue
+        done = spent.metadata if spent is not None else {}
+        table.add_row(
+            name,
+            f"{planned['texts_to_embed']:,}",
+            _number(done.get("provider_inputs")),
+            f"{planned['estimated_tokens']:,}",
+            _number(done.get("tokens")),
+            f"{planned['estimated_cost_usd']:.4f}",
+            f"{done['estimated_cost_usd']:.4f}" if "estimated_cost_usd" in done else "-",
+        )
+    return table
 
 
 # Driver messages that mean a database stopped answering (as opposed to refusing something).

@@ -14,6 +14,7 @@ import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
 
+from tinybot_migration.embeddings.batches import estimate_tokens, truncate_for_embedding
 from tinybot_migration.ids import content_hash
 from tinybot_migration.postgres import retry_deadlocks
 from tinybot_migration.progress import Log
@@ -22,6 +23,7 @@ from tinybot_migration.resources.embedding_provider import (
     EmbeddingProviderError,
     EmbeddingProviderResource,
     EmbeddingResult,
+    usd_for_tokens,
 )
 
 
@@ -38,6 +40,51 @@ class CachedEmbeddings:
     estimated_cost_usd: float = 0.0
     # Input row -> the provider's reason, for texts it refused; their vector rows stay zero.
     rejected: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class CostEstimate:
+    """What embedding some texts would cost: the distinct ones not in the cache, their estimated
+    tokens (as they would be sent, truncated to the per-input limit) and USD. Nothing is called."""
+
+    texts: int = 0  # distinct texts the provider would embed
+    cache_hits: int = 0  # distinct texts already in the cache
+    tokens: int = 0
+    estimated_cost_usd: float = 0.0
+
+    def estimate_metadata(self, model: str) -> dict:
+        return {
+            "dry_run": True,
+            "embedding_model": model,
+            "texts_to_embed": self.texts,
+            "cache_hits": self.cache_hits,
+            "estimated_tokens": self.tokens,
+            "estimated_cost_usd": round(self.estimated_cost_usd, 6),
+        }
+
+
+def estimate_cost(
+    conn: psycopg.Connection | None, provider: EmbeddingProviderResource, texts: Sequence[str]
+) -> CostEstimate:
+    """The bill for embedding `texts` through the cache; `conn` None means an empty cache (a new
+    database without its schema yet). Reads only."""
+    model, dimensions = cache_model_name(provider), provider.dimensions
+    distinct = {content_hash(t): t for t in texts}
+    cached: set[str] = set()
+    if conn is not None and distinct:
+        cached = {
+            text_hash
+            for (text_hash,) in conn.execute(
+                "SELECT text_hash FROM embedding_cache WHERE model = %s AND dimensions = %s"
+                " AND text_hash = ANY(%s)",
+                (model, dimensions, list(distinct)),
+            ).fetchall()
+        }
+    tokens = sum(
+        estimate_tokens(truncate_for_embedding(text)[0]) for h, text in distinct.items() if h not in cached
+    )
+    usd = usd_for_tokens(model, tokens) if provider.effective_provider() == "openai" else 0.0
+    return CostEstimate(len(distinct) - len(cached), len(cached), tokens, usd)
 
 
 def cache_model_name(provider: EmbeddingProviderResource) -> str:

@@ -6,9 +6,14 @@ of all its personalities are embedded together, so requests stay full. Figures p
 keyed by slug in one table, since a range run copies the same metadata to every partition.
 """
 
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
 from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetObservation,
+    AssetSpec,
     BackfillPolicy,
     Backoff,
     Failure,
@@ -16,9 +21,11 @@ from dagster import (
     MaterializeResult,
     MetadataValue,
     RetryPolicy,
-    asset,
+    multi_asset,
 )
 
+from tinybot_migration.check_outcome import selected_results
+from tinybot_migration.dry_run import DRY_RUN_TAG, TAKES_CONFIG, DryRunConfig
 from tinybot_migration.embeddings.cache import cache_model_name
 from tinybot_migration.memories.checks import (
     EMBEDDINGS_PRESENT_WITH_RIGHT_DIMENSIONS,
@@ -29,15 +36,11 @@ from tinybot_migration.memories.checks import (
     every_exchange_has_one_memory,
     no_duplicate_memories,
 )
-from tinybot_migration.memories.rebuild import (
-    RebuildReport,
-    UnknownPersonalityError,
-    rebuild_memories,
-)
+from tinybot_migration.memories.rebuild import RebuildReport, estimate_rebuild, rebuild_memories
 from tinybot_migration.memories.writer import SOURCE_TINYBOT, memory_count
-from tinybot_migration.partitions import personality_partitions
+from tinybot_migration.partitions import UnknownPersonalityError, personality_partitions
 from tinybot_migration.relational.assets import relational_assets
-from tinybot_migration.resources import EmbeddingProviderResource, NewDatabaseResource
+from tinybot_migration.resources import EmbeddingProviderResource, NewDatabaseResource, OldDatabaseResource
 from tinybot_migration.resources.embedding_provider import EmbeddingProviderError
 
 MEMORIES_GROUP = "memories"
@@ -45,6 +48,7 @@ MEMORIES_GROUP = "memories"
 EMBEDDING_POOL = "tinybot_embeddings"
 PER_PERSONALITY_ROWS = 100
 
+T = TypeVar("T")
 _upstream = {a.key.to_user_string(): a for a in relational_assets}
 
 
@@ -82,14 +86,7 @@ def rebuild_metadata(report: RebuildReport, total: int, model: str) -> dict:
                 "system": stats.other_roles_skipped,
             }
         ),
-        "embedding_model": model,
-        "cache_hits": report.cache_hits,
-        "provider_inputs": report.provider_inputs,
-        "provider_requests": report.requests,
-        "provider_retries": report.retries,
-        "tokens": report.tokens,
-        "estimated_cost_usd": round(report.estimated_cost_usd, 6),
-        "texts_truncated": report.texts_truncated,
+        **report.spend_metadata(model),
         "exchanges_rejected": report.rejected,
         "seconds": round(report.seconds, 3),
         "per_personality": MetadataValue.md(per_personality_table(report)),
@@ -101,46 +98,89 @@ def rebuild_metadata(report: RebuildReport, total: int, model: str) -> dict:
     return metadata
 
 
-@asset(
-    group_name=MEMORIES_GROUP,
-    deps=[_upstream["conversation_history"], _upstream["personas"]],
+REBUILT_MEMORY_CHECKS = (
+    EVERY_EXCHANGE_HAS_ONE_MEMORY,
+    EMBEDDINGS_PRESENT_WITH_RIGHT_DIMENSIONS,
+    NO_DUPLICATE_MEMORIES,
+)
+
+
+def estimate_metadata(report: RebuildReport, model: str) -> dict:
+    return {
+        **report.estimate.estimate_metadata(model),
+        "history_from": report.history_from,
+        "personalities": len(report.personality_ids),
+        "exchanges": report.stats.exchanges,
+        "memories_to_write": report.pending,
+        "memories_already_present": report.already_present,
+    }
+
+
+# What every memory source's asset shares: partitioned by personality, one run over any number of
+# keys, the provider's pool, a dry run. `can_subset` makes its checks optional outputs, so that a
+# dry run can end with an observation instead of a materialization.
+MEMORY_ASSET_OPTIONS = dict(
+    can_subset=True,
     partitions_def=personality_partitions,
     backfill_policy=BackfillPolicy.single_run(),
-    check_specs=[
-        AssetCheckSpec(name, asset="rebuilt_memories", description=MEMORY_CHECK_DESCRIPTIONS[name])
-        for name in (
-            EVERY_EXCHANGE_HAS_ONE_MEMORY,
-            EMBEDDINGS_PRESENT_WITH_RIGHT_DIMENSIONS,
-            NO_DUPLICATE_MEMORIES,
-        )
-    ],
     pool=EMBEDDING_POOL,
     # A retry re-runs the whole step; the embedding cache and per-chunk commits make it cheap.
     retry_policy=RetryPolicy(max_retries=2, delay=15, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS),
-    kinds={"postgres", "openai"},
-    description="One memory per exchange of the conversation history, embedded (cached) and bulk-loaded. "
-    "Partitioned by personality slug: the `personalities` asset registers the partitions, so "
-    "materialize the relational group first.",
+    op_tags={DRY_RUN_TAG: TAKES_CONFIG},
+)
+
+
+# A multi_asset of one asset, so that a dry run can end with an observation instead of a
+# materialization (an @asset's check results are required outputs).
+@multi_asset(
+    specs=[
+        AssetSpec(
+            "rebuilt_memories",
+            group_name=MEMORIES_GROUP,
+            deps=[_upstream["conversation_history"], _upstream["personas"]],
+            skippable=True,
+            kinds={"postgres", "openai"},
+            description="One memory per exchange of the conversation history, embedded (cached) and "
+            "bulk-loaded. Partitioned by personality slug: the `personalities` asset registers the "
+            "partitions, so materialize the relational group first. Run config dry_run: true "
+            "estimates the bill and writes nothing.",
+        )
+    ],
+    check_specs=[
+        AssetCheckSpec(name, asset="rebuilt_memories", description=MEMORY_CHECK_DESCRIPTIONS[name])
+        for name in REBUILT_MEMORY_CHECKS
+    ],
+    **MEMORY_ASSET_OPTIONS,
 )
 def rebuilt_memories(
     context: AssetExecutionContext,
+    config: DryRunConfig,
     new_database: NewDatabaseResource,
+    old_database: OldDatabaseResource,
     embedding_provider: EmbeddingProviderResource,
-) -> MaterializeResult:
+) -> Iterator:
     slugs = list(context.partition_keys)
     model = cache_model_name(embedding_provider)
+    if config.dry_run:
+        with new_database.connect_read_only() as conn:
+            report = failing_clearly(
+                lambda: estimate_rebuild(
+                    conn, old_database.connect, embedding_provider, slugs, context.log.info
+                )
+            )
+        context.log_event(
+            AssetObservation(asset_key="rebuilt_memories", metadata=estimate_metadata(report, model))
+        )
+        return
     context.log.info(
         f"rebuilding memories of {len(slugs)} personalities in {new_database.display_url()} with {model}"
     )
     with new_database.connect() as conn:
-        try:
-            report = rebuild_memories(
+        report = failing_clearly(
+            lambda: rebuild_memories(
                 conn, embedding_provider, slugs, log=context.log.info, connect=new_database.connect
             )
-        except (UnknownPersonalityError, EmbeddingProviderError) as error:
-            if getattr(error, "retryable", False):
-                raise  # the RetryPolicy tries again; the cache keeps what was paid for
-            raise Failure(str(error), allow_retries=False) from None
+        )
         personality_ids = list(report.personality_ids.values())
         outcomes = [
             every_exchange_has_one_memory(conn, report.expected_ids, personality_ids),
@@ -153,8 +193,22 @@ def rebuilt_memories(
             no_duplicate_memories(conn, personality_ids),
         ]
         total = memory_count(conn, personality_ids, SOURCE_TINYBOT)
-    metadata = rebuild_metadata(report, total, model)
-    return MaterializeResult(metadata=metadata, check_results=[o.as_result() for o in outcomes])
+    yield MaterializeResult(
+        asset_key="rebuilt_memories",
+        metadata=rebuild_metadata(report, total, model),
+        check_results=selected_results(context, outcomes),
+    )
+
+
+def failing_clearly(work: Callable[[], T], *also: type[Exception]) -> T:
+    """Run `work`; an error that running again cannot fix (a stale partition, the provider's final
+    answer, or one of `also`) fails the step without retries."""
+    try:
+        return work()
+    except (UnknownPersonalityError, EmbeddingProviderError, *also) as error:
+        if getattr(error, "retryable", False):
+            raise  # the RetryPolicy tries again; the cache keeps what was paid for
+        raise Failure(str(error), allow_retries=False) from None
 
 
 memory_assets = [rebuilt_memories]

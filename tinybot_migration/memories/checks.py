@@ -27,9 +27,9 @@ SAMPLES = 5
 MEMORY_CHECK_DESCRIPTIONS = {
     EVERY_EXCHANGE_HAS_ONE_MEMORY: "Every exchange in the conversation history has its memory (one per "
     "distinct exchange text: ids are derived from persona, personality and content).",
-    EMBEDDINGS_PRESENT_WITH_RIGHT_DIMENSIONS: f"No rebuilt memory lacks an embedding, has one that is not "
+    EMBEDDINGS_PRESENT_WITH_RIGHT_DIMENSIONS: f"No memory lacks an embedding, has one that is not "
     f"{EMBEDDING_DIMENSIONS} long, or has an all-zero one; no cache entry of their texts is all zero.",
-    NO_DUPLICATE_MEMORIES: "No two rebuilt memories share (persona, personality, content).",
+    NO_DUPLICATE_MEMORIES: "No two memories share (personality, legacy user or persona, content).",
 }
 
 
@@ -121,11 +121,12 @@ def _zero_cache_entries(
 def no_duplicate_memories(
     conn: psycopg.Connection, personality_ids: Sequence[uuid.UUID], source_system: str = SOURCE_TINYBOT
 ) -> CheckOutcome:
-    # An unmapped legacy memory has no persona: its shapes user stands in for one.
+    # A legacy memory belongs to its shapes.inc user (one memory per sender, DESIGN §4), mapped to
+    # a persona or not; a rebuilt one has no legacy user and belongs to its persona.
     groups, extra = conn.execute(
         "SELECT count(*), coalesce(sum(n - 1), 0) FROM ("
         " SELECT count(*) AS n FROM memories WHERE personality_id = ANY(%s) AND source_system = %s"
-        " GROUP BY personality_id, coalesce(persona_id, legacy_shapes_user_id), content"
+        " GROUP BY personality_id, coalesce(legacy_shapes_user_id, persona_id), content"
         " HAVING count(*) > 1) AS duplicated",
         (list(personality_ids), source_system),
     ).fetchone()

@@ -18,26 +18,26 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg.rows import args_row
 
+from tinybot_migration.embeddings.cache import CostEstimate, estimate_cost
 from tinybot_migration.memories.pairing import Exchange, Message, PairingStats, pair_messages
 from tinybot_migration.memories.writer import (
     SOURCE_TINYBOT,
     ChunkOutcome,
+    EmbeddingSpend,
     NewMemory,
     check_embedding_dimensions,
     embed_and_write,
     memory_ids,
 )
+from tinybot_migration.partitions import personality_ids_for
 from tinybot_migration.postgres import Connect
 from tinybot_migration.progress import Log, quiet
 from tinybot_migration.resources.embedding_provider import EmbeddingProviderResource
+from tinybot_migration.schema import CONVERSATION_HISTORY, has_new_schema, has_rows
 
 CANON_SCOPE = "personal"
 SUMMARY_TYPE = "conversation"
 REJECTION_SAMPLES = 5
-
-
-class UnknownPersonalityError(ValueError):
-    """A partition key names a slug that the new DB's personalities table does not have."""
 
 
 @dataclass
@@ -51,7 +51,7 @@ class PersonalityFigures:
 
 
 @dataclass
-class RebuildReport:
+class RebuildReport(EmbeddingSpend):
     stats: PairingStats = field(default_factory=PairingStats)
     personality_ids: dict[str, uuid.UUID] = field(default_factory=dict)  # slug -> id, as covered
     per_personality: dict[str, PersonalityFigures] = field(default_factory=dict)
@@ -60,28 +60,11 @@ class RebuildReport:
     already_present: int = 0
     pending: int = 0
     memories_written: int = 0
-    cache_hits: int = 0
-    provider_inputs: int = 0
-    requests: int = 0
-    retries: int = 0
-    tokens: int = 0
-    estimated_cost_usd: float = 0.0
-    texts_truncated: int = 0
     rejected: int = 0
     rejection_samples: list[str] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def personality_ids_for(conn: psycopg.Connection, slugs: Sequence[str]) -> dict[str, uuid.UUID]:
-    rows = conn.execute("SELECT slug, id FROM personalities WHERE slug = ANY(%s)", (list(slugs),)).fetchall()
-    found = dict(rows)
-    unknown = [s for s in slugs if s not in found]
-    if unknown:
-        raise UnknownPersonalityError(
-            f"personality partition(s) {', '.join(map(repr, unknown[:5]))} have no row in the new DB's "
-            "personalities table: migrate the relational tables first, or delete the stale partition"
-        )
-    return {slug: found[slug] for slug in slugs}
+    estimate: CostEstimate | None = None  # a dry run's bill
+    history_from: str = "new database"  # where a dry run paired the history
 
 
 def load_messages(conn: psycopg.Connection, personality_ids: Sequence[uuid.UUID]) -> list[Message]:
@@ -148,6 +131,42 @@ def rebuild_memories(
     return report
 
 
+def estimate_rebuild(
+    new_conn: psycopg.Connection,
+    old_connect: Connect,
+    provider: EmbeddingProviderResource,
+    slugs: Sequence[str],
+    log: Log | None = None,
+) -> RebuildReport:
+    """What `rebuild_memories` would embed and what it would cost, reading only (`new_conn` may be
+    read-only; no provider is called). Before the first migration the new DB has no history: the
+    old DB's is paired instead (its ids differ, the texts and so the bill do not)."""
+    started = time.perf_counter()
+    if has_rows(new_conn, CONVERSATION_HISTORY):
+        report = RebuildReport(personality_ids=personality_ids_for(new_conn, slugs))
+        pending = missing_memories(
+            new_conn, distinct_exchanges(pair_personalities(new_conn, report), report), report
+        )
+        cache = new_conn
+    else:
+        with old_connect() as old_conn:
+            report = RebuildReport(
+                personality_ids=personality_ids_for(old_conn, slugs), history_from="old database"
+            )
+            distinct = distinct_exchanges(pair_personalities(old_conn, report), report)
+        pending = [memory_of(exchange) for exchange in distinct.values()]
+        report.pending = len(pending)
+        cache = new_conn if has_new_schema(new_conn) else None
+    report.estimate = estimate_cost(cache, provider, [m.content for m in pending])
+    (log or quiet)(
+        f"memories (dry run, history from the {report.history_from}): {report.stats.exchanges:,} exchanges, "
+        f"{report.pending:,} memories to write, {report.estimate.texts:,} texts to embed, "
+        f"~{report.estimate.tokens:,} tokens"
+    )
+    report.seconds = time.perf_counter() - started
+    return report
+
+
 def pair_personalities(conn: psycopg.Connection, report: RebuildReport) -> list[Exchange]:
     """Every exchange of the report's personalities, each personality paired on its own."""
     by_personality: dict[uuid.UUID, list[Message]] = {pid: [] for pid in report.personality_ids.values()}
@@ -200,14 +219,7 @@ def missing_memories(
 
 def absorb_chunk(report: RebuildReport, outcome: ChunkOutcome) -> None:
     """Add one written chunk's figures to the report."""
-    embedded = outcome.embedded
-    report.cache_hits += embedded.cache_hits
-    report.provider_inputs += embedded.provider_inputs
-    report.requests += embedded.requests
-    report.retries += embedded.retries
-    report.tokens += embedded.tokens
-    report.estimated_cost_usd += embedded.estimated_cost_usd
-    report.texts_truncated += outcome.truncated
+    report.absorb_spend(outcome)
     slug_of = {pid: slug for slug, pid in report.personality_ids.items()}
     for memory, reason in outcome.rejected:
         report.rejected += 1

@@ -11,6 +11,7 @@ one transaction, so the chunks finished before a failure survive it and a re-run
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -100,6 +101,49 @@ class ChunkOutcome:
     truncated: int  # texts cut to the per-input token limit (their memories keep the full text)
     rejected: list[tuple[NewMemory, str]]  # refused by the provider, with its reason; not written
     written: Counter[uuid.UUID]  # rows inserted per personality id (rows already present not counted)
+    embed_seconds: float = 0.0  # looking up the cache and waiting for the provider
+    write_seconds: float = 0.0  # the COPY and insert into memories
+
+
+@dataclass
+class EmbeddingSpend:
+    """What a source's chunks cost in embeddings, added up (the figures every memory asset reports)."""
+
+    cache_hits: int = 0
+    provider_inputs: int = 0
+    requests: int = 0
+    retries: int = 0
+    tokens: int = 0
+    estimated_cost_usd: float = 0.0
+    texts_truncated: int = 0
+    # Summed over chunks that may run side by side: time spent, not wall time.
+    embed_seconds: float = 0.0
+    write_seconds: float = 0.0
+
+    def absorb_spend(self, outcome: ChunkOutcome) -> None:
+        embedded = outcome.embedded
+        self.cache_hits += embedded.cache_hits
+        self.provider_inputs += embedded.provider_inputs
+        self.requests += embedded.requests
+        self.retries += embedded.retries
+        self.tokens += embedded.tokens
+        self.estimated_cost_usd += embedded.estimated_cost_usd
+        self.texts_truncated += outcome.truncated
+        self.embed_seconds += outcome.embed_seconds
+        self.write_seconds += outcome.write_seconds
+
+    def spend_metadata(self, model: str) -> dict:
+        """What was spent, named as a dry run names its estimate (`cache.CostEstimate`)."""
+        return {
+            "embedding_model": model,
+            "cache_hits": self.cache_hits,
+            "provider_inputs": self.provider_inputs,
+            "provider_requests": self.requests,
+            "provider_retries": self.retries,
+            "tokens": self.tokens,
+            "estimated_cost_usd": round(self.estimated_cost_usd, 6),
+            "texts_truncated": self.texts_truncated,
+        }
 
 
 def embedding_column_dimensions(conn: psycopg.Connection) -> int:
@@ -260,7 +304,9 @@ def _embed_and_write_chunk(
     log: Log | None,
 ) -> ChunkOutcome:
     texts = [memory.content for memory in chunk]
+    started = time.perf_counter()
     embedded = embed_with_cache(conn, provider, texts, log)
+    embedded_at = time.perf_counter()
     accepted, vectors, rejected = [], [], []
     for row, memory in enumerate(chunk):
         if row in embedded.rejected:
@@ -268,12 +314,15 @@ def _embed_and_write_chunk(
         else:
             accepted.append(memory)
             vectors.append(embedded.vectors[row])
+    written = write_memories(conn, accepted, vectors)
     return ChunkOutcome(
         size=len(chunk),
         embedded=embedded,
         truncated=sum(truncate_for_embedding(t)[1] for t in texts),
         rejected=rejected,
-        written=write_memories(conn, accepted, vectors),
+        written=written,
+        embed_seconds=embedded_at - started,
+        write_seconds=time.perf_counter() - embedded_at,
     )
 
 

@@ -15,7 +15,7 @@ from dagster import (
 from psycopg import sql
 
 from tinybot_migration.check_outcome import CheckOutcome
-from tinybot_migration.partitions import personality_partitions, unregistered_personality_slugs
+from tinybot_migration.partitions import register_personality_partitions
 from tinybot_migration.relational.checks import (
     CHECK_DESCRIPTIONS,
     FOREIGN_KEYS_REMAPPED,
@@ -57,14 +57,6 @@ def markdown_preview(conn, spec: TableSpec) -> str:
     lines = ["| " + " | ".join(spec.columns) + " |", "|" + "---|" * len(spec.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def register_personality_partitions(context: AssetExecutionContext, new_conn) -> int:
-    """Add every migrated slug as a memory partition; existing keys keep their order."""
-    new_slugs = unregistered_personality_slugs(new_conn, context.instance)
-    if new_slugs:
-        context.instance.add_dynamic_partitions(personality_partitions.name, new_slugs)
-    return len(new_slugs)
 
 
 def rejected_rows_heading(result: CopyResult) -> str:
@@ -131,7 +123,9 @@ def build_table_asset(spec: TableSpec, upstream: dict[str, AssetsDefinition]) ->
         with old_database.connect() as old_conn, new_database.connect() as new_conn:
             result = copy_table(old_conn, new_conn, spec, IdMaps(old_conn), log=context.log.info)
             preview = markdown_preview(new_conn, spec)
-            registered = register_personality_partitions(context, new_conn) if spec is PERSONALITIES else None
+            registered = (
+                register_personality_partitions(new_conn, context.instance) if spec is PERSONALITIES else None
+            )
         outcomes = name_rejected_rows(
             run_table_checks(old_database.connect, new_database.connect, spec), result
         )

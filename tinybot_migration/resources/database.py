@@ -26,6 +26,13 @@ def open_connection(url: str, role: str, **kwargs) -> psycopg.Connection:
         ) from None
 
 
+def open_read_only(url: str, role: str) -> psycopg.Connection:
+    """An autocommit connection the server itself refuses writes on."""
+    conn = open_connection(url, role, autocommit=True, options="-c default_transaction_read_only=on")
+    conn.read_only = True
+    return conn
+
+
 class PostgresDatabaseResource(ConfigurableResource):
     """A PostgreSQL database given by `url`, or a database on the embedded server when unset.
 

@@ -113,6 +113,11 @@ def vector_problem(vectors: np.ndarray, unit_vectors: bool) -> str | None:
     return None
 
 
+def usd_for_tokens(model: str, tokens: int) -> float:
+    """OpenAI's list price for `tokens` of `model` (0 for a model without a known price)."""
+    return tokens / 1_000_000 * USD_PER_MILLION_TOKENS.get(model, 0.0)
+
+
 @dataclass
 class EmbeddingResult:
     vectors: np.ndarray  # float32, one row per input text, in input order
@@ -128,9 +133,7 @@ class EmbeddingResult:
 
     @property
     def estimated_cost_usd(self) -> float:
-        if self.provider != "openai":
-            return 0.0
-        return self.tokens / 1_000_000 * USD_PER_MILLION_TOKENS.get(self.model, 0.0)
+        return usd_for_tokens(self.model, self.tokens) if self.provider == "openai" else 0.0
 
 
 @dataclass

@@ -38,3 +38,19 @@ class NewDatabaseResource(PostgresDatabaseResource):
             yield conn
         finally:
             conn.close()
+
+    @contextmanager
+    def connect_read_only(self) -> Iterator[psycopg.Connection]:
+        """A connection that cannot write, without applying the schema first (for dry runs: a
+        fresh database stays untouched; `schema.has_new_schema` tells whether it has tables yet)."""
+        conn = open_connection(
+            self.resolved_url(),
+            "new database",
+            autocommit=True,
+            options="-c default_transaction_read_only=on",
+        )
+        conn.read_only = True
+        try:
+            yield conn
+        finally:
+            conn.close()

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import psycopg
 from pydantic import Field
 
-from tinybot_migration.resources.database import PostgresDatabaseResource, open_connection
+from tinybot_migration.resources.database import PostgresDatabaseResource, open_read_only
 from tinybot_migration.settings import OLD_DATABASE_NAME
 
 
@@ -23,13 +23,7 @@ class OldDatabaseResource(PostgresDatabaseResource):
 
     @contextmanager
     def connect(self) -> Iterator[psycopg.Connection]:
-        conn = open_connection(
-            self.resolved_url(),
-            "old database",
-            autocommit=True,
-            options="-c default_transaction_read_only=on",
-        )
-        conn.read_only = True
+        conn = open_read_only(self.resolved_url(), "old database")
         # A multi-statement read (id maps, then rows) sees one consistent snapshot.
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         try:

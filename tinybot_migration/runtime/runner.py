@@ -10,12 +10,13 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
-from dagster import AssetsDefinition, DagsterInstance, Definitions
+from dagster import AssetKey, AssetsDefinition, DagsterInstance, Definitions
 
+from tinybot_migration.dry_run import DRY_RUN_TAG, TAKES_CONFIG, dry_run_role
 from tinybot_migration.progress import Log, quiet
 from tinybot_migration.runtime.dagster_instance import initialize_pool_limits, prepare_instance
 from tinybot_migration.runtime.run_owners import (
@@ -38,6 +39,7 @@ class CheckReport:
     passed: bool
     description: str
     metadata: dict
+    severity: str = "ERROR"  # a failed WARN check is reported and does not fail the migration
 
 
 @dataclass
@@ -55,6 +57,7 @@ class MigrationReport:
     seconds: float
     failure: str | None = None
     notes: list[str] = field(default_factory=list)
+    dry_run: bool = False
 
     @property
     def checks(self) -> list[CheckReport]:
@@ -62,7 +65,11 @@ class MigrationReport:
 
     @property
     def failed_checks(self) -> list[CheckReport]:
-        return [c for c in self.checks if not c.passed]
+        return [c for c in self.checks if not c.passed and c.severity != "WARN"]
+
+    @property
+    def warnings(self) -> list[CheckReport]:
+        return [c for c in self.checks if not c.passed and c.severity == "WARN"]
 
     @property
     def ok(self) -> bool:
@@ -86,13 +93,18 @@ def run_migration(
     instance: DagsterInstance | None = None,
     pool_wait_seconds: float = DEFAULT_POOL_WAIT_SECONDS,
     log: Log = quiet,
+    dry_run: bool = False,
+    before_stages: Callable[[DagsterInstance], None] | None = None,
 ) -> MigrationReport:
     """Materialize every asset the project defines, with every check, and report the results.
 
     One run per stage of the asset graph (`stages.migration_stages`); a partitioned stage runs once
     over every key registered by then (DESIGN §8). A failed run stops the ones after it. Runs left
     STARTED by a process that is gone are marked failed first (their slots freed), and a stage
-    whose pools have no free slot waits at most `pool_wait_seconds`.
+    whose pools have no free slot waits at most `pool_wait_seconds`. With `dry_run`, each stage
+    runs only its assets that take part in a dry run (`dry_run.py`), and nothing is written.
+    `before_stages` gets the instance before the first stage (the CLI registers partitions there
+    for a dry run before the first migration).
     """
     started = time.perf_counter()
     if defs is None:
@@ -110,7 +122,13 @@ def run_migration(
             f"run {run.run_id} was left STARTED by a process that is gone ({run.owner}): marked failed"
             for run in fail_abandoned_runs(active, log)
         ]
+        if before_stages is not None:
+            before_stages(active)
+        by_key = {key: asset for asset in assets for key in asset.keys}
         for stage in migration_stages(assets):
+            selection, run_config = stage_selection(stage, by_key, log_level, dry_run)
+            if not selection:
+                continue
             tags = stage_run_tags(stage, active)
             if tags is None:
                 notes.append(
@@ -131,9 +149,10 @@ def run_migration(
                 result = defs.resolve_job_def(stage.job_name).execute_in_process(
                     instance=active,
                     raise_on_error=False,
-                    run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-                    tags=tags,
+                    run_config=run_config,
+                    tags=tags | ({DRY_RUN_TAG: "true"} if dry_run else {}),
                     run_id=run_id,
+                    asset_selection=selection if dry_run else None,
                 )
             finally:
                 watcher.stop()
@@ -144,7 +163,24 @@ def run_migration(
                 break
     order = {asset.key.to_user_string(): i for i, asset in enumerate(assets)}
     reports = dict(sorted(reports.items(), key=lambda item: order.get(item[0], len(order))))
-    return MigrationReport(run_ids, success, reports, time.perf_counter() - started, failure, notes)
+    return MigrationReport(run_ids, success, reports, time.perf_counter() - started, failure, notes, dry_run)
+
+
+def stage_selection(
+    stage: MigrationStage, by_key: Mapping[AssetKey, AssetsDefinition], log_level: str, dry_run: bool
+) -> tuple[list[AssetKey], dict]:
+    """The assets a stage's run covers and its run config: all of them, or for a dry run those
+    that take part in one (the ones taking `DryRunConfig` told so)."""
+    run_config: dict = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+    if not dry_run:
+        return list(stage.asset_keys), run_config
+    selection = [key for key in stage.asset_keys if dry_run_role(by_key[key]) is not None]
+    run_config["ops"] = {
+        by_key[key].op.name: {"config": {"dry_run": True}}
+        for key in selection
+        if dry_run_role(by_key[key]) == TAKES_CONFIG
+    }
+    return selection, run_config
 
 
 def stop_process(instance: DagsterInstance, run_id: str, log: Log):
@@ -183,6 +219,10 @@ def _collect(result, reports: dict[str, AssetReport]) -> None:
         materialization = event.step_materialization_data.materialization
         name = materialization.asset_key.to_user_string()
         reports.setdefault(name, AssetReport(name)).metadata = _plain(materialization.metadata)
+    for event in result.get_asset_observation_events():  # a dry run observes instead
+        observation = event.asset_observation_data.asset_observation
+        name = observation.asset_key.to_user_string()
+        reports.setdefault(name, AssetReport(name)).metadata = _plain(observation.metadata)
     for evaluation in result.get_asset_check_evaluations():
         name = evaluation.asset_key.to_user_string()
         reports.setdefault(name, AssetReport(name)).checks.append(
@@ -192,6 +232,7 @@ def _collect(result, reports: dict[str, AssetReport]) -> None:
                 evaluation.passed,
                 evaluation.description or "",
                 _plain(evaluation.metadata),
+                evaluation.severity.value,
             )
         )
 

@@ -8,7 +8,7 @@ from tinybot_migration.memories import sensor as sensor_module
 from tinybot_migration.memories.assets import rebuilt_memories
 from tinybot_migration.memories.sensor import memory_rebuild_sensor
 from tinybot_migration.partitions import personality_partitions
-from tinybot_migration.resources import EmbeddingProviderResource, NewDatabaseResource
+from tinybot_migration.resources import EmbeddingProviderResource, NewDatabaseResource, OldDatabaseResource
 from tinybot_migration.schema import apply_new_schema
 from tinybot_migration.settings import SettingWarning, memory_rebuild_interval_seconds
 from tinybot_migration_tests.helpers.conversations import Conversations
@@ -41,6 +41,8 @@ def run(
         instance=instance,
         resources={
             "new_database": NewDatabaseResource(url=new_url),
+            # Read only by a dry run before the first migration (no history in the new DB).
+            "old_database": OldDatabaseResource(url=new_url),
             "embedding_provider": EmbeddingProviderResource(
                 provider="openai", api_key="sk-test", base_url=server.base_url, **(provider or {})
             ),

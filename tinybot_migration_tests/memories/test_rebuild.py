@@ -8,7 +8,8 @@ from tinybot_migration.embeddings.hash_embedder import hash_embedding
 from tinybot_migration.ids import memory_id
 from tinybot_migration.memories import checks
 from tinybot_migration.memories.pairing import memory_content
-from tinybot_migration.memories.rebuild import UnknownPersonalityError, rebuild_memories
+from tinybot_migration.memories.rebuild import rebuild_memories
+from tinybot_migration.partitions import UnknownPersonalityError
 from tinybot_migration.resources.embedding_provider import (
     EmbeddingDimensionError,
     EmbeddingProviderError,

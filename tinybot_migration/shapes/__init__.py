@@ -1,0 +1,1 @@
+"""shapes.inc: the legacy memories exported from the bot's predecessor, imported into `memories`."""
