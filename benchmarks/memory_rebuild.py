@@ -51,18 +51,41 @@ MODEL = "text-embedding-3-small"
 KEY = "sk-benchmark"
 
 
-def migrated_new_database(scale: int, seed: int, home: Path, regenerate: bool) -> str:
+def export_folder(home: Path, scale: int) -> Path:
+    return home / f"export_scale_{scale}"
+
+
+def migrated_new_database(scale: int, seed: int, home: Path, regenerate: bool, name: str = "memories") -> str:
+    """Demo data at `scale` (generated once, or again with `regenerate`), its relational tables
+    migrated into the fresh database `bench_<name>_scale_<scale>`."""
     old_url = embedded_database_url(f"bench_old_scale_{scale}", home)
-    if regenerate or not old_database_has_data(old_url):
+    if regenerate or not old_database_has_data(old_url) or not export_folder(home, scale).is_dir():
         print(f"generating demo data at scale {scale} …", flush=True)
-        generate_demo_data(old_url, home / f"export_scale_{scale}", scale=scale, seed=seed, replace=True)
-    new_url = fresh_database(f"bench_memories_scale_{scale}", home)
+        generate_demo_data(old_url, export_folder(home, scale), scale=scale, seed=seed, replace=True)
+    new_url = fresh_database(f"bench_{name}_scale_{scale}", home)
     with old_connection(old_url) as old, psycopg.connect(new_url, autocommit=True) as new:
         apply_new_schema(new)
         for spec in RELATIONAL_TABLES:
             copy_table(old, new, spec, IdMaps(old))
         new.execute("VACUUM ANALYZE")
     return new_url
+
+
+def embedding_benchmark_parser(description: str) -> argparse.ArgumentParser:
+    """The options every benchmark against the local embeddings server takes."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--scale", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--latency", type=float, default=0.1, help="seconds the server waits per request")
+    parser.add_argument("--concurrency", type=int, default=4, help="requests in flight")
+    parser.add_argument("--baseline-sample", type=int, default=300, help="0 = the whole old-way run")
+    parser.add_argument(
+        "--regenerate", action="store_true", help="rewrite the demo data (kept between runs otherwise)"
+    )
+    parser.add_argument("--home", type=Path, default=Path(__file__).resolve().parent / ".tinybot-bench")
+    return parser
 
 
 def reset(conn: psycopg.Connection) -> None:
@@ -204,19 +227,8 @@ def run_vectors(conn, count: int) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--scale", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--latency", type=float, default=0.1, help="seconds the server waits per request")
-    parser.add_argument("--concurrency", type=int, default=4, help="requests in flight")
-    parser.add_argument("--baseline-sample", type=int, default=300, help="0 = the whole old-way run")
+    parser = embedding_benchmark_parser(__doc__)
     parser.add_argument("--vectors", type=int, default=100_000)
-    parser.add_argument(
-        "--regenerate", action="store_true", help="rewrite the demo data (kept between runs otherwise)"
-    )
-    parser.add_argument("--home", type=Path, default=Path(__file__).resolve().parent / ".tinybot-bench")
     args = parser.parse_args()
     home = args.home.resolve()
     home.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,6 @@ import psycopg
 from pgvector.psycopg import register_vector
 
 from tinybot_migration import schema
-from tinybot_migration.embeddings.batches import truncate_for_embedding
 from tinybot_migration.embeddings.cache import CachedEmbeddings, cache_model_name, embed_with_cache
 from tinybot_migration.postgres import Connect, retry_deadlocks
 from tinybot_migration.progress import Log
@@ -98,7 +97,7 @@ _CREATE_STAGE = (
 class ChunkOutcome:
     size: int
     embedded: CachedEmbeddings
-    truncated: int  # texts cut to the per-input token limit (their memories keep the full text)
+    truncated: int  # texts sent cut to the per-input token limit (their memories keep the full text)
     rejected: list[tuple[NewMemory, str]]  # refused by the provider, with its reason; not written
     written: Counter[uuid.UUID]  # rows inserted per personality id (rows already present not counted)
     embed_seconds: float = 0.0  # looking up the cache and waiting for the provider
@@ -318,7 +317,7 @@ def _embed_and_write_chunk(
     return ChunkOutcome(
         size=len(chunk),
         embedded=embedded,
-        truncated=sum(truncate_for_embedding(t)[1] for t in texts),
+        truncated=embedded.truncated,
         rejected=rejected,
         written=written,
         embed_seconds=embedded_at - started,

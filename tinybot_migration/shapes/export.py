@@ -89,7 +89,7 @@ def parse_memories_file(export_dir: Path, slug: str, now: float | None = None) -
         parsed.error = f"{source_file}: the folder {slug}/ has no {slug}{MEMORIES_FILE_SUFFIX}"
         return parsed
     try:
-        document = json.loads(path.read_bytes())
+        document = json.loads(path.read_bytes().decode("utf-8-sig"))  # a leading BOM is harmless
     except UnicodeDecodeError as error:
         parsed.error = f"{source_file}: not UTF-8 (byte {error.start}: {error.reason})"
         return parsed
@@ -132,7 +132,7 @@ def read_mappings(export_dir: Path) -> dict[str, SenderMapping] | None:
         return ShapesExportError(f"{path} is malformed: {problem}; nothing was imported")
 
     try:
-        document = json.loads(path.read_bytes())
+        document = json.loads(path.read_bytes().decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise malformed(f"not JSON ({error})") from None
     if not isinstance(document, dict) or not isinstance(document.get("mappings"), dict):

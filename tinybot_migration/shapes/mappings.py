@@ -143,25 +143,31 @@ def _upsert_mappings(conn: psycopg.Connection, links: Mapping[str, PersonaLink],
     return sum(inserted for (inserted,) in rows)
 
 
+# The legacy memories of these personalities whose persona differs from their sender's link;
+# parameters: senders, their personas, the source system, the personality ids.
+_MEMORIES_TO_REPOINT = (
+    "FROM memories m JOIN unnest(%s::uuid[], %s::uuid[]) AS l(shapes_user_id, persona_id)"
+    " ON m.legacy_shapes_user_id = l.shapes_user_id"
+    " WHERE m.source_system = %s AND m.personality_id = ANY(%s) AND m.persona_id IS DISTINCT FROM l.persona_id"
+)
+
+
 def _repoint_memories(
     conn: psycopg.Connection, links: Mapping[str, PersonaLink], personality_ids: Sequence[uuid.UUID]
 ) -> tuple[int, int]:
-    """(memories given a persona, memories moved to another one)."""
+    """(memories given a persona, memories moved to another one), in one pass over the memories."""
     if not links:
         return 0, 0
     senders = sorted(links)
-    counts = []
-    for condition in ("m.persona_id IS NULL", "m.persona_id <> l.persona_id"):
-        counts.append(
-            conn.execute(
-                "UPDATE memories m SET persona_id = l.persona_id"
-                " FROM unnest(%s::uuid[], %s::uuid[]) AS l(shapes_user_id, persona_id)"
-                " WHERE m.source_system = %s AND m.personality_id = ANY(%s)"
-                f" AND m.legacy_shapes_user_id = l.shapes_user_id AND {condition}",
-                (senders, [links[s].persona_id for s in senders], SOURCE_SHAPES, list(personality_ids)),
-            ).rowcount
-        )
-    return counts[0], counts[1]
+    moved = conn.execute(
+        "WITH changed AS (SELECT m.id, m.persona_id IS NULL AS was_unmapped, l.persona_id"
+        f" {_MEMORIES_TO_REPOINT} FOR UPDATE OF m)"
+        " UPDATE memories SET persona_id = changed.persona_id FROM changed WHERE memories.id = changed.id"
+        " RETURNING changed.was_unmapped",
+        (senders, [links[s].persona_id for s in senders], SOURCE_SHAPES, list(personality_ids)),
+    ).fetchall()
+    linked = sum(was_unmapped for (was_unmapped,) in moved)
+    return linked, len(moved) - linked
 
 
 def memories_to_repoint(
@@ -172,10 +178,6 @@ def memories_to_repoint(
         return 0
     senders = sorted(links)
     return conn.execute(
-        "SELECT count(*) FROM memories m"
-        " JOIN unnest(%s::uuid[], %s::uuid[]) AS l(shapes_user_id, persona_id)"
-        " ON m.legacy_shapes_user_id = l.shapes_user_id"
-        " WHERE m.source_system = %s AND m.personality_id = ANY(%s)"
-        " AND m.persona_id IS DISTINCT FROM l.persona_id",
+        f"SELECT count(*) {_MEMORIES_TO_REPOINT}",
         (senders, [links[s].persona_id for s in senders], SOURCE_SHAPES, list(personality_ids)),
     ).fetchone()[0]

@@ -49,7 +49,7 @@ def test_run_migrates_and_a_failing_check_exits_non_zero(cli_databases, tinybot_
     env = cli_env(tinybot_home, OLD_DATABASE_URL=old_url, DATABASE_URL=new_url)
     first = run_cli("run", "--log-level", "WARNING", env=env, cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "all checks passed: 42/42" in first.stdout
+    assert "all checks passed: 48/48" in first.stdout
     assert "4,364" in first.stdout
 
     with psycopg.connect(new_url, autocommit=True) as conn:
@@ -106,7 +106,7 @@ def test_a_password_with_at_slash_colon_and_percent_never_shows(
     )
     migrated = run_cli("run", env=env, cwd=tmp_path)
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
-    assert "all checks passed: 42/42" in migrated.stdout
+    assert "all checks passed: 48/48" in migrated.stdout
     assert leaks(fragments, migrated.stdout + migrated.stderr, tinybot_home) == []
 
     env["OLD_DATABASE_URL"] = f"postgresql://postgres:{secret}@/cli_old?host={socket_dir}"
@@ -128,11 +128,46 @@ def test_demo_from_scratch_prints_every_check_passing(tmp_path):
     home = tmp_path / "home"
     result = run_cli("demo", env=cli_env(home), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "all checks passed: 42/42" in result.stdout
+    # The demo's export has unmapped senders on purpose: a WARN, not a failure.
+    assert "all checks passed: 47/48 checks (1 warning(s))" in result.stdout
+    assert "WARN shapes_memories.senders_mapped_to_personas: 4 of 16 senders" in result.stdout
+    assert (
+        "shapes_memories: 9,364 shapes.inc records: 9,068 imported, 292 deleted, 2 duplicates, 2 rejected"
+        in result.stdout
+    )
+    # The dry run before the migration announced exactly what was then embedded.
+    bill = [
+        line
+        for line in result.stdout.splitlines()
+        if "│ shapes_memories" in line or "│ rebuilt_memories" in line
+    ]
+    assert len(bill) == 2
+    for row in bill:
+        cells = [cell.strip() for cell in row.split("│")[2:-1]]
+        assert cells[0] == cells[1] and cells[2] == cells[3] and cells[4] == cells[5], row
     assert "conversation_history" in result.stdout and "4,364" in result.stdout
     assert "rebuilt_memories: 2,135 memories (2,135 written, 0 already present)" in result.stdout
     assert "0 cache hits" in result.stdout and "tokens" in result.stdout
     assert (home / "shapes_export" / "uuid-mappings.json").exists()
+
+
+def test_a_dry_run_before_the_first_migration_writes_nothing_and_announces_the_bill(tmp_path):
+    home = tmp_path / "home"
+    env = cli_env(home)
+    assert run_cli("demo-data", env=env, cwd=tmp_path).returncode == 0
+    dry = run_cli("run", "--dry-run", env=env, cwd=tmp_path)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    out = " ".join(dry.stdout.split())
+    assert (
+        "rebuilt_memories (dry run): 2,135 memories to write, 2,134 texts to embed (0 already in the cache)"
+        in out
+    )
+    assert "history paired from the old database" in out
+    assert "shapes_memories (dry run): 10,038 memories to write, 9,054 texts to embed" in out
+    assert "9,364 records: 9,068 to import, 292 deleted, 2 duplicates, 2 rejected, 4 unmapped senders" in out
+    assert "dry run: nothing written, no provider called" in out
+    with psycopg.connect(embedded_database_url("tinybot_new", home), autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('public.schema_version')").fetchone()[0] is None
 
 
 def test_dg_launch_from_the_project(cli_databases, tinybot_home, tmp_path):

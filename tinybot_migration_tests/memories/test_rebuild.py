@@ -8,8 +8,9 @@ from tinybot_migration.embeddings.hash_embedder import hash_embedding
 from tinybot_migration.ids import memory_id
 from tinybot_migration.memories import checks
 from tinybot_migration.memories.pairing import memory_content
-from tinybot_migration.memories.rebuild import rebuild_memories
+from tinybot_migration.memories.rebuild import estimate_rebuild, rebuild_memories
 from tinybot_migration.partitions import UnknownPersonalityError
+from tinybot_migration.resources import NewDatabaseResource, OldDatabaseResource
 from tinybot_migration.resources.embedding_provider import (
     EmbeddingDimensionError,
     EmbeddingProviderError,
@@ -17,6 +18,7 @@ from tinybot_migration.resources.embedding_provider import (
     EmbeddingRefusedError,
     EmbeddingResponseError,
 )
+from tinybot_migration.schema import apply_old_schema
 from tinybot_migration_tests.helpers.conversations import T0, Conversations
 from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, provider_for
 
@@ -339,3 +341,36 @@ def test_a_provider_refusing_everything_stops_the_rebuild_at_once(new_db, histor
         rebuild_memories(new_db, provider(server), ["alpha", "beta"])
     assert not refusal.value.retryable and len(server.requests) == 2  # the batch and one probe
     assert new_db.execute("SELECT count(*) FROM memories").fetchone()[0] == 0
+
+
+def fill(conversations: Conversations) -> None:
+    conversations.exchanges("alpha", 4)
+    conversations.say("alpha", "user", "and again", 100)
+    conversations.say("alpha", "assistant", "alpha answer 0 about roses", 101)  # a repeated answer
+
+
+def test_a_dry_run_before_the_first_migration_pairs_the_old_history_and_touches_nothing(
+    make_database, admin_connect, server
+):
+    old_url, new_url = make_database("dry_old"), make_database("dry_new")
+    old = admin_connect(old_url)
+    apply_old_schema(old)
+    fill(Conversations(old))
+    database = NewDatabaseResource(url=new_url)
+    with database.connect_read_only() as conn:
+        estimate = estimate_rebuild(
+            conn, OldDatabaseResource(url=old_url).connect, provider(server), ["alpha"]
+        )
+    assert server.requests == [] and estimate.history_from == "old database"
+    assert (estimate.pending, estimate.estimate.texts, estimate.estimate.cache_hits) == (5, 5, 0)
+    with admin_connect(new_url) as new:
+        assert new.execute("SELECT to_regclass('memories')").fetchone()[0] is None  # no schema applied
+
+    # The same history in the new DB: the real run embeds exactly what the dry run announced.
+    with database.connect() as conn:
+        fill(Conversations(conn))
+        report = rebuild_memories(conn, provider(server), ["alpha"])
+    assert report.provider_inputs == estimate.estimate.texts and report.tokens == estimate.estimate.tokens
+    with database.connect_read_only() as conn:
+        after = estimate_rebuild(conn, OldDatabaseResource(url=old_url).connect, provider(server), ["alpha"])
+    assert after.history_from == "new database" and after.estimate.texts == 0 and after.pending == 0

@@ -1,0 +1,168 @@
+"""`shapes_export` and `shapes_memories` as Dagster runs them: a range run over the personality
+partitions with every check, the WARN checks of the survey, a dry run that only observes, and
+the cases where there is nothing to import or the export cannot be read."""
+
+import pytest
+from dagster import AssetKey, instance_for_test, materialize
+
+from tinybot_migration.partitions import personality_partitions
+from tinybot_migration.resources import (
+    NewDatabaseResource,
+    OldDatabaseResource,
+    ShapesExportResource,
+)
+from tinybot_migration.shapes.assets import shapes_export, shapes_memories
+from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, provider_for
+from tinybot_migration_tests.helpers.shapes_exports import SENDERS, ShapesExport, record
+
+
+@pytest.fixture
+def instance():
+    with instance_for_test() as test_instance:
+        yield test_instance
+
+
+@pytest.fixture
+def export(new_db, tmp_path) -> ShapesExport:
+    shapes = ShapesExport(tmp_path / "export", new_db)
+    shapes.person("1001")
+    shapes.map(SENDERS[0], "1001")
+    shapes.write("luna", [record([SENDERS[0], SENDERS[1]], "group"), record([SENDERS[0]], "", seconds=1)])
+    shapes.write("nova", [record([SENDERS[0]], "nova's", seconds=2)])
+    return shapes
+
+
+def url_of(conn) -> str:
+    return conn.info.dsn
+
+
+def resources(export: ShapesExport, server, folder: ShapesExportResource) -> dict:
+    url = url_of(export.conn)
+    return {
+        "new_database": NewDatabaseResource(url=url),
+        "old_database": OldDatabaseResource(url=url),
+        "embedding_provider": provider_for(server),
+        "shapes_export_folder": folder,
+    }
+
+
+def run(instance, export: ShapesExport, server, path=None, **kwargs):
+    """A range run over every registered partition, as `tinybot-migration run` starts it."""
+    keys = instance.get_dynamic_partitions(personality_partitions.name)
+    tags = {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
+    return materialize(
+        [shapes_export, shapes_memories],
+        instance=instance,
+        resources=resources(export, server, ShapesExportResource(path=str(path or export.folder))),
+        tags=tags,
+        raise_on_error=False,
+        **kwargs,
+    )
+
+
+def checks(result) -> dict[str, tuple[bool, str]]:
+    return {e.check_name: (e.passed, e.severity.value) for e in result.get_asset_check_evaluations()}
+
+
+def metadata(result, node: str) -> dict:
+    # A range run records the same materialization for every partition (DESIGN §8).
+    materialization = result.asset_materializations_for_node(node)[-1]
+    return {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+
+
+def test_a_range_run_imports_every_partition_with_every_check(instance, export):
+    instance.add_dynamic_partitions(personality_partitions.name, ["nova", "luna"])
+    with OpenAITestServer() as server:
+        result = run(instance, export, server)
+    assert result.success
+    assert checks(result) == {
+        "every_folder_maps_to_a_personality": (True, "WARN"),
+        "every_file_parses": (True, "WARN"),
+        "every_record_accounted_for": (True, "ERROR"),
+        "senders_mapped_to_personas": (False, "WARN"),
+        "embeddings_present_with_right_dimensions": (True, "ERROR"),
+        "no_duplicate_memories": (True, "ERROR"),
+    }
+    figures = metadata(result, "shapes_memories")
+    assert figures["dagster/row_count"] == 3 and figures["memories_written"] == 3
+    assert (figures["records"], figures["records_imported"], figures["records_rejected"]) == (3, 2, 1)
+    assert figures["unmapped_senders"] == 1 and figures["provider_inputs"] == 2
+    survey = metadata(result, "shapes_export")
+    assert (survey["folders"], survey["records"], survey["senders"]) == (2, 3, 2)
+
+
+def test_the_survey_warns_about_unknown_folders_and_unreadable_files_without_blocking(instance, export):
+    export.write_text("stranger", "[]")  # no personality has this slug
+    export.personality("broken")
+    export.write_text("broken", '{"not": "an array"}')
+    instance.add_dynamic_partitions(personality_partitions.name, ["luna", "nova", "broken"])
+    with OpenAITestServer() as server:
+        result = run(instance, export, server)
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    folders, files = evaluations["every_folder_maps_to_a_personality"], evaluations["every_file_parses"]
+    assert not folders.passed and folders.severity.value == "WARN" and "stranger" in folders.description
+    assert not files.passed and files.severity.value == "WARN"
+    assert "broken/broken_memories.json: the top level is an object" in files.description
+    accounting = evaluations["every_record_accounted_for"]
+    assert not accounting.passed and accounting.description.startswith("broken: broken/broken_memories.json")
+    assert not result.success  # the blocking accounting check failed …
+    assert metadata(result, "shapes_memories")["memories_written"] == 3  # … after the others were imported
+
+
+def test_a_dry_run_observes_the_bill_and_materializes_nothing(instance, export):
+    instance.add_dynamic_partitions(personality_partitions.name, ["luna", "nova"])
+    config = {"ops": {"shapes_memories": {"config": {"dry_run": True}}}}
+    with OpenAITestServer() as server:
+        result = run(instance, export, server, run_config=config)
+        assert server.requests == []
+    assert result.success and result.asset_materializations_for_node("shapes_memories") == []
+    assert [
+        e.check_name for e in result.get_asset_check_evaluations() if e.asset_key.path == ["shapes_memories"]
+    ] == []
+    [observation] = [
+        e.asset_observation_data.asset_observation
+        for e in result.get_asset_observation_events()
+        if e.asset_observation_data.asset_observation.asset_key == AssetKey("shapes_memories")
+    ]
+    figures = {k: getattr(v, "value", v) for k, v in observation.metadata.items()}
+    assert figures["dry_run"] is True and figures["texts_to_embed"] == 2 and figures["memories_to_write"] == 3
+    assert export.conn.execute("SELECT count(*) FROM memories").fetchone()[0] == 0
+    assert export.conn.execute("SELECT count(*) FROM shapes_persona_mappings").fetchone()[0] == 0
+
+
+def test_nothing_to_import_is_reported_and_not_a_failure(instance, export, tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYBOT_HOME", str(tmp_path / "empty_home"))
+    instance.add_dynamic_partitions(personality_partitions.name, ["luna"])
+    with OpenAITestServer() as server:
+        result = materialize(
+            [shapes_export, shapes_memories],
+            instance=instance,
+            resources=resources(export, server, ShapesExportResource()),
+            partition_key="luna",
+            raise_on_error=False,
+        )
+    assert result.success
+    assert metadata(result, "shapes_memories")["records"] == 0
+    assert metadata(result, "shapes_export")["export_folder"].startswith("no export (SHAPES_EXPORT_DIR unset")
+    assert all(passed for passed, _ in checks(result).values())
+
+
+def test_a_set_export_path_that_does_not_exist_fails_naming_the_setting(instance, export, tmp_path):
+    instance.add_dynamic_partitions(personality_partitions.name, ["luna"])
+    with OpenAITestServer() as server:
+        result = run(instance, export, server, path=tmp_path / "missing")
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.error.message
+    assert f"SHAPES_EXPORT_DIR is set to {tmp_path / 'missing'}, which does not exist" in message
+
+
+def test_a_malformed_mapping_file_fails_the_import_naming_it(instance, export):
+    (export.folder / "uuid-mappings.json").write_text("[]")
+    instance.add_dynamic_partitions(personality_partitions.name, ["luna"])
+    with OpenAITestServer() as server:
+        result = run(instance, export, server)
+        assert server.requests == []
+    failures = [e.step_failure_data.error.message for e in result.all_events if e.is_step_failure]
+    assert any("uuid-mappings.json is malformed" in m for m in failures)
+    assert export.conn.execute("SELECT count(*) FROM memories").fetchone()[0] == 0
