@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -136,11 +137,9 @@ def test_demo_from_scratch_prints_every_check_passing(tmp_path):
         in result.stdout
     )
     # The dry run before the migration announced exactly what was then embedded.
-    bill = [
-        line
-        for line in result.stdout.splitlines()
-        if "│ shapes_memories" in line or "│ rebuilt_memories" in line
-    ]
+    lines = result.stdout.splitlines()
+    after_title = lines[next(i for i, line in enumerate(lines) if "embedding bill" in line) :]
+    bill = [line for line in after_title if "│ shapes_memories" in line or "│ rebuilt_memories" in line]
     assert len(bill) == 2
     for row in bill:
         cells = [cell.strip() for cell in row.split("│")[2:-1]]
@@ -191,6 +190,13 @@ def test_dg_launch_from_the_project(cli_databases, tinybot_home, tmp_path):
     with psycopg.connect(new_url) as conn:
         assert conn.execute("SELECT count(*) FROM conversation_history").fetchone()[0] == 4_364
         first, last = conn.execute("SELECT min(slug), max(slug) FROM personalities").fetchone()
+    both = "key:rebuilt_memories or key:shapes_memories"
+    dry_run = {
+        "ops": {name: {"config": {"dry_run": True}} for name in ("rebuilt_memories", "shapes_memories")}
+    }
+    launch("--assets", both, "--partition-range", f"{first}...{last}", "--config-json", json.dumps(dry_run))
+    with psycopg.connect(new_url) as conn:
+        assert conn.execute("SELECT count(*) FROM memories").fetchone()[0] == 0  # the dry run wrote nothing
     launch("--assets", "rebuilt_memories", "--partition-range", f"{first}...{last}")
     with psycopg.connect(new_url) as conn:
         [all_ids] = conn.execute("SELECT array_agg(id) FROM personalities").fetchone()
