@@ -96,6 +96,8 @@ def _memory_line(name: str, m: dict) -> str:
 
 
 def _shapes_line(name: str, m: dict) -> str:
+    if m["export_folder"].startswith("no export"):
+        return f"{name}: nothing to import ({m['export_folder']})"
     line = (
         f"{name}: {m['records']:,} shapes.inc records: {m['records_imported']:,} imported, "
         f"{m['records_deleted']:,} deleted, {m['records_duplicate']:,} duplicates, "
@@ -127,6 +129,8 @@ def print_estimate(report) -> None:
                 f"{m['unmapped_senders']:,} unmapped senders"
             )
         console.print(line)
+    for note in report.notes:
+        console.print(f"note: {note}")
     if report.failure:
         console.print(f"[red]dry run failed[/]: {report.failure}")
     console.print(f"dry run: nothing written, no provider called ({report.seconds:.1f}s)")

@@ -148,7 +148,7 @@ def shapes_export(
     )
 
 
-def import_metadata(report: ShapesImportReport, total: int, model: str) -> dict:
+def import_metadata(report: ShapesImportReport, total: int, model: str, export: str) -> dict:
     """The figures an import reports (per-personality ones in one table keyed by slug)."""
     lines = [
         "| personality | records | imported | deleted | duplicates | rejected | memories | written |",
@@ -164,6 +164,7 @@ def import_metadata(report: ShapesImportReport, total: int, model: str) -> dict:
         )
     metadata = {
         "dagster/row_count": total,
+        "export_folder": export,
         "records": report.total("records"),
         "records_imported": report.total("imported"),
         "records_deleted": report.total("deleted"),
@@ -288,7 +289,7 @@ def shapes_memories(
         total = memory_count(conn, pids, SOURCE_SHAPES)
     yield MaterializeResult(
         asset_key="shapes_memories",
-        metadata=import_metadata(report, total, model),
+        metadata=import_metadata(report, total, model, shapes_export_folder.describe()),
         check_results=selected_results(context, outcomes),
     )
 

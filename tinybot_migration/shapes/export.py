@@ -228,7 +228,7 @@ def _checked_record(index: int, raw: object, future: float) -> ShapesRecord | No
     _text("result", result)
     if not result.strip():
         raise _Rejected("result is empty" if not result else "result holds only whitespace")
-    return ShapesRecord(
+    record = ShapesRecord(
         index=index,
         record_id=_optional_text("id", raw.get("id")),
         senders=_senders(raw, metadata),
@@ -239,6 +239,24 @@ def _checked_record(index: int, raw: object, future: float) -> ShapesRecord | No
         message_ids=_message_ids(metadata.get("msg_ids")),
         created_at=_created_at(metadata.get("created_at"), future),
     )
+    _unused_fields(raw, metadata)
+    return record
+
+
+def _unused_fields(raw: dict, metadata: dict) -> None:
+    """The documented fields the import does not store must still have their types: a record
+    whose fields are of the wrong type is not trusted for the others either."""
+    _optional_text("shape_id", raw.get("shape_id"))
+    group = metadata.get("group")
+    if group is not None and not isinstance(group, bool):
+        raise _Rejected(f"metadata.group is {_json_type(group)}, not true or false")
+    for name in ("start_ts", "end_ts"):
+        value = metadata.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise _Rejected(f"metadata.{name} is {_json_type(value)}, not Unix seconds")
+    listed = metadata.get("senders")
+    if listed is not None and not (isinstance(listed, list) and all(isinstance(s, str) for s in listed)):
+        raise _Rejected("metadata.senders is not an array of strings")
 
 
 def _senders(raw: dict, metadata: dict) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ counts each per personality. A dry run stops before anything is written and esti
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -204,11 +205,15 @@ def _parse_files(export_dir: Path, report: ShapesImportReport, now: datetime) ->
 
 
 def memory_of(
-    record: ShapesRecord, sender: str, personality_id: uuid.UUID, persona_id: uuid.UUID | None
+    record: ShapesRecord,
+    sender: str,
+    personality_id: uuid.UUID,
+    persona_id: uuid.UUID | None,
+    memory_id: uuid.UUID | None = None,
 ) -> NewMemory:
-    """The memory one sender of a record gets (DESIGN §4)."""
+    """The memory one sender of a record gets (DESIGN §4); `memory_id` when already computed."""
     return NewMemory(
-        id=legacy_memory_id(sender, personality_id, record.result),
+        id=memory_id or legacy_memory_id(sender, personality_id, record.result),
         persona_id=persona_id,
         personality_id=personality_id,
         content=record.result,
@@ -221,8 +226,11 @@ def memory_of(
         guild_id=record.guild_id,
         message_ids=list(record.message_ids),
         senders=list(record.senders),
-        legacy_shapes_user_id=uuid.UUID(sender),
+        legacy_shapes_user_id=_sender_uuid(sender),
     )
+
+
+_sender_uuid = functools.lru_cache(maxsize=65_536)(uuid.UUID)  # a sender has many memories
 
 
 def _plan_file(parsed: ParsedFile, personality_id: uuid.UUID, resolution: SenderResolution) -> _Plan:
@@ -230,17 +238,20 @@ def _plan_file(parsed: ParsedFile, personality_id: uuid.UUID, resolution: Sender
     sender again is the same memory id, so a later record giving only such ids is a duplicate."""
     plan = _Plan()
     seen: set[uuid.UUID] = set()
+    personality = str(personality_id)  # formatted once, not once per memory
     for record in sorted(parsed.records, key=lambda r: (r.created_at, r.index)):
         ids = plan.all_by_record[record.index] = []
         new = plan.new_by_record[record.index] = []
         for sender in record.senders:
+            memory_id = legacy_memory_id(sender, personality, record.result)
+            ids.append(memory_id)
+            if memory_id in seen:
+                continue
+            seen.add(memory_id)
+            new.append(memory_id)
             link = resolution.links.get(sender)
-            memory = memory_of(record, sender, personality_id, link.persona_id if link else None)
-            ids.append(memory.id)
-            if memory.id not in seen:
-                seen.add(memory.id)
-                new.append(memory.id)
-                plan.memories.append(memory)
+            persona_id = link.persona_id if link else None
+            plan.memories.append(memory_of(record, sender, personality_id, persona_id, memory_id))
     return plan
 
 

@@ -52,6 +52,7 @@ def test_run_migrates_and_a_failing_check_exits_non_zero(cli_databases, tinybot_
     assert first.returncode == 0, first.stdout + first.stderr
     assert "all checks passed: 48/48" in first.stdout
     assert "4,364" in first.stdout
+    assert "shapes_memories: nothing to import (no export (SHAPES_EXPORT_DIR unset" in first.stdout
 
     with psycopg.connect(new_url, autocommit=True) as conn:
         conn.execute("INSERT INTO users VALUES (gen_random_uuid(), '1', 'made by the bot', now(), now())")

@@ -65,6 +65,7 @@ def test_a_good_record_is_read_with_every_field_converted(tmp_path):
         ({"id": 12}, "id is a number (12), not a string"),
         ({"metadata": None}, "metadata is missing"),
         ({"metadata": []}, "metadata is an array"),
+        ({"shape_id": 3}, "shape_id is a number (3), not a string"),
     ],
 )
 def test_each_bad_record_is_rejected_with_its_reason_and_the_rest_goes_on(tmp_path, bad, reason):
@@ -98,6 +99,10 @@ def test_each_bad_record_is_rejected_with_its_reason_and_the_rest_goes_on(tmp_pa
         ({"discord_guild_id": "1" * 21}, "more than a Discord id's 20"),
         ({"msg_ids": "1/2"}, "metadata.msg_ids is a string"),
         ({"msg_ids": [1, 2]}, "metadata.msg_ids holds a number"),
+        ({"group": "no"}, "metadata.group is a string ('no'), not true or false"),
+        ({"start_ts": "noon"}, "metadata.start_ts is a string"),
+        ({"end_ts": [1]}, "metadata.end_ts is an array"),
+        ({"senders": "x"}, "metadata.senders is not an array of strings"),
     ],
 )
 def test_bad_metadata_is_rejected_with_its_reason(tmp_path, metadata, reason):
