@@ -148,6 +148,7 @@ def print_table(figures: dict) -> None:
         ("  embed and write (wall s)", f"{phases.get('embed_and_write', 0):.2f}"),
         ("    cache + provider (thread-s)*", f"{p['embed_thread_seconds']:.2f}"),
         ("    COPY + INSERT (thread-s)*", f"{p['write_thread_seconds']:.2f}"),
+        ("  accounting and rejects (wall s)", f"{phases.get('account', 0):.2f}"),
         ("re-run seconds (0 requests, 0 written)", f"{p['rerun_seconds']:.2f}"),
         (f"old way, {o['sample_memories']:,} memories (s)", f"{o['sample_seconds']:.2f}"),
         (

@@ -15,7 +15,8 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +41,7 @@ from tinybot_migration.resources.embedding_provider import EmbeddingProviderReso
 from tinybot_migration.shapes.export import (
     ParsedFile,
     RejectedRecord,
+    SenderMapping,
     ShapesRecord,
     jsonb_safe,
     parse_memories_file,
@@ -151,42 +153,61 @@ def import_shapes_memories(
     if not dry_run:
         assert conn is not None, "only a dry run may go without the new database"
         check_embedding_dimensions(conn, provider)
-    files = _parse_files(export_dir, report, now)
-    report.phase_seconds["parse"] = time.perf_counter() - started
-
-    mapped_at = time.perf_counter()
-    senders = {s for parsed in files for s in parsed.senders}
-    resolution = resolve_senders(people or conn, senders, mappings, kept=conn is not None)
-    report.senders = len(senders)
-    report.unmapped_reasons = dict(resolution.unmapped)
-    pids = list(personality_ids.values())
-    if dry_run:
-        report.memories_to_relink = 0 if conn is None else memories_to_repoint(conn, resolution.links, pids)
-    else:
-        report.links = apply_links(conn, resolution, pids, now)
-    plans = {
-        parsed.source_file: _plan_file(parsed, personality_ids[parsed.slug], resolution) for parsed in files
-    }
-    pending = _missing_memories(conn, plans, report)
-    report.phase_seconds["map"] = time.perf_counter() - mapped_at
+    with _phase(report, "parse"):
+        files = _parse_files(export_dir, report, now)
+    with _phase(report, "map"):
+        resolution = _map_senders(conn, people or conn, files, mappings, report, now)
+        plans = {p.source_file: _plan_file(p, personality_ids[p.slug], resolution) for p in files}
+        pending = _missing_memories(conn, plans, report)
     log(
         f"shapes: {len(files)} files, {report.total('records'):,} records, {report.senders:,} senders "
         f"({len(resolution.unmapped):,} unmapped), {report.already_present:,} memories present, "
         f"{len(pending):,} to write" + (" (dry run)" if dry_run else "")
     )
-
-    written_at = time.perf_counter()
     refused: dict[str, str] = {}
-    if dry_run:
-        report.estimate = estimate_cost(conn, provider, [m.content for m in pending])
-    else:
-        refused = _embed_and_write(conn, connect, provider, pending, report, log, started)
-    _account(files, plans, refused, report)
-    if not dry_run:
-        record_rejects(conn, export_dir, files, report)
-    report.phase_seconds["embed_and_write"] = time.perf_counter() - written_at
+    with _phase(report, "embed_and_write"):
+        if dry_run:
+            report.estimate = estimate_cost(conn, provider, [m.content for m in pending])
+        else:
+            refused = _embed_and_write(conn, connect, provider, pending, report, log, time.perf_counter())
+    with _phase(report, "account"):
+        _account(files, plans, refused, report)
+        if not dry_run:
+            record_rejects(conn, export_dir, files, report)
     report.seconds = time.perf_counter() - started
     return report
+
+
+@contextmanager
+def _phase(report: ShapesImportReport, name: str) -> Iterator[None]:
+    """Time one phase of the import into `report.phase_seconds` (the benchmark's breakdown)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        report.phase_seconds[name] = time.perf_counter() - started
+
+
+def _map_senders(
+    conn: psycopg.Connection | None,
+    people: psycopg.Connection,
+    files: Sequence[ParsedFile],
+    mappings: dict[str, SenderMapping] | None,
+    report: ShapesImportReport,
+    now: datetime,
+) -> SenderResolution:
+    """Each sender's persona; a real run writes the mapping rows and re-points memories, a dry
+    run (`report.dry_run`) counts the memories it would re-point."""
+    senders = {s for parsed in files for s in parsed.senders}
+    resolution = resolve_senders(people, senders, mappings, kept=conn is not None)
+    report.senders = len(senders)
+    report.unmapped_reasons = dict(resolution.unmapped)
+    pids = list(report.personality_ids.values())
+    if not report.dry_run:
+        report.links = apply_links(conn, resolution, pids, now)
+    elif conn is not None:
+        report.memories_to_relink = memories_to_repoint(conn, resolution.links, pids)
+    return resolution
 
 
 def _parse_files(export_dir: Path, report: ShapesImportReport, now: datetime) -> list[ParsedFile]:
