@@ -45,12 +45,7 @@ def print_summary(report, estimate=None) -> None:
             console.print(_memory_line(name, asset.metadata))
     if estimate is not None:
         console.print(_cost_table(estimate, report))
-    for check in report.failed_checks:
-        console.print(f"[red]FAILED[/] {check.asset}.{check.name}: {check.description}")
-    for check in report.warnings:
-        console.print(f"[yellow]WARN[/] {check.asset}.{check.name}: {check.description}")
-    for note in report.notes:
-        console.print(f"note: {note}")
+    _print_findings(report)
     if report.failure:
         console.print(f"[red]run failed[/]: {report.failure}")
         if any(marker in report.failure for marker in CONNECTION_LOST_MARKERS):
@@ -62,6 +57,16 @@ def print_summary(report, estimate=None) -> None:
         f"{verdict}: {sum(c.passed for c in checks)}/{len(checks)} checks{warned}, "
         f"total {report.seconds:.1f}s, runs {', '.join(report.run_ids)}"
     )
+
+
+def _print_findings(report) -> None:
+    """Every failed check (WARN ones marked so) and the runner's notes."""
+    for check in report.failed_checks:
+        console.print(f"[red]FAILED[/] {check.asset}.{check.name}: {check.description}")
+    for check in report.warnings:
+        console.print(f"[yellow]WARN[/] {check.asset}.{check.name}: {check.description}")
+    for note in report.notes:
+        console.print(f"note: {note}")
 
 
 def _number(value) -> str:
@@ -129,8 +134,7 @@ def print_estimate(report) -> None:
                 f"{m['unmapped_senders']:,} unmapped senders"
             )
         console.print(line)
-    for note in report.notes:
-        console.print(f"note: {note}")
+    _print_findings(report)  # the export survey runs in a dry run too
     if report.failure:
         console.print(f"[red]dry run failed[/]: {report.failure}")
     console.print(f"dry run: nothing written, no provider called ({report.seconds:.1f}s)")
