@@ -15,6 +15,7 @@ from tinybot_migration.resources import (
     OldDatabaseResource,
     ShapesExportResource,
 )
+from tinybot_migration.resources.embedding_provider import PROVIDER_ENVIRONMENT
 from tinybot_migration.runtime.stages import build_migration_jobs
 from tinybot_migration.shapes import definitions as shapes
 
@@ -44,14 +45,7 @@ defs = Definitions.merge(
             "old_database": OldDatabaseResource(url=_from_env("OLD_DATABASE_URL")),
             "new_database": NewDatabaseResource(url=_from_env("DATABASE_URL")),
             "shapes_export_folder": ShapesExportResource(path=_from_env("SHAPES_EXPORT_DIR")),
-            "embedding_provider": EmbeddingProviderResource(
-                **_settings_from_env(
-                    provider="EMBEDDING_PROVIDER",
-                    model="EMBEDDING_MODEL",
-                    api_key="OPENAI_API_KEY",
-                    base_url="OPENAI_BASE_URL",
-                )
-            ),
+            "embedding_provider": EmbeddingProviderResource(**_settings_from_env(**PROVIDER_ENVIRONMENT)),
         },
     ),
 )

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import psycopg
 
 # Bump when the new DB's DDL changes; recorded in the new DB's `schema_version` table.
-SCHEMA_VERSION = 4  # 2: embedding_cache; 3: embeddings stored inline (STORAGE PLAIN); 4: shapes_rejects
+# 2: embedding_cache; 3: embeddings stored inline (STORAGE PLAIN); 4: shapes_rejects;
+# 5: the search_memories() function
+SCHEMA_VERSION = 5
 EMBEDDING_DIMENSIONS = 1536
 
 # Serialises concurrent schema application (webserver, run workers, tests) on one server.
@@ -372,8 +374,11 @@ def old_schema_sql() -> str:
 
 
 def new_schema_sql() -> str:
+    from tinybot_migration.search.sql import SEARCH_FUNCTION_SQL  # it needs the tables' names only
+
     tables = (SCHEMA_VERSION_TABLE, *RELATIONAL_TABLES, *NEW_ONLY_TABLES)
-    return "CREATE EXTENSION IF NOT EXISTS vector;\n" + "\n".join(table.ddl("new") for table in tables)
+    ddl = "\n".join(table.ddl("new") for table in tables)
+    return f"CREATE EXTENSION IF NOT EXISTS vector;\n{ddl}\n{SEARCH_FUNCTION_SQL}"
 
 
 def apply_old_schema(conn: psycopg.Connection) -> None:

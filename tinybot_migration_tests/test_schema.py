@@ -128,7 +128,7 @@ def test_both_ddls_derived_from_one_description_match_the_schemas_they_replaced(
 def test_the_rejects_table_of_schema_version_4_keys_each_record_by_file_and_position(make_database):
     url = make_database("rejects_table")
     with psycopg.connect(url, autocommit=True) as conn:
-        assert apply_new_schema(conn) == 4
+        assert apply_new_schema(conn) == schema.SCHEMA_VERSION
         conn.execute(
             "INSERT INTO shapes_rejects (source_file, record_index, personality_slug, reason, raw_record)"
             " VALUES ('a/a_memories.json', 0, 'a', 'result is missing', '{}')"

@@ -8,6 +8,7 @@ import os
 import sys
 
 from tinybot_migration.cli.dev import cmd_dev
+from tinybot_migration.cli.search import add_search_command
 from tinybot_migration.cli.summary import console, database_gone_message, print_estimate, print_summary
 from tinybot_migration.settings import shapes_export_dir, tinybot_home
 
@@ -194,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="estimate what the memory assets would embed and cost; write nothing, call no provider",
     )
     run.set_defaults(func=cmd_run)
+
+    add_search_command(commands)
 
     purge = commands.add_parser(
         "purge-bad-embeddings",

@@ -10,6 +10,7 @@ once (the memory rebuild runs several chunks side by side).
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import threading
 import time
@@ -148,6 +149,15 @@ class _EmbeddingCall:
     halving_requests: int = 0
 
 
+# The resource's settings that come from the environment, and their variables.
+PROVIDER_ENVIRONMENT = {
+    "provider": "EMBEDDING_PROVIDER",
+    "model": "EMBEDDING_MODEL",
+    "api_key": "OPENAI_API_KEY",
+    "base_url": "OPENAI_BASE_URL",
+}
+
+
 class EmbeddingProviderResource(ConfigurableResource):
     """Embeddings for memories.
 
@@ -181,6 +191,17 @@ class EmbeddingProviderResource(ConfigurableResource):
     )
 
     _request_slots: threading.BoundedSemaphore | None = PrivateAttr(default=None)
+
+    @classmethod
+    def from_environment(cls) -> EmbeddingProviderResource:
+        """The provider the environment configures, outside Dagster (the CLI's search)."""
+        return cls(
+            **{
+                field: os.environ[name]
+                for field, name in PROVIDER_ENVIRONMENT.items()
+                if os.environ.get(name)
+            }
+        )
 
     @asynccontextmanager
     async def _request_slot(self) -> AsyncIterator[None]:

@@ -150,6 +150,29 @@ def test_demo_from_scratch_prints_every_check_passing(tmp_path):
     assert "0 cache hits" in result.stdout and "tokens" in result.stdout
     assert (home / "shapes_export" / "uuid-mappings.json").exists()
 
+    # The bot's search, as a person runs it, by discord id (its default persona).
+    with psycopg.connect(embedded_database_url("tinybot_new", home)) as conn:
+        [(discord_id, persona_id)] = conn.execute(
+            "SELECT u.discord_id, d.persona_id FROM user_default_personas d JOIN users u ON u.id = d.user_id"
+            " JOIN memories m ON m.persona_id = d.persona_id GROUP BY 1, 2 ORDER BY count(*) DESC LIMIT 1"
+        ).fetchall()
+    found = run_cli(
+        "search",
+        "coffee ☕",
+        "--persona",
+        discord_id,
+        "--limit",
+        "3",
+        "--min-similarity",
+        "0",
+        env=cli_env(home),
+        cwd=tmp_path,
+    )
+    assert found.returncode == 0, found.stdout + found.stderr
+    assert f"memories of persona {persona_id}" in found.stdout and "3 memories in" in found.stdout
+    unknown = run_cli("search", "x", "--persona", "12345", env=cli_env(home), cwd=tmp_path)
+    assert unknown.returncode != 0 and "no user has the discord id 12345" in unknown.stderr
+
 
 def test_a_dry_run_before_the_first_migration_writes_nothing_and_announces_the_bill(tmp_path):
     home = tmp_path / "home"

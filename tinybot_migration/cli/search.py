@@ -1,0 +1,106 @@
+"""`tinybot-migration search`: the bot's memory search from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import uuid
+from datetime import UTC, datetime
+
+import psycopg
+from rich.table import Table
+
+from tinybot_migration.cli.summary import console
+
+CONTENT_CHARS = 90
+_DISCORD_ID = re.compile(r"[0-9]{1,20}")
+
+
+def add_search_command(commands) -> None:
+    search = commands.add_parser("search", help="search a persona's memories as the bot does (DATABASE_URL)")
+    search.add_argument("text", help="what to look for")
+    search.add_argument(
+        "--persona", required=True, help="a persona id, or a discord id (its default persona)"
+    )
+    search.add_argument("--personality", help="only this personality (its slug)")
+    search.add_argument("--limit", type=int, default=15)
+    search.add_argument("--min-similarity", type=float, default=0.15)
+    search.add_argument(
+        "--before", type=_timestamp, help="leave out memories newer than this (ISO 8601; UTC if no zone)"
+    )
+    search.set_defaults(func=cmd_search)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from tinybot_migration.resources import EmbeddingProviderResource, NewDatabaseResource
+    from tinybot_migration.search.memory_search import MemorySearch
+
+    database = NewDatabaseResource(url=os.environ.get("DATABASE_URL") or None)
+    with database.connect() as conn:
+        persona_id = resolve_persona(conn, args.persona)
+        personality_id = resolve_personality(conn, args.personality) if args.personality else None
+    with MemorySearch(
+        database.resolved_url(), EmbeddingProviderResource.from_environment(), max_connections=1
+    ) as search:
+        result = search.search_memories(
+            args.text, persona_id, personality_id, args.limit, args.min_similarity, args.before
+        )
+    table = Table(title=f"memories of persona {persona_id} nearest to {args.text!r}")
+    for column in ("rank", "score", "personality", "created_at", "content"):
+        table.add_column(column, justify="right" if column in ("rank", "score") else "left")
+    for rank, memory in enumerate(result.memories, 1):
+        text = " ".join(memory.content.split())
+        table.add_row(
+            str(rank),
+            f"{memory.score:.3f}",
+            memory.personality_slug,
+            memory.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M"),
+            text if len(text) <= CONTENT_CHARS else text[: CONTENT_CHARS - 1] + "…",
+        )
+    console.print(table)
+    console.print(
+        f"{len(result.memories)} memories in {result.seconds * 1000:.1f} ms (the query in the database)"
+    )
+    return 0
+
+
+def resolve_persona(conn: psycopg.Connection, given: str) -> uuid.UUID:
+    """A persona id as given, or the default persona of the user with that discord id."""
+    try:
+        persona_id = uuid.UUID(given)
+    except ValueError:
+        if not _DISCORD_ID.fullmatch(given):
+            raise SystemExit(f"--persona {given!r} is neither a persona id (UUID) nor a discord id") from None
+        row = conn.execute(
+            "SELECT d.persona_id FROM users u LEFT JOIN user_default_personas d ON d.user_id = u.id"
+            " WHERE u.discord_id = %s",
+            (given,),
+        ).fetchone()
+        if row is None:
+            raise SystemExit(f"no user has the discord id {given}") from None
+        if row[0] is None:
+            raise SystemExit(
+                f"the user with discord id {given} has no default persona: pass a persona id"
+            ) from None
+        return row[0]
+    if conn.execute("SELECT 1 FROM personas WHERE id = %s", (persona_id,)).fetchone() is None:
+        raise SystemExit(f"no persona has the id {persona_id}")
+    return persona_id
+
+
+def resolve_personality(conn: psycopg.Connection, slug: str) -> uuid.UUID:
+    row = conn.execute("SELECT id FROM personalities WHERE slug = %s", (slug,)).fetchone()
+    if row is None:
+        raise SystemExit(f"no personality has the slug {slug!r}")
+    return row[0]
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time (e.g. 2025-06-01T12:00)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

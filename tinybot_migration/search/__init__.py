@@ -1,0 +1,1 @@
+"""The vector index and the bot's memory search."""

@@ -1,0 +1,192 @@
+"""The bot's search on a real new database: ordering, filters, threshold, time cut-off, names, the
+SQL function against an exact answer computed here, and `add_memory` written once."""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector
+
+from tinybot_migration.ids import deterministic_uuid, persona_seed, personality_seed, user_seed
+from tinybot_migration.resources import EmbeddingProviderResource
+from tinybot_migration.search.memory_search import MemorySearch
+from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, provider_for
+
+T0 = datetime(2025, 6, 1, tzinfo=UTC)
+DIM = 1536
+
+
+def unit(rng, near=None, noise=1.0) -> np.ndarray:
+    vector = rng.normal(size=DIM).astype(np.float32) * noise
+    if near is not None:
+        vector = vector + near
+    return vector / np.linalg.norm(vector)
+
+
+@pytest.fixture
+def world(make_database):
+    """Two personas of one user, two personalities, 60 memories with known vectors."""
+    url = make_database("search")
+    conn = psycopg.connect(url, autocommit=True)
+    from tinybot_migration.schema import apply_new_schema
+
+    apply_new_schema(conn)
+    register_vector(conn)
+    user = deterministic_uuid(user_seed("42"))
+    conn.execute("INSERT INTO users VALUES (%s, '42', 'someone', %s, %s)", (user, T0, T0))
+    personas = {}
+    for name, preferred in (("Main", "Léa"), ("Alt", None)):
+        pid = personas[name] = deterministic_uuid(persona_seed(user, name))
+        conn.execute(
+            "INSERT INTO personas (id, name, content, preferred_name, owner_id, created_at, updated_at)"
+            " VALUES (%s, %s, 'x', %s, %s, %s, %s)",
+            (pid, name, preferred, user, T0, T0),
+        )
+    personalities = {}
+    for slug, display in (("luna", "Luna ✨"), ("nova", None)):
+        pid = personalities[slug] = deterministic_uuid(personality_seed(slug))
+        conn.execute(
+            "INSERT INTO personalities (id, name, display_name, slug, character_info, personality_traits,"
+            " created_at, updated_at) VALUES (%s, %s, %s, %s, 'c', 't', %s, %s)",
+            (pid, slug.title(), display, slug, T0, T0),
+        )
+    rng = np.random.default_rng(7)
+    centre = unit(rng)
+    rows = []
+    for i in range(60):
+        persona = personas["Main"] if i % 3 else personas["Alt"]
+        personality = personalities["luna"] if i % 2 else personalities["nova"]
+        vector = unit(rng, near=centre * 40, noise=1.0) if i < 30 else unit(rng)
+        rows.append(
+            (
+                uuid.uuid4(),
+                persona,
+                personality,
+                f"{{user}}: note {i}\n{{assistant}}: ok",
+                vector,
+                T0 + timedelta(days=i),
+            )
+        )
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO memories (id, persona_id, personality_id, content, embedding, created_at, source_system)"
+            " VALUES (%s, %s, %s, %s, %s, %s, 'tinybot')",
+            rows,
+        )
+    yield {
+        "url": url,
+        "conn": conn,
+        "personas": personas,
+        "personalities": personalities,
+        "rows": rows,
+        "centre": centre,
+    }
+    conn.close()
+
+
+def exact(world, query, persona, personality=None, limit=15, min_similarity=0.15, before=None):
+    """The right answer, computed in numpy."""
+    scored = []
+    for memory_id, persona_id, personality_id, _, vector, created_at in world["rows"]:
+        if persona_id != persona or (personality and personality_id != personality):
+            continue
+        if before is not None and created_at > before:
+            continue
+        score = float(np.dot(query, vector))
+        if score >= min_similarity:
+            scored.append((score, memory_id))
+    return [memory_id for _, memory_id in sorted(scored, reverse=True)[:limit]]
+
+
+@pytest.fixture
+def search(world):
+    with MemorySearch(world["url"], EmbeddingProviderResource(provider="hash")) as memory_search:
+        yield memory_search
+
+
+def test_the_search_returns_the_exact_answer_best_first_within_every_filter(world, search):
+    main, luna = world["personas"]["Main"], world["personalities"]["luna"]
+    query = world["centre"]
+    cases = [
+        dict(persona=main),
+        dict(persona=main, personality=luna),
+        dict(persona=main, min_similarity=-1.0, limit=50),
+        dict(persona=main, min_similarity=0.9),
+        dict(persona=main, before=T0 + timedelta(days=20)),
+        dict(persona=world["personas"]["Alt"], limit=3),
+    ]
+    for case in cases:
+        result = search.search_memories(
+            query,
+            case["persona"],
+            personality_id=case.get("personality"),
+            limit=case.get("limit", 15),
+            min_similarity=case.get("min_similarity", 0.15),
+            exclude_newer_than=case.get("before"),
+        )
+        expected = exact(world, query, **case)
+        assert [m.id for m in result.memories] == expected, case
+        scores = [m.score for m in result.memories]
+        assert scores == sorted(scores, reverse=True)
+        assert all(m.persona_id == case["persona"] for m in result.memories)
+    assert len(search.search_memories(query, main, min_similarity=0.9).memories) < 15  # the threshold bites
+
+
+def test_names_replace_the_placeholders_and_come_with_each_memory(world, search):
+    [found] = search.search_memories(
+        world["centre"], world["personas"]["Main"], world["personalities"]["luna"], limit=1
+    ).memories
+    assert found.content.startswith("Léa: note ") and found.content.endswith("\nLuna ✨: ok")
+    assert (found.persona_name, found.personality_name, found.personality_slug) == ("Léa", "Luna ✨", "luna")
+    [alt] = search.search_memories(
+        world["centre"], world["personas"]["Alt"], world["personalities"]["nova"], limit=1
+    ).memories
+    assert alt.content.startswith("Alt: note ") and alt.content.endswith("\nNova: ok")
+
+
+def test_the_sql_function_gives_the_same_rows_as_the_python_search(world, search):
+    main = world["personas"]["Main"]
+    python_rows = search.search_memories(world["centre"], main, limit=10).memories
+    sql_rows = (
+        world["conn"]
+        .execute("SELECT id, score FROM search_memories(%s, %s, max_rows => 10)", (world["centre"], main))
+        .fetchall()
+    )
+    assert [(m.id, pytest.approx(m.score)) for m in python_rows] == [
+        (i, pytest.approx(s)) for i, s in sql_rows
+    ]
+
+
+def test_a_text_query_is_embedded_through_the_provider(world, search):
+    with OpenAITestServer() as server, MemorySearch(world["url"], provider_for(server)) as live:
+        result = live.search_memories(
+            "what did we say about tea", world["personas"]["Main"], min_similarity=-1
+        )
+        assert server.requests == [["what did we say about tea"]] and len(result.memories) == 15
+    with pytest.raises(ValueError, match="1536 dimensions"):
+        search.search_memories([0.1, 0.2], world["personas"]["Main"])
+
+
+def test_add_memory_twice_writes_one_row_in_the_live_format(world, search):
+    main, luna = world["personas"]["Main"], world["personalities"]["luna"]
+    text = "{user}: I adopted a cat\n{assistant}: What's its name?"
+    with OpenAITestServer() as server, MemorySearch(world["url"], provider_for(server)) as live:
+        first = live.add_memory(main, luna, text, {"channel_id": "123", "created_at": T0})
+        second = live.add_memory(main, luna, text, {"channel_id": "123", "created_at": T0})
+        assert first == second and len(server.requests) == 1  # the second found the text in the cache
+        [found] = live.search_memories(text, main, luna, limit=1).memories
+    assert found.id == first and found.score == pytest.approx(1.0, abs=1e-5)
+    row = (
+        world["conn"]
+        .execute(
+            "SELECT count(*), min(canon_scope), min(summary_type), min(source_system), min(channel_id)"
+            " FROM memories WHERE id = %s",
+            (first,),
+        )
+        .fetchone()
+    )
+    assert row == (1, "personal", "conversation", "tinybot", "123")
+    with pytest.raises(ValueError, match="does not take colour"):
+        search.add_memory(main, luna, "x", {"colour": 1})
