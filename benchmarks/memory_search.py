@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 import uuid
@@ -97,6 +98,7 @@ PERSONALITIES = 8
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 YEAR_US = 365 * 86_400 * 1_000_000
 TIE_EPS = 1e-5
+VECTOR_LITERAL = re.compile(r"'\[[^\]]*\]'")  # query vectors inlined in EXPLAIN output
 GOAL_P95_MS = 5.0
 GOAL_RECALL = 0.99
 BUILD_SETTINGS = ("SET maintenance_work_mem = '1GB'", "SET max_parallel_maintenance_workers = 1")
@@ -816,7 +818,7 @@ def measure(
                     explains[f"{bucket} {threshold:g}{suffix}"] = {
                         "persona_rows": int(data.sizes[first.persona]),
                         "outline": outline(plan),
-                        "analyze": "\n".join(line[0] for line in text),
+                        "analyze": VECTOR_LITERAL.sub("'[q]'", "\n".join(line[0] for line in text)),
                     }
                 rows.append(
                     {
@@ -899,6 +901,7 @@ def main() -> None:
     parser.add_argument("--plans", default=DEFAULT_PLANS, help=f"comma list of {', '.join(PLANS)}")
     parser.add_argument("--home", type=Path, default=Path(__file__).resolve().parent / ".tinybot-bench")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--out", type=Path, default=RESULTS / "memory_search.json")
     parser.add_argument("--query-noise", type=float, default=0.5, help="noise norm added to a stored vector")
     parser.add_argument("--promote-rows", type=int, default=1000, help="partial HNSW above this persona size")
     parser.add_argument("--ef-search", default="40,100,200")
@@ -1007,8 +1010,8 @@ def main() -> None:
     report["goal"] = goal(report["results"])
     report["total_seconds"] = round(time.perf_counter() - started, 1)
     print_tables(report)
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "memory_search.json"
+    out = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str))
     print(f"\n{report['total_seconds']:.0f} s in all; figures in {out}")
 

@@ -17,11 +17,12 @@ from tinybot_migration.resources import (
 )
 from tinybot_migration.resources.embedding_provider import PROVIDER_ENVIRONMENT
 from tinybot_migration.runtime.stages import build_migration_jobs
+from tinybot_migration.search import definitions as search
 from tinybot_migration.shapes import definitions as shapes
 
 # Each domain's definitions module, in pipeline order (only `defs` below may be a module-level
 # Definitions object, or the Dagster CLIs refuse to load this module).
-DOMAINS = (relational, memories, shapes)
+DOMAINS = (relational, memories, shapes, search)
 
 
 def _from_env(name: str) -> EnvVar | None:

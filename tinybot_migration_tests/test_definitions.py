@@ -63,12 +63,14 @@ def test_the_migration_stages_follow_the_graph_and_cover_every_asset():
     assert [s.job_name for s in stages] == [
         "migration_stage_1_unpartitioned",
         "migration_stage_2_personality",
+        "migration_stage_3_unpartitioned",
     ]
     assert set(stages[0].asset_keys) == {AssetKey(spec.name) for spec in RELATIONAL_TABLES} | {
         AssetKey("shapes_export")
     }
     # The import follows the rebuild in the same run (the in-process executor keeps this order).
     assert stages[1].asset_keys == (AssetKey("rebuilt_memories"), AssetKey("shapes_memories"))
+    assert stages[2].asset_keys == (AssetKey("memory_vector_index"),)  # after both memory sources
     for stage in stages:
         job_keys = defs.resolve_job_def(stage.job_name).asset_layer.selected_asset_keys
         assert set(job_keys) == set(stage.asset_keys)

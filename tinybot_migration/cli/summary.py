@@ -43,6 +43,8 @@ def print_summary(report, estimate=None) -> None:
             console.print(_shapes_line(name, asset.metadata))
         if "memories_written" in asset.metadata:
             console.print(_memory_line(name, asset.metadata))
+        if "build_seconds" in asset.metadata:
+            console.print(_index_line(name, asset.metadata))
     if estimate is not None:
         console.print(_cost_table(estimate, report))
     _print_findings(report)
@@ -112,6 +114,13 @@ def _shapes_line(name: str, m: dict) -> str:
     if m.get("memories_linked"):
         line += f"; {m['memories_linked']:,} memories linked to personas"
     return line
+
+
+def _index_line(name: str, m: dict) -> str:
+    line = f"{name}: {m['action']} over {m['dagster/row_count']:,} memories"
+    if m["action"] != "left in place":
+        line += f" in {m['build_seconds']:.1f}s (maintenance_work_mem {m['maintenance_work_mem_mb']:,} MB)"
+    return line + f", {m['index_size_bytes'] / 2**20:,.1f} MB"
 
 
 def print_estimate(report) -> None:

@@ -36,6 +36,7 @@ from tinybot_migration.resources.embedding_provider import (
     EmbeddingDimensionError,
     EmbeddingProviderResource,
 )
+from tinybot_migration.search.vector_index import drop_for_bulk_load
 
 SOURCE_TINYBOT = "tinybot"
 SOURCE_SHAPES = "shapes-inc"
@@ -205,9 +206,11 @@ def embed_and_write(
     by two runs at once: this one then finds it in the cache). With `connect`, as many chunks as
     the provider allows requests in flight run at once, each on a connection of its own. After a
     failure no new chunk starts; the ones running finish (and stay written), then the error goes on.
+    A load large enough drops the vector index first (`vector_index.drop_for_bulk_load`).
     """
     if not memories:
         return
+    drop_for_bulk_load(conn, len(memories), log)
     chunks = chunks_by_text(memories, chunk_size or provider.max_inputs_per_request)
     workers = max(1, provider.max_concurrent_requests) if connect is not None else 1
     with personality_locks(conn, {m.personality_id for m in memories}, log):

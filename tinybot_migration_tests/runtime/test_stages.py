@@ -85,7 +85,7 @@ def test_a_dry_run_runs_only_the_assets_that_take_part_with_their_config():
     from tinybot_migration.runtime.runner import stage_selection
 
     by_key = {key: a for a in ALL_ASSETS for key in a.keys}
-    first, second = migration_stages(ALL_ASSETS)
+    first, second, third = migration_stages(ALL_ASSETS)
     selection, config = stage_selection(first, by_key, "INFO", dry_run=True)
     assert [k.to_user_string() for k in selection] == ["shapes_export"]  # the relational copy writes
     assert config["ops"] == {}
@@ -97,3 +97,4 @@ def test_a_dry_run_runs_only_the_assets_that_take_part_with_their_config():
     }
     selection, config = stage_selection(second, by_key, "INFO", dry_run=False)
     assert len(selection) == 2 and "ops" not in config
+    assert stage_selection(third, by_key, "INFO", dry_run=True)[0] == []  # the index is left out

@@ -1,0 +1,128 @@
+"""The HNSW index on `memories.embedding` (DESIGN §5): built after the bulk load with memory sized
+to the table, dropped before a load that would have to maintain it row by row, left in place by
+incremental runs.
+
+The bot's persona-filtered query does not need it (it reads the persona's rows through the B-tree,
+`search/sql.py`), so dropping it for a bulk load never slows the bot down; it serves queries over
+all memories.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import psycopg
+
+from tinybot_migration.progress import Log, quiet
+from tinybot_migration.schema import EMBEDDING_DIMENSIONS
+
+INDEX_NAME = "idx_memories_embedding"
+DEFAULT_M = 16
+DEFAULT_EF_CONSTRUCTION = 64
+DEFAULT_MAX_BUILD_MEMORY_MB = 2048
+MIN_BUILD_MEMORY_MB = 64  # PostgreSQL's default maintenance_work_mem
+# A load adding at least this share of the table's rows (and at least BULK_LOAD_MIN_ROWS) drops
+# the index first: inserting into HNSW row by row costs a few times what building over all rows
+# costs per row, so past about half the table the rebuild is cheaper.
+BULK_LOAD_SHARE = 0.5
+BULK_LOAD_MIN_ROWS = 10_000
+
+
+@dataclass(frozen=True)
+class IndexState:
+    exists: bool
+    valid: bool = False
+    size_bytes: int = 0
+    definition: str = ""
+
+
+@dataclass(frozen=True)
+class IndexBuild:
+    action: str  # "built", "rebuilt (was invalid)" or "left in place"
+    rows: int
+    seconds: float
+    state: IndexState
+    maintenance_work_mem_mb: int = 0
+    concurrently: bool = False
+
+
+def index_state(conn: psycopg.Connection) -> IndexState:
+    row = conn.execute(
+        "SELECT i.indisvalid, pg_relation_size(i.indexrelid), pg_get_indexdef(i.indexrelid) FROM pg_index i"
+        " JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = %s AND c.relnamespace = 'public'::regnamespace",
+        (INDEX_NAME,),
+    ).fetchone()
+    return IndexState(False) if row is None else IndexState(True, row[0], row[1], row[2])
+
+
+def build_memory_mb(rows: int, m: int, max_mb: int, dimensions: int = EMBEDDING_DIMENSIONS) -> int:
+    """maintenance_work_mem for building over `rows` vectors in memory: the vector, the neighbour
+    lists of layer 0 (2·m item pointers) and their overhead, with a margin; capped at `max_mb`."""
+    per_row = dimensions * 4 + 2 * m * 8 + 96
+    wanted = int(rows * per_row * 1.2 / 2**20) + 1
+    return max(MIN_BUILD_MEMORY_MB, min(max_mb, wanted))
+
+
+def other_sessions(conn: psycopg.Connection) -> int:
+    """Client sessions on this database besides ours: the table is serving someone else."""
+    return conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+    ).fetchone()[0]
+
+
+def ensure_vector_index(
+    conn: psycopg.Connection,
+    m: int = DEFAULT_M,
+    ef_construction: int = DEFAULT_EF_CONSTRUCTION,
+    max_build_memory_mb: int = DEFAULT_MAX_BUILD_MEMORY_MB,
+    log: Log | None = None,
+) -> IndexBuild:
+    """Build the index unless a valid one exists (an invalid one, left by an interrupted concurrent
+    build, is dropped first). `conn` must be in autocommit mode."""
+    log = log or quiet
+    rows = conn.execute("SELECT count(*) FROM memories WHERE embedding IS NOT NULL").fetchone()[0]
+    state = index_state(conn)
+    if state.exists and state.valid:
+        return IndexBuild("left in place", rows, 0.0, state)
+    action = "rebuilt (was invalid)" if state.exists else "built"
+    if state.exists:
+        conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {INDEX_NAME}")
+    memory_mb = build_memory_mb(rows, m, max_build_memory_mb)
+    concurrently = other_sessions(conn) > 0
+    log(
+        f"vector index: building {INDEX_NAME} over {rows:,} memories (m={m}, ef_construction={ef_construction}, "
+        f"maintenance_work_mem {memory_mb} MB{', concurrently: the table serves other sessions' if concurrently else ''})"
+    )
+    started = time.perf_counter()
+    conn.execute(f"SET maintenance_work_mem = '{memory_mb}MB'")
+    try:
+        conn.execute(
+            f"CREATE INDEX {'CONCURRENTLY ' if concurrently else ''}{INDEX_NAME} ON memories"
+            f" USING hnsw (embedding vector_cosine_ops) WITH (m = {int(m)}, ef_construction = {int(ef_construction)})"
+        )
+    finally:
+        conn.execute("RESET maintenance_work_mem")
+    seconds = time.perf_counter() - started
+    conn.execute("ANALYZE memories")
+    return IndexBuild(action, rows, seconds, index_state(conn), memory_mb, concurrently)
+
+
+def drop_for_bulk_load(conn: psycopg.Connection, incoming: int, log: Log | None = None) -> bool:
+    """Drop the index before writing `incoming` memories when that many would cost more to maintain
+    row by row than to build again after (`memory_vector_index` rebuilds it). Returns whether it
+    was dropped."""
+    if incoming < BULK_LOAD_MIN_ROWS or not index_state(conn).exists:
+        return False
+    existing = conn.execute(
+        "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'memories'::regclass"
+    ).fetchone()[0]
+    if incoming < BULK_LOAD_SHARE * existing:
+        return False
+    (log or quiet)(
+        f"vector index: dropping {INDEX_NAME} before writing {incoming:,} memories into about {existing:,}; "
+        "memory_vector_index builds it again after the load"
+    )
+    conn.execute(f"DROP INDEX IF EXISTS {INDEX_NAME}")
+    return True

@@ -1,0 +1,96 @@
+"""The vector index: built after the load with sized memory and used for an unfiltered query,
+left in place when valid, rebuilt when invalid, dropped before a large load, and its checks."""
+
+import psycopg
+from dagster import materialize
+
+from tinybot_migration.resources import NewDatabaseResource
+from tinybot_migration.schema import apply_new_schema
+from tinybot_migration.search import vector_index
+from tinybot_migration.search.assets import memory_vector_index
+from tinybot_migration.search.checks import every_memory_has_an_embedding, vector_index_present_and_valid
+from tinybot_migration.search.vector_index import (
+    INDEX_NAME,
+    build_memory_mb,
+    drop_for_bulk_load,
+    ensure_vector_index,
+    index_state,
+)
+
+
+def plan(conn, query) -> str:
+    conn.execute("SET enable_seqscan = off")  # 60 rows: make the planner show what it could use
+    rows = conn.execute(
+        "EXPLAIN SELECT id FROM memories ORDER BY embedding <=> %s LIMIT 5", (query,)
+    ).fetchall()
+    conn.execute("RESET enable_seqscan")
+    return "\n".join(r[0] for r in rows)
+
+
+def test_the_index_is_built_once_used_and_left_in_place(world):
+    conn = world["conn"]
+    assert not index_state(conn).exists and not vector_index_present_and_valid(conn).passed
+    before = conn.execute("SHOW maintenance_work_mem").fetchone()[0]
+    build = ensure_vector_index(conn, m=8, ef_construction=32)
+    assert conn.execute("SHOW maintenance_work_mem").fetchone()[0] == before  # restored after the build
+    assert build.action == "built" and build.rows == 60 and build.maintenance_work_mem_mb == 64
+    state = index_state(conn)
+    assert (
+        state.valid
+        and "hnsw (embedding vector_cosine_ops)" in state.definition
+        and "m='8'" in state.definition
+    )
+    assert f"Index Scan using {INDEX_NAME}" in plan(conn, world["centre"])
+    assert ensure_vector_index(conn).action == "left in place"
+    assert vector_index_present_and_valid(conn).passed
+
+
+def test_the_build_memory_is_sized_from_the_table_and_capped():
+    assert build_memory_mb(60, 16, 2048) == 64  # the floor
+    assert 700 <= build_memory_mb(100_000, 16, 2048) <= 800  # ~6.4 KB a row, with a margin
+    assert build_memory_mb(1_000_000, 16, 2048) == 2048
+
+
+def test_an_invalid_index_is_dropped_and_built_again(world):
+    conn = world["conn"]
+    ensure_vector_index(conn)
+    conn.execute(
+        "UPDATE pg_index SET indisvalid = false WHERE indexrelid = %s::regclass", (INDEX_NAME,)
+    )  # what an interrupted CREATE INDEX CONCURRENTLY leaves
+    outcome = vector_index_present_and_valid(conn)
+    assert not outcome.passed and "invalid" in outcome.description
+    assert ensure_vector_index(conn).action == "rebuilt (was invalid)" and index_state(conn).valid
+
+
+def test_a_large_load_drops_the_index_and_a_small_one_keeps_it(world, monkeypatch):
+    conn = world["conn"]
+    ensure_vector_index(conn)
+    conn.execute("ANALYZE memories")  # reltuples = 60
+    monkeypatch.setattr(vector_index, "BULK_LOAD_MIN_ROWS", 1)
+    assert not drop_for_bulk_load(conn, 29) and index_state(conn).exists  # under half the table
+    assert drop_for_bulk_load(conn, 30) and not index_state(conn).exists
+
+
+def test_the_asset_builds_the_index_and_its_checks_fail_on_a_memory_without_embedding(world):
+    resources = {"new_database": NewDatabaseResource(url=world["url"])}
+    result = materialize([memory_vector_index], resources=resources)
+    assert result.success
+    [materialization] = result.asset_materializations_for_node("memory_vector_index")
+    figures = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+    assert (
+        figures["action"] == "built"
+        and figures["dagster/row_count"] == 60
+        and figures["index_size_bytes"] > 0
+    )
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+
+    world["conn"].execute("UPDATE memories SET embedding = NULL WHERE id = %s", (world["rows"][0][0],))
+    outcome = every_memory_has_an_embedding(world["conn"])
+    assert not outcome.passed and outcome.description == "1 of 60 memories have no embedding"
+
+
+def test_an_empty_table_gets_its_index_too(make_database):
+    with psycopg.connect(make_database("empty_index"), autocommit=True) as conn:
+        apply_new_schema(conn)
+        build = ensure_vector_index(conn)
+        assert build.rows == 0 and build.action == "built" and index_state(conn).valid
