@@ -120,7 +120,21 @@ def _index_line(name: str, m: dict) -> str:
     line = f"{name}: {m['action']} over {m['dagster/row_count']:,} memories"
     if m["action"] != "left in place":
         line += f" in {m['build_seconds']:.1f}s (maintenance_work_mem {m['maintenance_work_mem_mb']:,} MB)"
-    return line + f", {m['index_size_bytes'] / 2**20:,.1f} MB"
+    line += f", {m['index_size_bytes'] / 2**20:,.1f} MB"
+    if m.get("search_queries"):
+        buckets = [b for b in ("smallest", "median", "largest") if f"search_p95_ms_{b}" in m]
+        line += (
+            f"\nsearch ({m['search_queries']} queries, recall@10 against exact at least "
+            f"{m['search_min_recall_at_10']:.3f}): "
+            + ", ".join(
+                f"{b} persona ({m[f'search_rows_{b}']:,} memories) p50 {m[f'search_p50_ms_{b}']:.2f} ms, "
+                f"p95 {m[f'search_p95_ms_{b}']:.2f} ms"
+                for b in buckets
+            )
+        )
+    if m.get("search_example"):
+        line += f"\nexample search: {m['search_example']}"
+    return line
 
 
 def print_estimate(report) -> None:

@@ -6,14 +6,19 @@ from pydantic import Field
 
 from tinybot_migration.memories.assets import rebuilt_memories
 from tinybot_migration.relational.assets import NEW_DATABASE_POOL
-from tinybot_migration.resources import NewDatabaseResource
+from tinybot_migration.resources import EmbeddingProviderResource, NewDatabaseResource
 from tinybot_migration.search.checks import (
     EVERY_MEMORY_HAS_AN_EMBEDDING,
     SEARCH_CHECK_DESCRIPTIONS,
+    SEARCH_RECALL_AGAINST_EXACT,
+    SEARCH_USES_THE_INTENDED_PLAN,
     VECTOR_INDEX_PRESENT_AND_VALID,
     every_memory_has_an_embedding,
+    search_recall_against_exact,
+    search_uses_the_intended_plan,
     vector_index_present_and_valid,
 )
+from tinybot_migration.search.quality import SearchQuality, largest_persona_plan, measure_search
 from tinybot_migration.search.vector_index import (
     DEFAULT_EF_CONSTRUCTION,
     DEFAULT_M,
@@ -35,6 +40,9 @@ class VectorIndexConfig(Config):
         default=DEFAULT_MAX_BUILD_MEMORY_MB,
         description="the most maintenance_work_mem the build may take (sized from the table up to this)",
     )
+    min_recall: float = Field(default=0.99, description="recall@10 against exact search below this fails")
+    personas_per_bucket: int = Field(default=3, description="personas sampled per size bucket")
+    queries_per_persona: int = Field(default=5, description="queries per sampled persona")
 
 
 @asset(
@@ -45,6 +53,10 @@ class VectorIndexConfig(Config):
             name, asset="memory_vector_index", blocking=True, description=SEARCH_CHECK_DESCRIPTIONS[name]
         )
         for name in (VECTOR_INDEX_PRESENT_AND_VALID, EVERY_MEMORY_HAS_AN_EMBEDDING)
+    ]
+    + [
+        AssetCheckSpec(name, asset="memory_vector_index", description=SEARCH_CHECK_DESCRIPTIONS[name])
+        for name in (SEARCH_USES_THE_INTENDED_PLAN, SEARCH_RECALL_AGAINST_EXACT)
     ],
     pool=NEW_DATABASE_POOL,
     kinds={"postgres", "pgvector"},
@@ -53,13 +65,24 @@ class VectorIndexConfig(Config):
     "sessions; left in place when it exists and is valid (a large load drops it first).",
 )
 def memory_vector_index(
-    context: AssetExecutionContext, config: VectorIndexConfig, new_database: NewDatabaseResource
+    context: AssetExecutionContext,
+    config: VectorIndexConfig,
+    new_database: NewDatabaseResource,
+    embedding_provider: EmbeddingProviderResource,
 ) -> MaterializeResult:
     with new_database.connect() as conn:
         build = ensure_vector_index(
             conn, config.m, config.ef_construction, config.max_build_memory_mb, context.log.info
         )
-        outcomes = [vector_index_present_and_valid(conn), every_memory_has_an_embedding(conn)]
+        quality = measure_search(
+            conn, embedding_provider, config.personas_per_bucket, config.queries_per_persona
+        )
+        outcomes = [
+            vector_index_present_and_valid(conn),
+            every_memory_has_an_embedding(conn),
+            search_uses_the_intended_plan(largest_persona_plan(conn, embedding_provider), build.rows),
+            search_recall_against_exact(quality, config.min_recall),
+        ]
     context.log.info(f"vector index: {build.action} over {build.rows:,} memories in {build.seconds:.1f}s")
     return MaterializeResult(
         metadata={
@@ -72,9 +95,26 @@ def memory_vector_index(
             "m": config.m,
             "ef_construction": config.ef_construction,
             "definition": build.state.definition,
+            **search_metadata(quality),
         },
         check_results=[o.as_result() for o in outcomes],
     )
+
+
+def search_metadata(quality: SearchQuality) -> dict:
+    """p50/p95 per persona size bucket, numeric so the UI plots them run over run."""
+    metadata: dict = {
+        "search_queries": quality.queries,
+        "search_worst_p95_ms": round(quality.worst_p95_ms, 3),
+    }
+    for bucket, figures in quality.buckets.items():
+        metadata[f"search_p50_ms_{bucket}"] = round(figures.p(50), 3)
+        metadata[f"search_p95_ms_{bucket}"] = round(figures.p(95), 3)
+        metadata[f"search_rows_{bucket}"] = figures.rows
+    metadata["search_min_recall_at_10"] = round(quality.min_recall, 4)
+    if quality.example:
+        metadata["search_example"] = quality.example
+    return metadata
 
 
 search_assets = [memory_vector_index]

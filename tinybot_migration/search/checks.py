@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import psycopg
+from dagster import MetadataValue
 
 from tinybot_migration.check_outcome import CheckOutcome
+from tinybot_migration.search.quality import PERSONA_INDEX, SearchQuality
 from tinybot_migration.search.vector_index import INDEX_NAME, index_state
 
 VECTOR_INDEX_PRESENT_AND_VALID = "vector_index_present_and_valid"
 EVERY_MEMORY_HAS_AN_EMBEDDING = "every_memory_has_an_embedding"
+SEARCH_USES_THE_INTENDED_PLAN = "search_uses_the_intended_plan"
+SEARCH_RECALL_AGAINST_EXACT = "search_recall_against_exact"
+# Below this many memories a sequential scan is the planner's right answer for the bot's query.
+SEQUENTIAL_SCAN_MAX_ROWS = 10_000
 
 SEARCH_CHECK_DESCRIPTIONS = {
     VECTOR_INDEX_PRESENT_AND_VALID: f"{INDEX_NAME} exists, is an HNSW index with vector_cosine_ops, and is valid.",
     EVERY_MEMORY_HAS_AN_EMBEDDING: "No memory lacks an embedding (it would be invisible to the index and to search).",
+    SEARCH_USES_THE_INTENDED_PLAN: "EXPLAIN of the bot's query for the largest persona reads its rows through "
+    "the persona B-tree, not a sequential scan of all memories nor the global HNSW index.",
+    SEARCH_RECALL_AGAINST_EXACT: "Over the smallest, median and largest personas, queried with their own "
+    "memories' text cut in half, recall@10 against exact search (index scans off) is at least min_recall, "
+    "with and without the 0.15 threshold.",
 }
 
 
@@ -47,4 +58,56 @@ def every_memory_has_an_embedding(conn: psycopg.Connection) -> CheckOutcome:
         if without
         else f"all {total:,} memories have an embedding",
         metadata={"memories": total, "without_embedding": without},
+    )
+
+
+def search_uses_the_intended_plan(plan: str | None, memories: int) -> CheckOutcome:
+    """The bot's query reads the persona's rows through its B-tree (or, on a table small enough,
+    all of them): never through the global HNSW index, which cannot serve the persona filter."""
+    if plan is None:
+        return CheckOutcome(SEARCH_USES_THE_INTENDED_PLAN, True, "no persona has memories yet", {})
+    through_persona = PERSONA_INDEX in plan
+    scans_all = "Seq Scan on memories" in plan
+    small = memories < SEQUENTIAL_SCAN_MAX_ROWS
+    if INDEX_NAME in plan:
+        passed, description = (
+            False,
+            f"the bot's query walks {INDEX_NAME}, which loses rows under the persona filter",
+        )
+    elif through_persona:
+        passed, description = True, f"the bot's query reads the persona's rows through {PERSONA_INDEX}"
+    elif scans_all and small:
+        passed, description = (
+            True,
+            f"the bot's query scans all {memories:,} memories (cheaper than an index here)",
+        )
+    else:
+        passed, description = False, f"the bot's query does not use {PERSONA_INDEX} on {memories:,} memories"
+    return CheckOutcome(
+        SEARCH_USES_THE_INTENDED_PLAN,
+        passed=passed,
+        description=description,
+        metadata={"plan": MetadataValue.md(f"```\n{plan}\n```"), "memories": memories},
+    )
+
+
+def search_recall_against_exact(quality: SearchQuality, min_recall: float) -> CheckOutcome:
+    metadata: dict = {"queries": quality.queries, "min_recall_at_10": round(quality.min_recall, 4)}
+    for bucket, figures in quality.buckets.items():
+        metadata[f"recall_{bucket}"] = round(figures.recall("threshold"), 4)
+        metadata[f"recall_{bucket}_no_threshold"] = round(figures.recall("no_threshold"), 4)
+    below = [
+        f"{bucket} ({which.replace('_', ' ')}): {figures.recall(which):.3f}"
+        for bucket, figures in quality.buckets.items()
+        for which in ("threshold", "no_threshold")
+        if figures.recall(which) < min_recall
+    ]
+    return CheckOutcome(
+        SEARCH_RECALL_AGAINST_EXACT,
+        passed=not below,
+        description=f"recall@10 below {min_recall}: {'; '.join(below)}"
+        if below
+        else f"recall@10 at least {quality.min_recall:.3f} in every bucket, with and without the threshold "
+        f"({quality.queries} queries)",
+        metadata=metadata,
     )

@@ -12,8 +12,9 @@ DEFAULT_LIMIT = 15
 DEFAULT_MIN_SIMILARITY = 0.15
 
 # Exact cosine distance over the persona's rows, found through the B-tree on persona_id: an HNSW
-# index alone cannot serve a filter this selective (DESIGN §5). The threshold sits outside the
-# nearest rows, so it never makes an index walk further.
+# index alone cannot serve a filter this selective (DESIGN §5), and the planner picks it anyway
+# for a large persona, so the ORDER BY is written (`+ 0`) so that no vector index can serve it.
+# The threshold sits outside the nearest rows.
 SEARCH_QUERY = """
     WITH nearest AS MATERIALIZED (
         SELECT m.id, m.content, m.created_at, m.persona_id, m.personality_id, m.source_system,
@@ -23,7 +24,7 @@ SEARCH_QUERY = """
           AND ($3::uuid IS NULL OR m.personality_id = $3)
           AND ($6::timestamptz IS NULL OR m.created_at <= $6)
           AND m.embedding IS NOT NULL
-        ORDER BY m.embedding <=> $1
+        ORDER BY (m.embedding <=> $1) + 0
         LIMIT $4
     )
     SELECT n.id,

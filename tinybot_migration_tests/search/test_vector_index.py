@@ -1,14 +1,23 @@
 """The vector index: built after the load with sized memory and used for an unfiltered query,
 left in place when valid, rebuilt when invalid, dropped before a large load, and its checks."""
 
+import uuid
+
 import psycopg
 from dagster import materialize
 
-from tinybot_migration.resources import NewDatabaseResource
+from tinybot_migration.resources import EmbeddingProviderResource, NewDatabaseResource
 from tinybot_migration.schema import apply_new_schema
 from tinybot_migration.search import vector_index
 from tinybot_migration.search.assets import memory_vector_index
-from tinybot_migration.search.checks import every_memory_has_an_embedding, vector_index_present_and_valid
+from tinybot_migration.search.checks import (
+    every_memory_has_an_embedding,
+    search_recall_against_exact,
+    search_uses_the_intended_plan,
+    vector_index_present_and_valid,
+)
+from tinybot_migration.search.quality import PERSONA_INDEX, largest_persona_plan, measure_search, recall_at
+from tinybot_migration.search.sql import SEARCH_FUNCTION_SQL
 from tinybot_migration.search.vector_index import (
     INDEX_NAME,
     build_memory_mb,
@@ -72,7 +81,10 @@ def test_a_large_load_drops_the_index_and_a_small_one_keeps_it(world, monkeypatc
 
 
 def test_the_asset_builds_the_index_and_its_checks_fail_on_a_memory_without_embedding(world):
-    resources = {"new_database": NewDatabaseResource(url=world["url"])}
+    resources = {
+        "new_database": NewDatabaseResource(url=world["url"]),
+        "embedding_provider": EmbeddingProviderResource(provider="hash"),
+    }
     result = materialize([memory_vector_index], resources=resources)
     assert result.success
     [materialization] = result.asset_materializations_for_node("memory_vector_index")
@@ -94,3 +106,41 @@ def test_an_empty_table_gets_its_index_too(make_database):
         apply_new_schema(conn)
         build = ensure_vector_index(conn)
         assert build.rows == 0 and build.action == "built" and index_state(conn).valid
+
+
+def test_the_recall_and_plan_checks_fail_when_the_search_is_forced_onto_a_bad_plan(world):
+    conn = world["conn"]
+    provider = EmbeddingProviderResource(provider="hash")
+    ensure_vector_index(conn)
+    good = measure_search(conn, provider, personas_per_bucket=1, queries_per_persona=3)
+    assert search_recall_against_exact(good, 0.99).passed
+    assert search_uses_the_intended_plan(largest_persona_plan(conn, provider), 60).passed
+
+    # A search function that lets the HNSW index order the persona's rows, walking one candidate:
+    # what the bot must never get (the shipped query is written so that no vector index can serve it).
+    conn.execute(
+        SEARCH_FUNCTION_SQL.replace("ORDER BY (m.embedding <=> $1) + 0", "ORDER BY m.embedding <=> $1")
+    )
+    conn.execute(f"DROP INDEX {PERSONA_INDEX}")
+    for setting in ("hnsw.ef_search = 1", "enable_seqscan = off"):
+        conn.execute(f"SET {setting}")
+    bad = measure_search(conn, provider, personas_per_bucket=1, queries_per_persona=3)
+    outcome = search_recall_against_exact(bad, 0.99)
+    assert not outcome.passed and "recall@10 below 0.99" in outcome.description
+    plan = search_uses_the_intended_plan(largest_persona_plan(conn, provider), 60)
+    assert not plan.passed and INDEX_NAME in plan.description
+
+
+def test_the_shipped_search_never_walks_the_vector_index_even_when_the_planner_would(world):
+    conn = world["conn"]
+    ensure_vector_index(conn)
+    conn.execute("SET enable_seqscan = off")  # on 60 rows, push the planner towards any index
+    plan = largest_persona_plan(conn, EmbeddingProviderResource(provider="hash"))
+    assert INDEX_NAME not in plan and PERSONA_INDEX in plan
+
+
+def test_recall_counts_a_tie_at_the_cut_as_a_match():
+    a, b, c = (uuid.uuid4() for _ in range(3))
+    assert recall_at([(a, 0.9), (c, 0.5)], [(a, 0.9), (b, 0.5)], k=2) == 1.0  # c ties b at the cut
+    assert recall_at([(a, 0.9)], [(a, 0.9), (b, 0.5)], k=2) == 0.5
+    assert recall_at([], []) == 1.0 and recall_at([(a, 0.2)], []) == 0.0

@@ -1,0 +1,184 @@
+"""How good and how fast the bot's search is on the data actually migrated.
+
+Personas are sampled by size (the smallest, the median and the largest), each queried with the
+text of some of its own memories cut in half (a paraphrase by truncation, embedded through the
+cache so a re-run pays nothing). Every query runs the installed `search_memories` as the bot
+does, timed, and again with index scans off, which is exact; recall@10 counts a returned memory
+as right when its score reaches the exact tenth score (ties at the cut are not errors).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg import sql
+
+from tinybot_migration.embeddings.cache import embed_with_cache
+from tinybot_migration.resources.embedding_provider import EmbeddingProviderResource
+from tinybot_migration.search.sql import DEFAULT_LIMIT, DEFAULT_MIN_SIMILARITY
+
+BUCKETS = ("smallest", "median", "largest")
+RECALL_AT = 10
+NO_THRESHOLD = -1.0
+SCORE_TOLERANCE = 1e-6
+PERSONA_INDEX = "idx_memories_persona_id"
+
+
+@dataclass
+class BucketFigures:
+    personas: int = 0
+    rows: int = 0  # memories of the largest persona sampled in the bucket
+    latencies_ms: list[float] = field(default_factory=list)
+    recalls: dict[str, list[float]] = field(default_factory=lambda: {"threshold": [], "no_threshold": []})
+
+    def p(self, percent: float) -> float:
+        return float(np.percentile(self.latencies_ms, percent)) if self.latencies_ms else 0.0
+
+    def recall(self, which: str) -> float:
+        return min(self.recalls[which], default=1.0)
+
+
+@dataclass
+class SearchQuality:
+    buckets: dict[str, BucketFigures] = field(default_factory=dict)
+    queries: int = 0
+    example: str = ""  # one search, for people to read
+
+    @property
+    def min_recall(self) -> float:
+        return min(
+            (b.recall(w) for b in self.buckets.values() for w in ("threshold", "no_threshold")), default=1.0
+        )
+
+    @property
+    def worst_p95_ms(self) -> float:
+        return max((b.p(95) for b in self.buckets.values()), default=0.0)
+
+
+def sample_personas(conn: psycopg.Connection, per_bucket: int) -> dict[str, list[tuple[uuid.UUID, int]]]:
+    """(persona, memories) for the smallest, the median and the largest personas with memories."""
+    sizes = conn.execute(
+        "SELECT persona_id, count(*) FROM memories WHERE persona_id IS NOT NULL AND embedding IS NOT NULL"
+        " GROUP BY persona_id ORDER BY count(*), persona_id"
+    ).fetchall()
+    if not sizes:
+        return {}
+    middle = max(0, len(sizes) // 2 - per_bucket // 2)
+    return {
+        "smallest": sizes[:per_bucket],
+        "median": sizes[middle : middle + per_bucket],
+        "largest": sizes[-per_bucket:],
+    }
+
+
+def query_texts(conn: psycopg.Connection, persona_id: uuid.UUID, count: int) -> list[str]:
+    """Some of the persona's own memories, each cut to its first half of words."""
+    rows = conn.execute(
+        "SELECT content FROM memories WHERE persona_id = %s ORDER BY id LIMIT %s", (persona_id, count)
+    ).fetchall()
+    texts = []
+    for (content,) in rows:
+        words = content.split()
+        texts.append(" ".join(words[: max(1, len(words) // 2)]))
+    return texts
+
+
+def measure_search(
+    conn: psycopg.Connection,
+    provider: EmbeddingProviderResource,
+    personas_per_bucket: int = 3,
+    queries_per_persona: int = 5,
+) -> SearchQuality:
+    """Latency and recall of the installed search over sampled personas; see the module docstring."""
+    register_vector(conn)
+    quality = SearchQuality()
+    for bucket, personas in sample_personas(conn, personas_per_bucket).items():
+        figures = quality.buckets[bucket] = BucketFigures(len(personas), max(n for _, n in personas))
+        for persona_id, _ in personas:
+            texts = query_texts(conn, persona_id, queries_per_persona)
+            vectors = embed_with_cache(conn, provider, texts).vectors if texts else []
+            for text, vector in zip(texts, vectors, strict=True):
+                _measure_one(conn, figures, persona_id, vector)
+                quality.queries += 1
+                if not quality.example and bucket == "largest":
+                    quality.example = _example(conn, persona_id, text, vector)
+    return quality
+
+
+def _measure_one(conn: psycopg.Connection, figures: BucketFigures, persona_id: uuid.UUID, vector) -> None:
+    for which, threshold in (("threshold", DEFAULT_MIN_SIMILARITY), ("no_threshold", NO_THRESHOLD)):
+        started = time.perf_counter()
+        found = _search(conn, vector, persona_id, threshold)
+        if which == "threshold":
+            figures.latencies_ms.append((time.perf_counter() - started) * 1000)
+        with conn.transaction():
+            for setting in ("enable_indexscan = off", "enable_bitmapscan = off", "enable_seqscan = on"):
+                conn.execute(f"SET LOCAL {setting}")
+            exact = _search(conn, vector, persona_id, threshold)
+        figures.recalls[which].append(recall_at(found, exact))
+
+
+def _search(
+    conn: psycopg.Connection, vector, persona_id: uuid.UUID, threshold: float
+) -> list[tuple[uuid.UUID, float]]:
+    return conn.execute(
+        "SELECT id, score FROM search_memories(%s, %s, NULL, %s, %s)",
+        (vector, persona_id, DEFAULT_LIMIT, threshold),
+    ).fetchall()
+
+
+def recall_at(
+    found: list[tuple[uuid.UUID, float]], exact: list[tuple[uuid.UUID, float]], k: int = RECALL_AT
+) -> float:
+    """Share of the exact top k that the search matched, a tie at the k-th score counting as a match."""
+    wanted = exact[:k]
+    if not wanted:
+        return 1.0 if not found[:k] else 0.0
+    cut = wanted[-1][1] - SCORE_TOLERANCE
+    return min(1.0, sum(1 for _, score in found[:k] if score >= cut) / len(wanted))
+
+
+def _example(conn: psycopg.Connection, persona_id: uuid.UUID, text: str, vector) -> str:
+    row = conn.execute(
+        "SELECT content, score FROM search_memories(%s, %s, max_rows => 1)", (vector, persona_id)
+    ).fetchone()
+    if row is None:
+        return f"persona {persona_id}, query {text[:60]!r}: nothing above the threshold"
+    return f"persona {persona_id}, query {text[:60]!r} → {row[0][:80]!r} (score {row[1]:.3f})"
+
+
+def search_plan(conn: psycopg.Connection, persona_id: uuid.UUID, vector) -> str:
+    """EXPLAIN of the query the installed `search_memories` runs (its body, read from the
+    database), for one persona, with the bot's defaults."""
+    register_vector(conn)
+    [(body,)] = conn.execute("SELECT prosrc FROM pg_proc WHERE proname = 'search_memories'").fetchall()
+    values = [
+        sql.Literal(vector),
+        sql.Literal(persona_id),
+        sql.SQL("NULL::uuid"),
+        sql.Literal(DEFAULT_LIMIT),
+        sql.Literal(DEFAULT_MIN_SIMILARITY),
+        sql.SQL("NULL::timestamptz"),
+    ]
+    template = body.replace("{", "{{").replace("}", "}}")
+    for position in range(len(values), 0, -1):  # $10 before $1, were there ten
+        template = template.replace(f"${position}", "{" + str(position - 1) + "}")
+    statement = sql.SQL("EXPLAIN " + template).format(*values)
+    return "\n".join(row[0] for row in conn.execute(statement).fetchall())
+
+
+def largest_persona_plan(conn: psycopg.Connection, provider: EmbeddingProviderResource) -> str | None:
+    """EXPLAIN of the bot's query for the persona with the most memories."""
+    largest = sample_personas(conn, 1).get("largest")
+    if not largest:
+        return None
+    [(persona_id, _)] = largest
+    [(content,)] = conn.execute(
+        "SELECT content FROM memories WHERE persona_id = %s LIMIT 1", (persona_id,)
+    ).fetchall()
+    return search_plan(conn, persona_id, embed_with_cache(conn, provider, [content]).vectors[0])
