@@ -110,6 +110,7 @@ def test_the_pools_the_assets_declare_are_limited_by_the_shipped_dagster_yaml():
     assert {pools[spec.name] for spec in RELATIONAL_TABLES} == {NEW_DATABASE_POOL}
     assert pools["rebuilt_memories"] == pools["shapes_memories"] == EMBEDDING_POOL
     assert pools["shapes_export"] is None  # it reads files and writes nothing
+    assert pools["memory_vector_index"] == NEW_DATABASE_POOL
     assert set(pools.values()) == {NEW_DATABASE_POOL, EMBEDDING_POOL, None}
 
     shipped = yaml.safe_load((Path(tinybot_migration.__file__).parent / "dagster.yaml").read_text())
