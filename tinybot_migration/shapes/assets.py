@@ -165,6 +165,7 @@ def import_metadata(report: ShapesImportReport, total: int, model: str, export: 
     metadata = {
         "dagster/row_count": total,
         "export_folder": export,
+        "mapping_file": report.mapping_file,
         "records": report.total("records"),
         "records_imported": report.total("imported"),
         "records_deleted": report.total("deleted"),

@@ -87,6 +87,7 @@ def test_a_range_run_imports_every_partition_with_every_check(instance, export):
     assert figures["dagster/row_count"] == 3 and figures["memories_written"] == 3
     assert (figures["records"], figures["records_imported"], figures["records_rejected"]) == (3, 2, 1)
     assert figures["unmapped_senders"] == 1 and figures["provider_inputs"] == 2
+    assert figures["mapping_file"] == "1 mappings"
     survey = metadata(result, "shapes_export")
     assert (survey["folders"], survey["records"], survey["senders"]) == (2, 3, 2)
 
