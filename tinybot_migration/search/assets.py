@@ -80,7 +80,7 @@ def memory_vector_index(
         outcomes = [
             vector_index_present_and_valid(conn),
             every_memory_has_an_embedding(conn),
-            search_uses_the_intended_plan(largest_persona_plan(conn, embedding_provider), build.rows),
+            search_uses_the_intended_plan(largest_persona_plan(conn, quality), build.rows),
             search_recall_against_exact(quality, config.min_recall),
         ]
     context.log.info(f"vector index: {build.action} over {build.rows:,} memories in {build.seconds:.1f}s")

@@ -48,6 +48,8 @@ class SearchQuality:
     buckets: dict[str, BucketFigures] = field(default_factory=dict)
     queries: int = 0
     example: str = ""  # one search, for people to read
+    # (persona, query vector) of the largest persona's first query: the plan check EXPLAINs it.
+    largest_query: tuple[uuid.UUID, np.ndarray] | None = None
 
     @property
     def min_recall(self) -> float:
@@ -107,6 +109,8 @@ def measure_search(
                 quality.queries += 1
                 if not quality.example and bucket == "largest":
                     quality.example = _example(conn, persona_id, text, vector)
+            if bucket == "largest" and len(vectors):  # sizes ascend: the last one is the largest
+                quality.largest_query = (persona_id, vectors[0])
     return quality
 
 
@@ -172,13 +176,6 @@ def search_plan(conn: psycopg.Connection, persona_id: uuid.UUID, vector) -> str:
     return "\n".join(row[0] for row in conn.execute(statement).fetchall())
 
 
-def largest_persona_plan(conn: psycopg.Connection, provider: EmbeddingProviderResource) -> str | None:
-    """EXPLAIN of the bot's query for the persona with the most memories."""
-    largest = sample_personas(conn, 1).get("largest")
-    if not largest:
-        return None
-    [(persona_id, _)] = largest
-    [(content,)] = conn.execute(
-        "SELECT content FROM memories WHERE persona_id = %s LIMIT 1", (persona_id,)
-    ).fetchall()
-    return search_plan(conn, persona_id, embed_with_cache(conn, provider, [content]).vectors[0])
+def largest_persona_plan(conn: psycopg.Connection, quality: SearchQuality) -> str | None:
+    """EXPLAIN of the bot's query for the largest persona `measure_search` sampled."""
+    return None if quality.largest_query is None else search_plan(conn, *quality.largest_query)

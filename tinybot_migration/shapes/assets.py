@@ -2,9 +2,10 @@
 imported per personality through the cache and the shared memory writer)."""
 
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
 from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
@@ -54,17 +55,28 @@ PER_FOLDER_ROWS = 100
 _upstream = {a.key.to_user_string(): a for a in relational_assets}
 
 
+@contextmanager
+def people_database(
+    new_database: NewDatabaseResource, old_database: OldDatabaseResource
+) -> Iterator[tuple[psycopg.Connection | None, psycopg.Connection]]:
+    """Read-only (new DB, DB to read users, personas and personalities from): the new DB for both
+    once it is migrated; before the first migration (a dry run on a fresh database) None and the
+    old DB, whose slugs and discord ids are the same."""
+    with new_database.connect_read_only() as new_conn:
+        if has_rows(new_conn, PERSONALITIES):
+            yield new_conn, new_conn
+            return
+        with old_database.connect() as old_conn:
+            yield None, old_conn
+
+
 def known_personality_slugs(
     new_database: NewDatabaseResource, old_database: OldDatabaseResource
 ) -> tuple[set[str], str]:
-    """The slugs folders are matched against: the new DB's personalities, or the old DB's before
-    the first migration (a dry run on a fresh database). Returns them and where they came from."""
-    query = "SELECT slug FROM personalities"
-    with new_database.connect_read_only() as conn:
-        if has_rows(conn, PERSONALITIES):
-            return {slug for (slug,) in conn.execute(query).fetchall()}, "new database"
-    with old_database.connect() as conn:
-        return {slug for (slug,) in conn.execute(query).fetchall()}, "old database"
+    """The slugs folders are matched against, and which database they came from."""
+    with people_database(new_database, old_database) as (migrated, people):
+        slugs = {slug for (slug,) in people.execute("SELECT slug FROM personalities").fetchall()}
+        return slugs, "new database" if migrated is not None else "old database"
 
 
 def export_folder(context: AssetExecutionContext, resource: ShapesExportResource) -> Path | None:
@@ -307,18 +319,16 @@ def _dry_run(
     the senders are looked up in the old DB (persona ids there differ; the texts and the bill not)."""
     if folder is None:
         return ShapesImportReport(dry_run=True, estimate=CostEstimate())
-    with new_database.connect_read_only() as new_conn:
-        migrated = has_rows(new_conn, PERSONALITIES)
-        with nullcontext(new_conn) if migrated else old_database.connect() as people:
-            return import_shapes_memories(
-                new_conn if migrated else None,
-                provider,
-                folder,
-                personality_ids_for(people, slugs),
-                log=context.log.info,
-                dry_run=True,
-                people=people,
-            )
+    with people_database(new_database, old_database) as (migrated, people):
+        return import_shapes_memories(
+            migrated,
+            provider,
+            folder,
+            personality_ids_for(people, slugs),
+            log=context.log.info,
+            dry_run=True,
+            people=people,
+        )
 
 
 shapes_assets = [shapes_export, shapes_memories]

@@ -71,6 +71,12 @@ class SenderMapping:
     note: str | None
 
 
+def read_json(path: Path) -> object:
+    """A JSON file of the export, as UTF-8 (a leading BOM is harmless); raises UnicodeDecodeError
+    or json.JSONDecodeError for the caller to report."""
+    return json.loads(path.read_bytes().decode("utf-8-sig"))
+
+
 def memory_folders(export_dir: Path) -> list[str]:
     """The personality folders of an export (their names are slugs), sorted."""
     return sorted(p.name for p in export_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -89,7 +95,7 @@ def parse_memories_file(export_dir: Path, slug: str, now: float | None = None) -
         parsed.error = f"{source_file}: the folder {slug}/ has no {slug}{MEMORIES_FILE_SUFFIX}"
         return parsed
     try:
-        document = json.loads(path.read_bytes().decode("utf-8-sig"))  # a leading BOM is harmless
+        document = read_json(path)
     except UnicodeDecodeError as error:
         parsed.error = f"{source_file}: not UTF-8 (byte {error.start}: {error.reason})"
         return parsed
@@ -132,7 +138,7 @@ def read_mappings(export_dir: Path) -> dict[str, SenderMapping] | None:
         return ShapesExportError(f"{path} is malformed: {problem}; nothing was imported")
 
     try:
-        document = json.loads(path.read_bytes().decode("utf-8-sig"))
+        document = read_json(path)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise malformed(f"not JSON ({error})") from None
     if not isinstance(document, dict) or not isinstance(document.get("mappings"), dict):

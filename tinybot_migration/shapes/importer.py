@@ -11,7 +11,6 @@ counts each per personality. A dry run stops before anything is written and esti
 from __future__ import annotations
 
 import functools
-import json
 import time
 import uuid
 from collections import Counter
@@ -45,6 +44,7 @@ from tinybot_migration.shapes.export import (
     ShapesRecord,
     jsonb_safe,
     parse_memories_file,
+    read_json,
     read_mappings,
 )
 from tinybot_migration.shapes.mappings import (
@@ -401,5 +401,5 @@ def _raw_records(export_dir: Path, source_file: str, indexes: Sequence[int]) -> 
     """Records of a file as they are in it (only needed for the rare text the provider refused)."""
     if not indexes:
         return {}
-    document = json.loads((export_dir / source_file).read_bytes())
+    document = read_json(export_dir / source_file)
     return {i: document[i] for i in indexes}

@@ -33,6 +33,7 @@ class PersonaLink:
 class SenderResolution:
     links: dict[str, PersonaLink] = field(default_factory=dict)  # shapes user id -> persona
     unmapped: dict[str, str] = field(default_factory=dict)  # shapes user id -> why it has no persona
+    recorded: dict[str, uuid.UUID] = field(default_factory=dict)  # persona of each existing mapping row
 
 
 @dataclass
@@ -60,7 +61,7 @@ def resolve_senders(
             (sorted({m.discord_id for m in listed.values()}),),
         ).fetchall()
     )
-    rows = dict(
+    recorded = dict(
         conn.execute(
             "SELECT shapes_user_id::text, persona_id FROM shapes_persona_mappings WHERE shapes_user_id = ANY(%s::uuid[])",
             (sorted(senders),),
@@ -68,14 +69,14 @@ def resolve_senders(
         if kept
         else ()
     )
-    resolution = SenderResolution()
+    resolution = SenderResolution(recorded=recorded)
     for sender in sorted(senders):
         mapping = listed.get(sender)
         if mapping is not None and personas.get(mapping.discord_id) is not None:
             note = f": {mapping.note}" if mapping.note else ""
             resolution.links[sender] = PersonaLink(personas[mapping.discord_id], f"{MAPPED_BY}{note}")
-        elif sender in rows:
-            resolution.links[sender] = PersonaLink(rows[sender], None)
+        elif sender in recorded:
+            resolution.links[sender] = PersonaLink(recorded[sender], None)
         elif mapping is None:
             resolution.unmapped[sender] = f"not in {MAPPINGS_FILE}"
         elif mapping.discord_id not in personas:
@@ -96,15 +97,9 @@ def apply_links(
     """Write the mapping rows the file gives and re-point these personalities' memories, in one
     transaction. A row already naming the same persona is left as it is (its mapped_at too)."""
     from_file = {s: link for s, link in resolution.links.items() if link.mapped_by is not None}
+    before = resolution.recorded
     changes = LinkChanges()
     with conn.transaction():
-        before = dict(
-            conn.execute(
-                "SELECT shapes_user_id::text, persona_id FROM shapes_persona_mappings"
-                " WHERE shapes_user_id = ANY(%s::uuid[])",
-                (sorted(from_file),),
-            ).fetchall()
-        )
         changes.mappings_written = _upsert_mappings(conn, from_file, now)
         changes.repointed_senders = [
             f"{sender}: persona {before[sender]} -> {link.persona_id}"

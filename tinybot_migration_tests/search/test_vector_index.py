@@ -114,7 +114,7 @@ def test_the_recall_and_plan_checks_fail_when_the_search_is_forced_onto_a_bad_pl
     ensure_vector_index(conn)
     good = measure_search(conn, provider, personas_per_bucket=1, queries_per_persona=3)
     assert search_recall_against_exact(good, 0.99).passed
-    assert search_uses_the_intended_plan(largest_persona_plan(conn, provider), 60).passed
+    assert search_uses_the_intended_plan(largest_persona_plan(conn, good), 60).passed
 
     # A search function that lets the HNSW index order the persona's rows, walking one candidate:
     # what the bot must never get (the shipped query is written so that no vector index can serve it).
@@ -127,7 +127,7 @@ def test_the_recall_and_plan_checks_fail_when_the_search_is_forced_onto_a_bad_pl
     bad = measure_search(conn, provider, personas_per_bucket=1, queries_per_persona=3)
     outcome = search_recall_against_exact(bad, 0.99)
     assert not outcome.passed and "recall@10 below 0.99" in outcome.description
-    plan = search_uses_the_intended_plan(largest_persona_plan(conn, provider), 60)
+    plan = search_uses_the_intended_plan(largest_persona_plan(conn, bad), 60)
     assert not plan.passed and INDEX_NAME in plan.description
 
 
@@ -135,7 +135,8 @@ def test_the_shipped_search_never_walks_the_vector_index_even_when_the_planner_w
     conn = world["conn"]
     ensure_vector_index(conn)
     conn.execute("SET enable_seqscan = off")  # on 60 rows, push the planner towards any index
-    plan = largest_persona_plan(conn, EmbeddingProviderResource(provider="hash"))
+    quality = measure_search(conn, EmbeddingProviderResource(provider="hash"), 1, 1)
+    plan = largest_persona_plan(conn, quality)
     assert INDEX_NAME not in plan and PERSONA_INDEX in plan
 
 

@@ -271,3 +271,13 @@ def test_a_dry_run_writes_nothing_calls_nothing_and_estimates_what_the_run_then_
     real = import_all(export, server)
     assert real.provider_inputs == dry.estimate.texts and real.tokens == dry.estimate.tokens
     assert import_all(export, server, dry_run=True).estimate.texts == 0
+
+
+def test_a_file_with_a_byte_order_mark_is_read_whole_even_for_a_refused_record(export, server):
+    server.reject_marker = "FORBIDDEN"
+    path = export.write("luna", [record([MAPPED], "FORBIDDEN words"), record([SECOND], "fine", seconds=3)])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    report = import_all(export, server)
+    assert report.per_personality["luna"].file_error is None and report.per_personality["luna"].imported == 1
+    [reject] = rows(export.conn, "shapes_rejects")
+    assert reject[5]["result"] == "FORBIDDEN words"  # read back from the file, BOM and all
