@@ -86,6 +86,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.relational_copy import fresh_database  # noqa: E402
 from tinybot_migration.schema import MEMORIES, apply_new_schema  # noqa: E402
+from tinybot_migration.search.sql import DEFAULT_CANDIDATES  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATABASE = "bench_search"
@@ -103,7 +104,9 @@ GOAL_P95_MS = 5.0
 GOAL_RECALL = 0.99
 BUILD_SETTINGS = ("SET maintenance_work_mem = '1GB'", "SET max_parallel_maintenance_workers = 1")
 SCHEMA_INDEXES = {index.name for index in MEMORIES.indexes} | {"memories_pkey"}
-DEFAULT_PLANS = "btree_exact,halfvec_rerank,hnsw_partial_large,binary_rerank,btree_multicolumn_clustered"
+DEFAULT_PLANS = (
+    "shipped,btree_exact,halfvec_rerank,hnsw_partial_large,binary_rerank,btree_multicolumn_clustered"
+)
 SETTINGS_SHOWN = (
     "server_version",
     "shared_buffers",
@@ -515,6 +518,29 @@ class PlanSetup:
     checks: dict = field(default_factory=dict)
 
 
+def shipped(conn: psycopg.Connection, data: Dataset, args, searches: list[Search]) -> PlanSetup:
+    """What the project ships: the installed `search_memories` (search/sql.py) over the schema's
+    `embedding_bits` column and covering B-tree idx_memories_search, after the index asset's
+    VACUUM; one variant per first-pass candidate count (the function's default first)."""
+    seconds = timed(conn, ["REINDEX INDEX idx_memories_search", "VACUUM (ANALYZE) memories"])
+
+    def query(candidates: int) -> QueryBuilder:
+        def build(search: Search) -> str:
+            personality = "%(personality)s" if search.personality is not None else "NULL"
+            return (
+                "SELECT id, personality_id, created_at, content, score FROM search_memories("
+                f"%(q)s, %(persona)s, {personality}, 15, %(min_similarity)s, %(cutoff)s, {candidates})"
+            )
+
+        return build
+
+    return PlanSetup(
+        build_seconds=seconds,
+        index_bytes={"idx_memories_search": relation_bytes(conn, "idx_memories_search")},
+        variants=[Variant(f"shipped n={n}", (), query(n)) for n in args.shipped_candidates],
+    )
+
+
 def btree_exact(conn: psycopg.Connection, data: Dataset, args, searches: list[Search]) -> PlanSetup:
     """The schema's B-tree on persona_id and exact distance: the bot's query unchanged."""
     seconds = timed(conn, ["REINDEX INDEX idx_memories_persona_id", "ANALYZE memories"])
@@ -739,6 +765,7 @@ def partial_index_matching(conn, data, searches, promoted, settings) -> dict:
 
 
 PLANS: dict[str, Callable[..., PlanSetup]] = {
+    "shipped": shipped,
     "btree_exact": btree_exact,
     "btree_multicolumn_clustered": btree_multicolumn_clustered,
     "binary_rerank": binary_rerank,
@@ -906,6 +933,11 @@ def main() -> None:
     parser.add_argument("--promote-rows", type=int, default=1000, help="partial HNSW above this persona size")
     parser.add_argument("--ef-search", default="40,100,200")
     parser.add_argument("--bq-candidates", default="200,400")
+    parser.add_argument(
+        "--shipped-candidates",
+        default=str(DEFAULT_CANDIDATES),
+        help="first-pass candidates of the shipped search",
+    )
     parser.add_argument("--skip-global-hnsw", action="store_true", help="only the partial HNSW indexes")
     parser.add_argument(
         "--exact-check", type=int, default=2, help="queries per bucket checked against a seq scan"
@@ -913,6 +945,7 @@ def main() -> None:
     args = parser.parse_args()
     args.ef_search = [int(x) for x in args.ef_search.split(",")]
     args.bq_candidates = [int(x) for x in args.bq_candidates.split(",")]
+    args.shipped_candidates = [int(x) for x in args.shipped_candidates.split(",")]
     plans = [p.strip() for p in args.plans.split(",") if p.strip()]
     unknown = [p for p in plans if p not in PLANS]
     if unknown:

@@ -15,8 +15,8 @@ import psycopg
 
 # Bump when the new DB's DDL changes; recorded in the new DB's `schema_version` table.
 # 2: embedding_cache; 3: embeddings stored inline (STORAGE PLAIN); 4: shapes_rejects;
-# 5: the search_memories() function
-SCHEMA_VERSION = 5
+# 5: the search_memories() function; 6: memories.embedding_bits and the search's covering B-tree
+SCHEMA_VERSION = 6
 EMBEDDING_DIMENSIONS = 1536
 
 # Serialises concurrent schema application (webserver, run workers, tests) on one server.
@@ -35,9 +35,12 @@ class Column:
     default: str | None = None
     check: str | None = None
     references: str | None = None  # the parent table, whose `id` this column holds
+    generated: str | None = None  # computed by the database from other columns; never written
 
     def ddl(self, database: str) -> str:
         parts = [self.name, _TIMESTAMP_TYPES[database] if self.type == TIMESTAMP else self.type]
+        if self.generated is not None:
+            parts.append(f"GENERATED ALWAYS AS ({self.generated}) STORED")
         if not self.null:
             parts.append("NOT NULL")
         if self.default is not None:
@@ -54,6 +57,11 @@ class Index:
     name: str
     columns: str  # the parenthesised part of CREATE INDEX, e.g. "channel_id, created_at DESC"
     new_only: bool = False
+    include: str | None = None  # columns stored in the index for index-only scans
+
+    def ddl(self, table: str) -> str:
+        include = f" INCLUDE ({self.include})" if self.include else ""
+        return f"CREATE INDEX IF NOT EXISTS {self.name} ON {table} ({self.columns}){include};"
 
 
 @dataclass(frozen=True)
@@ -70,19 +78,28 @@ class Table:
         return tuple(c.name for c in self.columns)
 
     @property
+    def written_columns(self) -> tuple[str, ...]:
+        """The columns a writer supplies (generated ones are the database's)."""
+        return tuple(c.name for c in self.columns if c.generated is None)
+
+    @property
     def foreign_keys(self) -> tuple[tuple[str, str], ...]:
         """(column, parent table) for every column that references another table."""
         return tuple((c.name, c.references) for c in self.columns if c.references is not None)
 
     def ddl(self, database: str) -> str:
-        lines = [c.ddl(database) for c in self.columns]
+        lines = [c.ddl(database) for c in self.columns if c.generated is None]
         lines.append(f"PRIMARY KEY ({', '.join(self.primary_key)})")
         lines += [f"UNIQUE ({', '.join(key)})" for key in self.unique]
         statements = [f"CREATE TABLE IF NOT EXISTS {self.name} (\n    " + ",\n    ".join(lines) + "\n);"]
+        # Generated columns came with later schema versions: added, so older databases get them too.
         statements += [
-            f"CREATE INDEX IF NOT EXISTS {index.name} ON {self.name} ({index.columns});"
-            for index in self.indexes
-            if database == "new" or not index.new_only
+            f"ALTER TABLE {self.name} ADD COLUMN IF NOT EXISTS {c.ddl(database)};"
+            for c in self.columns
+            if c.generated is not None
+        ]
+        statements += [
+            index.ddl(self.name) for index in self.indexes if database == "new" or not index.new_only
         ]
         if database == "new":
             statements += [
@@ -310,16 +327,27 @@ MEMORIES = Table(
         Column(
             "source_system", "text", default="'tinybot'", check="source_system IN ('tinybot', 'shapes-inc')"
         ),
+        # The embedding's signs, 192 bytes: the search's first pass ranks a persona's memories by
+        # hamming distance on these alone, read from SEARCH_INDEX without touching the 6 kB rows.
+        Column(
+            "embedding_bits",
+            f"bit({EMBEDDING_DIMENSIONS})",
+            null=True,
+            generated=f"binary_quantize(embedding)::bit({EMBEDDING_DIMENSIONS})",
+        ),
     ),
-    indexes=tuple(
-        Index(f"idx_memories_{name}", columns)
-        for name, columns in (
-            ("persona_id", "persona_id"),
-            ("personality_id", "personality_id"),
-            ("created_at", "created_at DESC"),
-            ("legacy_shapes_user_id", "legacy_shapes_user_id"),
-            ("source_system", "source_system"),
-        )
+    indexes=(
+        *(
+            Index(f"idx_memories_{name}", columns)
+            for name, columns in (
+                ("persona_id", "persona_id"),
+                ("personality_id", "personality_id"),
+                ("created_at", "created_at DESC"),
+                ("legacy_shapes_user_id", "legacy_shapes_user_id"),
+                ("source_system", "source_system"),
+            )
+        ),
+        Index("idx_memories_search", "persona_id, personality_id, created_at", include="id, embedding_bits"),
     ),
     plain_storage=("embedding",),
 )

@@ -96,8 +96,13 @@ CATALOGUE_SQL = {
 }
 
 
-# Tables the schema gained after schema_catalogue.json was taken (version 3).
-ADDED_AFTER_THE_CATALOGUE = {"shapes_rejects"}
+# What the schema gained after schema_catalogue.json was taken (version 3): whole tables, and
+# (table, column or index) pairs.
+ADDED_AFTER_THE_CATALOGUE = {
+    "shapes_rejects",
+    ("memories", "embedding_bits"),
+    ("memories", "idx_memories_search"),
+}
 
 
 def catalogue(url: str, leave_out: set[str] = frozenset()) -> dict[str, list[list]]:
@@ -106,7 +111,7 @@ def catalogue(url: str, leave_out: set[str] = frozenset()) -> dict[str, list[lis
             part: [
                 [value if value is None or isinstance(value, int | str) else str(value) for value in row]
                 for row in conn.execute(query).fetchall()
-                if row[0] not in leave_out
+                if row[0] not in leave_out and tuple(row[:2]) not in leave_out
             ]
             for part, query in CATALOGUE_SQL.items()
         }
@@ -141,6 +146,38 @@ def test_the_rejects_table_of_schema_version_4_keys_each_record_by_file_and_posi
     columns = [row[1:4] for row in catalogue(url)["columns"] if row[0] == "shapes_rejects"]
     assert [c[0] for c in columns] == [c.name for c in schema.SHAPES_REJECTS.columns]
     assert dict((c[0], c[2]) for c in columns)["raw_record"] == "jsonb"
+
+
+def test_a_version_5_database_gains_the_search_column_its_index_and_the_new_function(make_database):
+    url = make_database("schema_upgrade")
+    with psycopg.connect(url, autocommit=True) as conn:
+        apply_new_schema(conn)
+        conn.execute("DROP INDEX idx_memories_search")
+        conn.execute("ALTER TABLE memories DROP COLUMN embedding_bits")
+        conn.execute(
+            "DROP FUNCTION search_memories(vector, uuid, uuid, integer, double precision, timestamptz, integer)"
+        )
+        conn.execute(
+            "CREATE FUNCTION search_memories(query vector, persona uuid, personality uuid, max_rows integer,"
+            " min_similarity double precision, exclude_newer_than timestamptz) RETURNS SETOF uuid"
+            " LANGUAGE sql AS 'SELECT id FROM memories'"
+        )  # version 5's signature
+        conn.execute("DELETE FROM schema_version")
+        conn.execute("INSERT INTO schema_version (version) VALUES (5)")
+        conn.execute("SET session_replication_role = replica")  # no parents needed for this row
+        conn.execute(
+            "INSERT INTO memories (id, personality_id, content, embedding, created_at)"
+            " SELECT gen_random_uuid(), gen_random_uuid(), 'x', ('[' || repeat('-1,', 1535) || '1]')::vector, now()"
+        )  # written before the upgrade
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert apply_new_schema(conn) == 6
+        bits = conn.execute("SELECT embedding_bits::text FROM memories").fetchone()[0]
+        assert bits == "0" * 1535 + "1"  # computed for the row already there
+        assert conn.execute("SELECT to_regclass('idx_memories_search')").fetchone()[0] is not None
+        signatures = conn.execute(
+            "SELECT pg_get_function_identity_arguments(oid) FROM pg_proc WHERE proname = 'search_memories'"
+        ).fetchall()
+        assert len(signatures) == 1 and signatures[0][0].endswith("candidates integer")
 
 
 def test_the_relational_specs_and_the_schema_list_the_same_tables_in_foreign_key_order():

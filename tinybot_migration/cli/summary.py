@@ -124,8 +124,8 @@ def _index_line(name: str, m: dict) -> str:
     if m.get("search_queries"):
         buckets = [b for b in ("smallest", "median", "largest") if f"search_p95_ms_{b}" in m]
         line += (
-            f"\nsearch ({m['search_queries']} queries, recall@10 against exact at least "
-            f"{m['search_min_recall_at_10']:.3f}): "
+            f"\nsearch ({m['search_queries']} queries, {m['search_candidates']:,} first-pass candidates, "
+            f"recall@10 against exact at least {m['search_min_recall_at_10']:.3f}): "
             + ", ".join(
                 f"{b} persona ({m[f'search_rows_{b}']:,} memories) p50 {m[f'search_p50_ms_{b}']:.2f} ms, "
                 f"p95 {m[f'search_p95_ms_{b}']:.2f} ms"

@@ -70,7 +70,7 @@ class NewMemory:
 
 _FIELDS = tuple(f.name for f in fields(NewMemory))
 _values = attrgetter(*_FIELDS)
-_TABLE_TYPES = {c.name: c.type for c in schema.MEMORIES.columns}
+_TABLE_TYPES = {c.name: c.type for c in schema.MEMORIES.columns if c.generated is None}
 _COPY_TYPE_NAMES = {"boolean": "bool", "integer": "int4"}
 
 

@@ -3,12 +3,18 @@
 Personas are sampled by size (the smallest, the median and the largest), each queried with the
 text of some of its own memories cut in half (a paraphrase by truncation, embedded through the
 cache so a re-run pays nothing). Every query runs the installed `search_memories` as the bot
-does, timed, and again with index scans off, which is exact; recall@10 counts a returned memory
-as right when its score reaches the exact tenth score (ties at the cut are not errors).
+does, timed, with and without the threshold, and again as `EXACT_SEARCH_QUERY` (exact distance
+over every row of the persona, index scans off); recall@10 counts a returned memory as right when
+its score reaches the exact tenth score (ties at the cut are not errors).
+
+`tune_candidates` then sets how many candidates the search's binary first pass keeps: the fewest,
+doubling from 400, that reach the wanted recall on these queries, installed as the function's
+default so the bot's services get it without changing a call.
 """
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -20,26 +26,37 @@ from psycopg import sql
 
 from tinybot_migration.embeddings.cache import embed_with_cache
 from tinybot_migration.resources.embedding_provider import EmbeddingProviderResource
-from tinybot_migration.search.sql import DEFAULT_LIMIT, DEFAULT_MIN_SIMILARITY
+from tinybot_migration.search.sql import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_LIMIT,
+    DEFAULT_MIN_SIMILARITY,
+    EXACT_SEARCH_QUERY,
+    SEARCH_FUNCTION_SQL,
+)
 
 BUCKETS = ("smallest", "median", "largest")
 RECALL_AT = 10
 NO_THRESHOLD = -1.0
+THRESHOLDS = {"threshold": DEFAULT_MIN_SIMILARITY, "no_threshold": NO_THRESHOLD}
 SCORE_TOLERANCE = 1e-6
-PERSONA_INDEX = "idx_memories_persona_id"
+EXACT_SETTINGS = ("enable_indexscan = off", "enable_indexonlyscan = off", "enable_bitmapscan = off")
 
 
 @dataclass
 class BucketFigures:
     personas: int = 0
     rows: int = 0  # memories of the largest persona sampled in the bucket
-    latencies_ms: list[float] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)  # with and without the threshold
     recalls: dict[str, list[float]] = field(default_factory=lambda: {"threshold": [], "no_threshold": []})
 
     def p(self, percent: float) -> float:
         return float(np.percentile(self.latencies_ms, percent)) if self.latencies_ms else 0.0
 
     def recall(self, which: str) -> float:
+        """recall@10 of the bucket: the mean over its queries (the usual definition)."""
+        return float(np.mean(self.recalls[which])) if self.recalls[which] else 1.0
+
+    def worst_query_recall(self, which: str) -> float:
         return min(self.recalls[which], default=1.0)
 
 
@@ -90,50 +107,148 @@ def query_texts(conn: psycopg.Connection, persona_id: uuid.UUID, count: int) -> 
     return texts
 
 
-def measure_search(
+@dataclass
+class QuerySample:
+    """One query of the measurement: a persona of a size bucket and a vector, with the exact
+    answers (computed once, whatever the plan measured against them)."""
+
+    bucket: str
+    persona_id: uuid.UUID
+    persona_rows: int
+    text: str
+    vector: np.ndarray
+    exact: dict[float, list[tuple[uuid.UUID, float]]] = field(default_factory=dict)
+
+
+def sample_queries(
     conn: psycopg.Connection,
     provider: EmbeddingProviderResource,
     personas_per_bucket: int = 3,
     queries_per_persona: int = 5,
-) -> SearchQuality:
-    """Latency and recall of the installed search over sampled personas; see the module docstring."""
+) -> list[QuerySample]:
+    """The queries `measure_search` runs, smallest bucket first (the largest persona last), each
+    with its exact answers with and without the threshold."""
     register_vector(conn)
-    quality = SearchQuality()
+    samples = []
     for bucket, personas in sample_personas(conn, personas_per_bucket).items():
-        figures = quality.buckets[bucket] = BucketFigures(len(personas), max(n for _, n in personas))
-        for persona_id, _ in personas:
+        for persona_id, rows in personas:
             texts = query_texts(conn, persona_id, queries_per_persona)
             vectors = embed_with_cache(conn, provider, texts).vectors if texts else []
             for text, vector in zip(texts, vectors, strict=True):
-                _measure_one(conn, figures, persona_id, vector)
-                quality.queries += 1
-                if not quality.example and bucket == "largest":
-                    quality.example = _example(conn, persona_id, text, vector)
-            if bucket == "largest" and len(vectors):  # sizes ascend: the last one is the largest
-                quality.largest_query = (persona_id, vectors[0])
+                sample = QuerySample(bucket, persona_id, rows, text, vector)
+                for threshold in THRESHOLDS.values():
+                    sample.exact[threshold] = exact_search(conn, vector, persona_id, threshold)
+                samples.append(sample)
+    return samples
+
+
+def measure_search(
+    conn: psycopg.Connection,
+    provider_or_samples: EmbeddingProviderResource | list[QuerySample],
+    personas_per_bucket: int = 3,
+    queries_per_persona: int = 5,
+    candidates: int | None = None,
+    repeats: int = 3,
+) -> SearchQuality:
+    """Latency and recall of the installed search (with its default first-pass candidates unless
+    `candidates` is given) over sampled personas; see the module docstring. Each search runs
+    `repeats` times and counts with its median time, so that one stall of a busy machine is not
+    taken for the plan's tail."""
+    samples = (
+        provider_or_samples
+        if isinstance(provider_or_samples, list)
+        else sample_queries(conn, provider_or_samples, personas_per_bucket, queries_per_persona)
+    )
+    register_vector(conn)
+    quality = SearchQuality()
+    for sample in samples:
+        figures = quality.buckets.setdefault(sample.bucket, BucketFigures())
+        figures.rows = max(figures.rows, sample.persona_rows)
+        for which, threshold in THRESHOLDS.items():
+            timings = []
+            for _ in range(max(1, repeats)):
+                started = time.perf_counter()
+                found = _search(conn, sample, threshold, candidates)
+                timings.append((time.perf_counter() - started) * 1000)
+            figures.latencies_ms.append(float(np.median(timings)))
+            figures.recalls[which].append(recall_at(found, sample.exact[threshold]))
+        quality.queries += 1
+    for bucket, figures in quality.buckets.items():
+        figures.personas = len({s.persona_id for s in samples if s.bucket == bucket})
+    largest = [s for s in samples if s.bucket == "largest"]
+    if largest:
+        biggest = max(largest, key=lambda s: s.persona_rows)
+        quality.largest_query = (biggest.persona_id, biggest.vector)
+        quality.example = _example(conn, biggest.persona_id, largest[0].text, largest[0].vector)
     return quality
 
 
-def _measure_one(conn: psycopg.Connection, figures: BucketFigures, persona_id: uuid.UUID, vector) -> None:
-    for which, threshold in (("threshold", DEFAULT_MIN_SIMILARITY), ("no_threshold", NO_THRESHOLD)):
-        started = time.perf_counter()
-        found = _search(conn, vector, persona_id, threshold)
-        if which == "threshold":
-            figures.latencies_ms.append((time.perf_counter() - started) * 1000)
-        with conn.transaction():
-            for setting in ("enable_indexscan = off", "enable_bitmapscan = off", "enable_seqscan = on"):
-                conn.execute(f"SET LOCAL {setting}")
-            exact = _search(conn, vector, persona_id, threshold)
-        figures.recalls[which].append(recall_at(found, exact))
-
-
 def _search(
+    conn: psycopg.Connection, sample: QuerySample, threshold: float, candidates: int | None
+) -> list[tuple[uuid.UUID, float]]:
+    if candidates is None:
+        return conn.execute(
+            "SELECT id, score FROM search_memories(%s, %s, NULL, %s, %s)",
+            (sample.vector, sample.persona_id, DEFAULT_LIMIT, threshold),
+        ).fetchall()
+    return conn.execute(
+        "SELECT id, score FROM search_memories(%s, %s, NULL, %s, %s, NULL, %s)",
+        (sample.vector, sample.persona_id, DEFAULT_LIMIT, threshold, candidates),
+    ).fetchall()
+
+
+def exact_search(
     conn: psycopg.Connection, vector, persona_id: uuid.UUID, threshold: float
 ) -> list[tuple[uuid.UUID, float]]:
-    return conn.execute(
-        "SELECT id, score FROM search_memories(%s, %s, NULL, %s, %s)",
-        (vector, persona_id, DEFAULT_LIMIT, threshold),
-    ).fetchall()
+    """(id, score) of the bot's search done exactly: every row of the persona, by exact distance."""
+    params = {"p1": vector, "p2": persona_id, "p3": None, "p4": DEFAULT_LIMIT, "p5": threshold, "p6": None}
+    with conn.transaction():
+        for setting in EXACT_SETTINGS:
+            conn.execute(f"SET LOCAL {setting}")
+        rows = conn.execute(_NAMED_PARAMETERS.sub(r"%(p\1)s", EXACT_SEARCH_QUERY), params).fetchall()
+    return [(row[0], row[2]) for row in rows]
+
+
+_NAMED_PARAMETERS = re.compile(r"\$(\d+)")
+
+
+@dataclass
+class CandidateTuning:
+    candidates: int  # what the installed function now keeps by default
+    recall_by_candidates: dict[int, float]  # the lowest bucket recall at each count tried
+    quality: SearchQuality  # measured at `candidates`
+
+
+def tune_candidates(
+    conn: psycopg.Connection, samples: list[QuerySample], min_recall: float, start: int = DEFAULT_CANDIDATES
+) -> CandidateTuning:
+    """The fewest first-pass candidates, doubling from `start`, whose recall@10 reaches
+    `min_recall` in every bucket, installed as `search_memories`'s default. Embeddings whose signs
+    rank poorly (random-like vectors, such as the offline hash embedder's) need more; once the
+    count reaches the largest sampled persona the search is exact there, so the doubling stops."""
+    largest = max((s.persona_rows for s in samples), default=0)
+    tried: dict[int, float] = {}
+    candidates = start
+    while True:
+        recall = measure_search(conn, samples, candidates=candidates, repeats=1).min_recall
+        tried[candidates] = recall
+        if recall >= min_recall or candidates >= largest:
+            break
+        candidates *= 2
+    install_candidates(conn, candidates)
+    return CandidateTuning(candidates, tried, measure_search(conn, samples))
+
+
+def install_candidates(conn: psycopg.Connection, candidates: int) -> None:
+    conn.execute(SEARCH_FUNCTION_SQL.replace(f"DEFAULT {DEFAULT_CANDIDATES}", f"DEFAULT {int(candidates)}"))
+
+
+def installed_candidates(conn: psycopg.Connection) -> int:
+    """The first-pass candidates the installed `search_memories` keeps when not told."""
+    arguments = conn.execute(
+        "SELECT pg_get_function_arguments(oid) FROM pg_proc WHERE proname = 'search_memories'"
+    ).fetchone()[0]
+    return int(re.search(r"candidates integer DEFAULT (\d+)", arguments).group(1))
 
 
 def recall_at(
@@ -168,6 +283,7 @@ def search_plan(conn: psycopg.Connection, persona_id: uuid.UUID, vector) -> str:
         sql.Literal(DEFAULT_LIMIT),
         sql.Literal(DEFAULT_MIN_SIMILARITY),
         sql.SQL("NULL::timestamptz"),
+        sql.Literal(installed_candidates(conn)),
     ]
     template = body.replace("{", "{{").replace("}", "}}")
     for position in range(len(values), 0, -1):  # $10 before $1, were there ten

@@ -40,10 +40,12 @@ def test_every_column_is_written_as_given_and_a_rewrite_inserts_nothing(new_db):
     memory = legacy_memory(personality, "they like lighthouses")
     vector = hash_embedding(memory.content, 1536)
     assert write_memories(new_db, [memory], [vector]) == {personality: 1}
-    columns = [c.name for c in MEMORIES.columns if c.name != "embedding"]
+    columns = [name for name in MEMORIES.written_columns if name != "embedding"]
     stored = new_db.execute(f"SELECT {', '.join(columns)} FROM memories").fetchone()
     expected = {name: getattr(memory, name) for name in columns}
     assert dict(zip(columns, stored, strict=True)) == expected
+    bits = new_db.execute("SELECT embedding_bits = binary_quantize(embedding)::bit(1536) FROM memories")
+    assert bits.fetchone()[0]  # the database derives the search's bits from the written vector
     assert write_memories(new_db, [memory], [vector]) == {}
     assert new_db.execute("SELECT count(*) FROM memories").fetchone()[0] == 1
 

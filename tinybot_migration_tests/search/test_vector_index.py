@@ -4,7 +4,7 @@ left in place when valid, rebuilt when invalid, dropped before a large load, and
 import uuid
 
 import psycopg
-from dagster import materialize
+from dagster import AssetCheckSeverity, materialize
 
 from tinybot_migration.resources import EmbeddingProviderResource, NewDatabaseResource
 from tinybot_migration.schema import apply_new_schema
@@ -12,18 +12,34 @@ from tinybot_migration.search import vector_index
 from tinybot_migration.search.assets import memory_vector_index
 from tinybot_migration.search.checks import (
     every_memory_has_an_embedding,
+    search_latency_within_bound,
     search_recall_against_exact,
     search_uses_the_intended_plan,
     vector_index_present_and_valid,
 )
-from tinybot_migration.search.quality import PERSONA_INDEX, largest_persona_plan, measure_search, recall_at
-from tinybot_migration.search.sql import SEARCH_FUNCTION_SQL
+from tinybot_migration.search.quality import (
+    install_candidates,
+    installed_candidates,
+    largest_persona_plan,
+    measure_search,
+    recall_at,
+    sample_queries,
+    tune_candidates,
+)
+from tinybot_migration.search.sql import (
+    DEFAULT_CANDIDATES,
+    EXACT_SEARCH_QUERY,
+    SEARCH_FUNCTION_SQL,
+    SEARCH_INDEX,
+    SEARCH_QUERY,
+)
 from tinybot_migration.search.vector_index import (
     INDEX_NAME,
     build_memory_mb,
     drop_for_bulk_load,
     ensure_vector_index,
     index_state,
+    vacuum_for_search,
 )
 
 
@@ -108,20 +124,44 @@ def test_an_empty_table_gets_its_index_too(make_database):
         assert build.rows == 0 and build.action == "built" and index_state(conn).valid
 
 
-def test_the_recall_and_plan_checks_fail_when_the_search_is_forced_onto_a_bad_plan(world):
+def test_the_recall_check_fails_when_the_first_pass_keeps_too_few_candidates(world):
+    conn = world["conn"]
+    provider = EmbeddingProviderResource(provider="hash")
+    good = measure_search(conn, provider, personas_per_bucket=1, queries_per_persona=3)
+    assert search_recall_against_exact(good, 0.99).passed  # 40 rows at most: searched exactly
+
+    # The same query keeping only the 15 best by hamming distance of the signs for re-ranking.
+    install_candidates(conn, 1)
+    bad = measure_search(conn, provider, personas_per_bucket=1, queries_per_persona=3)
+    outcome = search_recall_against_exact(bad, 0.99)
+    assert not outcome.passed and "recall@10 below 0.99" in outcome.description
+
+
+def test_the_tuning_doubles_the_candidates_until_recall_holds_and_installs_them(world):
+    conn = world["conn"]
+    samples = sample_queries(conn, EmbeddingProviderResource(provider="hash"), 1, 3)
+    assert installed_candidates(conn) == DEFAULT_CANDIDATES
+    tuning = tune_candidates(conn, samples, 0.99, start=2)
+    tried = list(tuning.recall_by_candidates)
+    assert tried[:2] == [2, 4] and tried == [2 * 2**i for i in range(len(tried))]
+    assert tuning.recall_by_candidates[2] < 0.99 <= tuning.recall_by_candidates[tuning.candidates]
+    assert installed_candidates(conn) == tuning.candidates  # the bot's default call now keeps them
+    assert measure_search(conn, samples).min_recall >= 0.99
+
+
+def test_the_recall_and_plan_checks_fail_when_the_search_walks_the_hnsw_index(world):
     conn = world["conn"]
     provider = EmbeddingProviderResource(provider="hash")
     ensure_vector_index(conn)
     good = measure_search(conn, provider, personas_per_bucket=1, queries_per_persona=3)
-    assert search_recall_against_exact(good, 0.99).passed
     assert search_uses_the_intended_plan(largest_persona_plan(conn, good), 60).passed
 
-    # A search function that lets the HNSW index order the persona's rows, walking one candidate:
-    # what the bot must never get (the shipped query is written so that no vector index can serve it).
-    conn.execute(
-        SEARCH_FUNCTION_SQL.replace("ORDER BY (m.embedding <=> $1) + 0", "ORDER BY m.embedding <=> $1")
-    )
-    conn.execute(f"DROP INDEX {PERSONA_INDEX}")
+    # A search that lets the HNSW index order the persona's rows, walking one candidate: what the
+    # bot must never get (the shipped query is written so that no vector index can serve it).
+    walking = EXACT_SEARCH_QUERY.replace("ORDER BY (m.embedding <=> $1) + 0", "ORDER BY m.embedding <=> $1")
+    conn.execute(SEARCH_FUNCTION_SQL.replace(SEARCH_QUERY, walking))
+    for index in (SEARCH_INDEX, "idx_memories_persona_id"):
+        conn.execute(f"DROP INDEX {index}")
     for setting in ("hnsw.ef_search = 1", "enable_seqscan = off"):
         conn.execute(f"SET {setting}")
     bad = measure_search(conn, provider, personas_per_bucket=1, queries_per_persona=3)
@@ -131,13 +171,25 @@ def test_the_recall_and_plan_checks_fail_when_the_search_is_forced_onto_a_bad_pl
     assert not plan.passed and INDEX_NAME in plan.description
 
 
-def test_the_shipped_search_never_walks_the_vector_index_even_when_the_planner_would(world):
+def test_the_shipped_search_reads_its_candidates_from_the_covering_index_only(world):
     conn = world["conn"]
     ensure_vector_index(conn)
+    vacuum_for_search(conn)
     conn.execute("SET enable_seqscan = off")  # on 60 rows, push the planner towards any index
     quality = measure_search(conn, EmbeddingProviderResource(provider="hash"), 1, 1)
     plan = largest_persona_plan(conn, quality)
-    assert INDEX_NAME not in plan and PERSONA_INDEX in plan
+    assert INDEX_NAME not in plan and f"Index Only Scan using {SEARCH_INDEX}" in plan
+
+
+def test_the_latency_check_warns_when_its_bound_is_below_what_is_measured(world):
+    quality = measure_search(world["conn"], EmbeddingProviderResource(provider="hash"), 1, 3)
+    assert quality.worst_p95_ms > 0 and quality.queries == 9
+    assert all(len(b.latencies_ms) == 6 for b in quality.buckets.values())  # with and without the threshold
+    relaxed = search_latency_within_bound(quality, 10_000)
+    assert relaxed.passed and relaxed.severity == AssetCheckSeverity.WARN
+    strict = search_latency_within_bound(quality, quality.worst_p95_ms / 2)
+    assert not strict.passed and "p95 above" in strict.description
+    assert strict.metadata["worst_p95_ms"] == round(quality.worst_p95_ms, 3)
 
 
 def test_recall_counts_a_tie_at_the_cut_as_a_match():
