@@ -43,9 +43,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     with MemorySearch(
         database.resolved_url(), EmbeddingProviderResource.from_environment(), max_connections=1
     ) as search:
-        result = search.search_memories(
-            args.text, persona_id, personality_id, args.limit, args.min_similarity, args.before
-        )
+        vector = search.embed(args.text)
+        query = (vector, persona_id, personality_id, args.limit, args.min_similarity, args.before)
+        first = search.search_memories(*query)
+        # A new connection's first query loads the catalogue and plans; the bot's pooled
+        # connections pay that once, so the figure that matters is the second.
+        result = search.search_memories(*query)
     table = Table(title=f"memories of persona {persona_id} nearest to {args.text!r}")
     for column in ("rank", "score", "personality", "created_at", "content"):
         table.add_column(column, justify="right" if column in ("rank", "score") else "left")
@@ -60,7 +63,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         )
     console.print(table)
     console.print(
-        f"{len(result.memories)} memories in {result.seconds * 1000:.1f} ms (the query in the database)"
+        f"{len(result.memories)} memories in {result.seconds * 1000:.1f} ms (the query in the database, "
+        f"on a warm connection; {first.seconds * 1000:.1f} ms as a new connection's first query)"
     )
     return 0
 

@@ -82,7 +82,7 @@ class MemorySearch:
         exclude_newer_than: datetime | None = None,
     ) -> SearchResult:
         """Memories of `persona_id` nearest to `query` (a text, embedded here, or a vector)."""
-        vector = self._vector(query)
+        vector = self.embed(query)
         with self.pool.connection() as conn:
             started = time.perf_counter()
             with conn.cursor(row_factory=args_row(FoundMemory)) as cur:
@@ -125,7 +125,8 @@ class MemorySearch:
                 pass
         return memory.id
 
-    def _vector(self, query: str | Sequence[float] | np.ndarray) -> np.ndarray:
+    def embed(self, query: str | Sequence[float] | np.ndarray) -> np.ndarray:
+        """The query's vector: a text embedded with the provider, or a vector checked for length."""
         if isinstance(query, str):
             return self.provider.embed([query]).vectors[0]
         vector = np.asarray(query, dtype=np.float32)

@@ -8,6 +8,7 @@ import pytest
 
 from tinybot_migration.resources import EmbeddingProviderResource
 from tinybot_migration.search.memory_search import MemorySearch
+from tinybot_migration.search.quality import install_candidates
 from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, provider_for
 from tinybot_migration_tests.search.conftest import T0
 
@@ -58,6 +59,23 @@ def test_the_search_returns_the_exact_answer_best_first_within_every_filter(worl
         assert scores == sorted(scores, reverse=True)
         assert all(m.persona_id == case["persona"] for m in result.memories)
     assert len(search.search_memories(query, main, min_similarity=0.9).memories) < 15  # the threshold bites
+
+
+def test_a_first_pass_smaller_than_the_persona_still_keeps_every_filter(world, search):
+    """With 15 candidates for a persona of 40 the binary first pass decides which rows are re-ranked;
+    what it returns must still be the persona's, the personality's and before the cut-off, best first."""
+    install_candidates(world["conn"], 1)  # greatest(1, limit): the limit's 15
+    main, luna = world["personas"]["Main"], world["personalities"]["luna"]
+    before = T0 + timedelta(days=40)
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        query = rng.normal(size=1536).astype(np.float32)
+        query /= np.linalg.norm(query)
+        result = search.search_memories(query, main, luna, min_similarity=-1.0, exclude_newer_than=before)
+        allowed = set(exact(world, query, main, luna, limit=100, min_similarity=-1.0, before=before))
+        assert result.memories and {m.id for m in result.memories} <= allowed
+        scores = [m.score for m in result.memories]
+        assert scores == sorted(scores, reverse=True)
 
 
 def test_names_replace_the_placeholders_and_come_with_each_memory(world, search):
