@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from dagster import AssetsDefinition, Definitions, EnvVar
+from dagster import AssetsDefinition, Definitions, EnvVar, colored_console_logger
 
 import tinybot_migration  # noqa: F401  (warning filters before any decorator runs)
 from tinybot_migration.memories import definitions as memories
@@ -16,6 +16,7 @@ from tinybot_migration.resources import (
     ShapesExportResource,
 )
 from tinybot_migration.resources.embedding_provider import PROVIDER_ENVIRONMENT
+from tinybot_migration.runtime.run_display import CLI_LOGGER, cli_logger
 from tinybot_migration.runtime.stages import build_migration_jobs
 from tinybot_migration.search import definitions as search
 from tinybot_migration.shapes import definitions as shapes
@@ -42,6 +43,8 @@ defs = Definitions.merge(
     *(domain.defs for domain in DOMAINS),
     Definitions(
         jobs=build_migration_jobs(ALL_ASSETS),
+        # The console for runs from the UI; the CLI's runs log to a file and show progress instead.
+        loggers={"console": colored_console_logger, CLI_LOGGER: cli_logger},
         resources={
             "old_database": OldDatabaseResource(url=_from_env("OLD_DATABASE_URL")),
             "new_database": NewDatabaseResource(url=_from_env("DATABASE_URL")),

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import logging
 import os
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
 
 from tinybot_migration.cli.dev import cmd_dev
 from tinybot_migration.cli.search import add_search_command
@@ -63,7 +67,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _demo_data(args.scale, args.seed, replace=args.replace or shapes_export_dir().exists())
     else:
         console.print("demo data already present (use --replace to regenerate)")
-    return _run_and_report(estimate=_dry_run_report())
+    code = _run_and_report(log_level=args.log_level, estimate=_dry_run_report(log_level=args.log_level))
+    if code == 0:
+        _print_next_steps()
+    return code
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -72,6 +79,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if report is None:
             return 1
         print_estimate(report)
+        if args.log_level is None:
+            console.print(f"Dagster's log of this run: {_log_file()}")
         return 0 if report.success else 1
     return _run_and_report(log_level=args.log_level, pool_wait_seconds=args.pool_wait_seconds)
 
@@ -88,7 +97,7 @@ def _register_partitions_from_old_database(instance) -> None:
         register_personality_partitions(conn, instance)
 
 
-def _dry_run_report(log_level: str = "INFO", pool_wait_seconds: float | None = None):
+def _dry_run_report(log_level: str | None = None, pool_wait_seconds: float | None = None):
     """The memory assets' dry run (what would be embedded and its cost), or None when Dagster's
     storage went away (said already)."""
     console.print("dry run: what the memory assets would embed, and what it would cost")
@@ -97,18 +106,55 @@ def _dry_run_report(log_level: str = "INFO", pool_wait_seconds: float | None = N
     )
 
 
-def _migration_report(log_level: str = "INFO", pool_wait_seconds: float | None = None, **options):
-    """`run_migration` with the CLI's logging, or None when Dagster's storage went away (said)."""
+@functools.cache
+def _log_file() -> Path:
+    """Where this command's Dagster log lines go (one file for every run it starts)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return (
+        tinybot_home() / "logs" / f"{sys.argv[1] if len(sys.argv) > 1 else 'run'}-{stamp}-{os.getpid()}.log"
+    )
+
+
+def _print_databases() -> None:
+    """The two databases, masked, once per run (the assets no longer say it per table)."""
+    from tinybot_migration.resources import NewDatabaseResource, OldDatabaseResource
+
+    old = OldDatabaseResource(url=os.environ.get("OLD_DATABASE_URL") or None).display_url()
+    new = NewDatabaseResource(url=os.environ.get("DATABASE_URL") or None).display_url()
+    console.print(f"{old} (read-only) → {new}", highlight=False)
+
+
+@contextlib.contextmanager
+def _progress_display():
+    """Bars on a terminal, lines otherwise, fed by the runs' events while the block runs."""
+    from tinybot_migration.cli.run_progress import progress_for
+    from tinybot_migration.runtime.run_display import show_progress
+
+    with progress_for(console) as display, show_progress(display):
+        yield
+
+
+def _migration_report(log_level: str | None = None, pool_wait_seconds: float | None = None, **options):
+    """`run_migration` with the CLI's logging, or None when Dagster's storage went away (said).
+
+    Without `log_level`, Dagster's lines go to `_log_file()` and the CLI shows progress; with it,
+    they go to the console at that level, as Dagster prints them."""
     from tinybot_migration.runtime.runner import DEFAULT_POOL_WAIT_SECONDS, run_migration
 
     logging.getLogger().addFilter(_STORAGE_RETRIES_ONCE)  # the same filter object is added once
+    _print_databases()
+    quiet = log_level is None
     try:
-        return run_migration(
-            log_level=log_level,
-            pool_wait_seconds=DEFAULT_POOL_WAIT_SECONDS if pool_wait_seconds is None else pool_wait_seconds,
-            log=console.print,
-            **options,
-        )
+        with _progress_display() if quiet else contextlib.nullcontext():
+            return run_migration(
+                log_level=log_level or "INFO",
+                log_file=_log_file() if quiet else None,
+                pool_wait_seconds=DEFAULT_POOL_WAIT_SECONDS
+                if pool_wait_seconds is None
+                else pool_wait_seconds,
+                log=console.print,
+                **options,
+            )
     except Exception as error:
         gone = database_gone_message(error)
         if gone is None:
@@ -154,12 +200,25 @@ class _StorageRetriesOnce(logging.Filter):
 _STORAGE_RETRIES_ONCE = _StorageRetriesOnce()
 
 
-def _run_and_report(log_level: str = "INFO", pool_wait_seconds: float | None = None, estimate=None) -> int:
+def _run_and_report(
+    log_level: str | None = None, pool_wait_seconds: float | None = None, estimate=None
+) -> int:
     report = _migration_report(log_level, pool_wait_seconds)
     if report is None:
         return 1
     print_summary(report, estimate)
+    if log_level is None:
+        console.print(f"Dagster's log of this run: {_log_file()} (--log-level INFO prints it here instead)")
     return 0 if report.ok else 1
+
+
+def _print_next_steps() -> None:
+    console.print(
+        "next: `tinybot-migration dev` opens the Dagster UI on this instance (the asset graph, these runs, "
+        'every check); `tinybot-migration search "<words>" --persona <persona id or discord id>` searches '
+        "a persona's memories as the bot does",
+        highlight=False,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,12 +236,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_options(demo_data)
     demo_data.set_defaults(func=cmd_demo_data)
 
+    def add_log_level(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--log-level",
+            default=None,
+            choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+            help="print Dagster's log lines at this level (default: progress here, the lines in a log file "
+            "under $TINYBOT_HOME/logs)",
+        )
+
     demo = commands.add_parser("demo", help="embedded DB + demo data + the whole migration + a summary")
     add_demo_options(demo)
+    add_log_level(demo)
     demo.set_defaults(func=cmd_demo)
 
     run = commands.add_parser("run", help="the whole migration against the configured databases")
-    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_log_level(run)
     run.add_argument(
         "--pool-wait-seconds",
         type=float,

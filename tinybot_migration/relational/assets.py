@@ -119,7 +119,6 @@ def build_table_asset(spec: TableSpec, upstream: dict[str, AssetsDefinition]) ->
     def _table_asset(
         context: AssetExecutionContext, old_database: OldDatabaseResource, new_database: NewDatabaseResource
     ) -> MaterializeResult:
-        context.log.info(f"{spec.name}: {old_database.display_url()} → {new_database.display_url()}")
         with old_database.connect() as old_conn, new_database.connect() as new_conn:
             result = copy_table(old_conn, new_conn, spec, IdMaps(old_conn), log=context.log.info)
             preview = markdown_preview(new_conn, spec)

@@ -13,12 +13,14 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dagster import AssetKey, AssetsDefinition, DagsterInstance, Definitions
 
 from tinybot_migration.dry_run import DRY_RUN_TAG, TAKES_CONFIG, dry_run_role
 from tinybot_migration.progress import Log, quiet
 from tinybot_migration.runtime.dagster_instance import initialize_pool_limits, prepare_instance
+from tinybot_migration.runtime.run_display import logger_config, stage_started
 from tinybot_migration.runtime.run_owners import (
     LAUNCHED_BY_CLI,
     LAUNCHED_BY_TAG,
@@ -88,6 +90,7 @@ PARTITION_RANGE_END = "dagster/asset_partition_range_end"
 def run_migration(
     log_level: str = "INFO",
     *,
+    log_file: Path | None = None,
     defs: Definitions | None = None,
     assets: Sequence[AssetsDefinition] | None = None,
     instance: DagsterInstance | None = None,
@@ -104,7 +107,8 @@ def run_migration(
     whose pools have no free slot waits at most `pool_wait_seconds`. With `dry_run`, each stage
     runs only its assets that take part in a dry run (`dry_run.py`), and nothing is written.
     `before_stages` gets the instance before the first stage (the CLI registers partitions there
-    for a dry run before the first migration).
+    for a dry run before the first migration). With `log_file`, Dagster's lines go there and the
+    progress to the CLI's display (`runtime/progress.py`) instead of the console.
     """
     started = time.perf_counter()
     if defs is None:
@@ -126,7 +130,9 @@ def run_migration(
             before_stages(active)
         by_key = {key: asset for asset in assets for key in asset.keys}
         for stage in migration_stages(assets):
-            selection, run_config = stage_selection(stage, by_key, log_level, dry_run)
+            selection, run_config = stage_selection(
+                stage, by_key, logger_config(log_level, log_file), dry_run
+            )
             if not selection:
                 continue
             tags = stage_run_tags(stage, active)
@@ -145,6 +151,7 @@ def run_migration(
                 active, run_id, stage.pools, pool_wait_seconds, log, stop_process(active, run_id, log)
             )
             watcher.start()
+            stage_started(stage.job_name, len(selection))
             try:
                 result = defs.resolve_job_def(stage.job_name).execute_in_process(
                     instance=active,
@@ -167,11 +174,11 @@ def run_migration(
 
 
 def stage_selection(
-    stage: MigrationStage, by_key: Mapping[AssetKey, AssetsDefinition], log_level: str, dry_run: bool
+    stage: MigrationStage, by_key: Mapping[AssetKey, AssetsDefinition], loggers: dict, dry_run: bool
 ) -> tuple[list[AssetKey], dict]:
     """The assets a stage's run covers and its run config: all of them, or for a dry run those
     that take part in one (the ones taking `DryRunConfig` told so)."""
-    run_config: dict = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+    run_config: dict = {"loggers": loggers}
     if not dry_run:
         return list(stage.asset_keys), run_config
     selection = [key for key in stage.asset_keys if dry_run_role(by_key[key]) is not None]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -63,6 +64,27 @@ def test_run_migrates_and_a_failing_check_exits_non_zero(cli_databases, tinybot_
     assert "migration NOT verified" in second.stdout
     # The runs went into the persistent instance under TINYBOT_HOME.
     assert (tinybot_home / "dagster" / "dagster.yaml").exists()
+
+
+def test_run_shows_progress_and_keeps_dagsters_lines_in_a_log_file(cli_databases, tinybot_home, tmp_path):
+    old_url, _ = cli_databases
+    new_url = embedded_database_url("cli_quiet", tinybot_home)
+    result = run_cli(
+        "run", env=cli_env(tinybot_home, OLD_DATABASE_URL=old_url, DATABASE_URL=new_url), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout + result.stderr
+    assert " - INFO - " not in out and " - DEBUG - " not in out  # no Dagster line on the screen
+    assert "migration_stage_1_unpartitioned: 12 asset(s)" in result.stdout
+    assert (
+        "  users done, 14 rows" in result.stdout
+        and "  conversation_history done, 4,364 rows" in result.stdout
+    )
+    assert out.count("(read-only) → ") == 1  # the masked URLs once per run, not per table
+    [log_path] = re.findall(r"Dagster's log of this run: (\S+\.log)", result.stdout)
+    log = Path(log_path).read_text()
+    assert Path(log_path).parent == tinybot_home / "logs"
+    assert "migration_stage_1_unpartitioned - " in log and "conversation_history: 4,364 read" in log
 
 
 def test_a_password_never_appears_in_errors(tinybot_home, pg_server, tmp_path):

@@ -76,6 +76,10 @@ def forget_memories(home: Path) -> None:
         conn.execute("TRUNCATE memories, embedding_cache")
 
 
+# The test follows the run through Dagster's own lines, which a quiet CLI keeps in its log file.
+DAGSTER_LINES = ("--log-level", "INFO")
+
+
 def start_run(home: Path, server: OpenAITestServer, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [*CLI, "run", *args],
@@ -113,7 +117,7 @@ def test_a_run_killed_while_holding_a_slot_does_not_block_the_next(home, provide
     forget_memories(home)
     provider_server.latency_seconds = 5
     try:
-        killed = start_run(home, provider_server)
+        killed = start_run(home, provider_server, *DAGSTER_LINES)
         wait_for_line(killed, "rebuilding memories")
         os.killpg(killed.pid, signal.SIGKILL)
         killed.wait(timeout=30)
@@ -157,7 +161,7 @@ def test_the_database_stopped_mid_run_is_said_plainly_and_running_again_resumes(
     forget_memories(home)
     provider_server.latency_seconds = 3
     try:
-        stopped = start_run(home, provider_server)
+        stopped = start_run(home, provider_server, *DAGSTER_LINES)
         wait_for_line(stopped, "rebuilding memories")
         # An immediate shutdown (pg_ctl -m immediate) of the postmaster, as an operator or a crash would.
         postmaster = int((pgdata_dir(home) / "postmaster.pid").read_text().split()[0])

@@ -1,0 +1,106 @@
+"""What a CLI run shows: Dagster's lines in a log file, and to the display the stages, the steps
+with their rows and the memory writers' chunks, as they happen; and the two displays themselves."""
+
+import io
+from dataclasses import dataclass, field
+
+from dagster import (
+    AssetExecutionContext,
+    Definitions,
+    MaterializeResult,
+    asset,
+    colored_console_logger,
+    instance_for_test,
+)
+from rich.console import Console
+
+from tinybot_migration.cli import run_progress
+from tinybot_migration.cli.run_progress import PlainProgress, RichProgress
+from tinybot_migration.runtime.run_display import CLI_LOGGER, cli_logger, show_progress
+from tinybot_migration.runtime.runner import run_migration
+from tinybot_migration.runtime.stages import build_migration_jobs
+
+
+@dataclass
+class Recorder:
+    calls: list = field(default_factory=list)
+
+    def stage(self, name, steps):
+        self.calls.append(("stage", name, steps))
+
+    def step_done(self, step, rows):
+        self.calls.append(("step", step, rows))
+
+    def chunk(self, step, done, total, rate):
+        self.calls.append(("chunk", step, done, total, rate))
+
+
+def toy_project():
+    @asset
+    def table() -> MaterializeResult:
+        return MaterializeResult(metadata={"dagster/row_count": 14})
+
+    @asset(deps=[table])
+    def writer(context: AssetExecutionContext) -> MaterializeResult:
+        context.log.info("memories: 500/1,000 embedded and written (0 cache hits, 1 requests, 2,400/s)")
+        context.log.info("memories: 1,000/1,000 embedded and written (0 cache hits, 2 requests, 2,500/s)")
+        return MaterializeResult(metadata={"dagster/row_count": 1000})
+
+    assets = [table, writer]
+    loggers = {"console": colored_console_logger, CLI_LOGGER: cli_logger}
+    return Definitions(assets=assets, jobs=build_migration_jobs(assets), loggers=loggers), assets
+
+
+def test_a_cli_run_logs_to_its_file_and_shows_stages_steps_rows_and_chunks(tmp_path, capsys):
+    defs, assets = toy_project()
+    log_file = tmp_path / "logs" / "run.log"
+    recorder = Recorder()
+    with instance_for_test() as instance, show_progress(recorder):
+        report = run_migration(defs=defs, assets=assets, instance=instance, log_file=log_file)
+    assert report.ok
+    assert recorder.calls == [
+        ("stage", "migration_stage_1_unpartitioned", 2),
+        ("step", "table", 14),
+        ("chunk", "writer", 500, 1000, 2400),
+        ("chunk", "writer", 1000, 1000, 2500),
+        ("step", "writer", 1000),
+    ]
+    text = log_file.read_text()
+    assert "migration_stage_1_unpartitioned" in text and "memories: 500/1,000 embedded" in text
+    captured = capsys.readouterr()
+    assert "memories: 500/1,000" not in captured.out + captured.err  # nothing on the console
+
+
+def test_plain_lines_say_each_event_and_thin_out_chunks(monkeypatch):
+    out = io.StringIO()
+    plain = PlainProgress(Console(file=out, width=200))
+    clock = iter([0.0, 1.0, 2.0, 9.0])
+    monkeypatch.setattr(run_progress.time, "monotonic", lambda: next(clock))
+    plain.stage("migration_stage_2_personality", 2)
+    plain.chunk("rebuilt_memories", 100, 1000, 50)  # t=0: said
+    plain.chunk("rebuilt_memories", 200, 1000, 60)  # t=1: too soon after
+    plain.chunk("rebuilt_memories", 1000, 1000, 70)  # t=2: the last one is always said
+    plain.chunk("rebuilt_memories", 300, 5000, 80)  # t=9: long enough after
+    plain.step_done("rebuilt_memories", 1000)
+    plain.step_done("shapes_export", None)
+    assert out.getvalue().splitlines() == [
+        "migration_stage_2_personality: 2 asset(s)",
+        "  rebuilt_memories: 100/1,000 texts, 50/s",
+        "  rebuilt_memories: 1,000/1,000 texts, 70/s",
+        "  rebuilt_memories: 300/5,000 texts, 80/s",
+        "  rebuilt_memories done, 1,000 rows",
+        "  shapes_export done",
+    ]
+
+
+def test_bars_on_a_terminal_count_assets_and_texts_then_disappear():
+    out = io.StringIO()
+    with RichProgress(Console(file=out, width=120, force_terminal=True)) as bars:
+        bars.stage("migration_stage_1_unpartitioned", 2)
+        bars.step_done("users", 14)
+        bars.chunk("rebuilt_memories", 500, 1000, 2400)
+        tasks = {task.description: task for task in bars.progress.tasks}
+        stage = tasks["migration_stage_1_unpartitioned: users done, 14 rows"]
+        chunk = tasks["rebuilt_memories: texts, 2,400/s"]
+        assert (stage.completed, stage.total) == (1, 2) and (chunk.completed, chunk.total) == (500, 1000)
+    assert bars.progress.live.transient  # the summary after it starts on a clean screen
