@@ -303,6 +303,8 @@ SCHEMA_VERSION_TABLE = Table(
 # A 1536-dim vector is 6 KB of incompressible floats: kept inline and uncompressed, writes skip a
 # futile compression attempt and TOAST, and scans and index builds skip detoasting (about 2x on
 # bulk loads here). The row still fits a page because text columns stay toastable.
+# The bot's search reads its first pass from this covering B-tree (search/sql.py).
+MEMORIES_SEARCH_INDEX = "idx_memories_search"
 MEMORIES = Table(
     "memories",
     (
@@ -347,7 +349,7 @@ MEMORIES = Table(
                 ("source_system", "source_system"),
             )
         ),
-        Index("idx_memories_search", "persona_id, personality_id, created_at", include="id, embedding_bits"),
+        Index(MEMORIES_SEARCH_INDEX, "persona_id, personality_id, created_at", include="id, embedding_bits"),
     ),
     plain_storage=("embedding",),
 )

@@ -80,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 1
         print_estimate(report)
         if args.log_level is None:
-            console.print(f"Dagster's log of this run: {_log_file()}")
+            _say_log_file()
         return 0 if report.success else 1
     return _run_and_report(log_level=args.log_level, pool_wait_seconds=args.pool_wait_seconds)
 
@@ -208,8 +208,12 @@ def _run_and_report(
         return 1
     print_summary(report, estimate)
     if log_level is None:
-        console.print(f"Dagster's log of this run: {_log_file()} (--log-level INFO prints it here instead)")
+        _say_log_file()
     return 0 if report.ok else 1
+
+
+def _say_log_file() -> None:
+    console.print(f"Dagster's log of this run: {_log_file()} (--log-level INFO prints it here instead)")
 
 
 def _print_next_steps() -> None:

@@ -31,7 +31,7 @@ from tinybot_migration.memories.writer import (
 )
 from tinybot_migration.partitions import personality_ids_for
 from tinybot_migration.postgres import Connect
-from tinybot_migration.progress import Log, quiet
+from tinybot_migration.progress import Log, chunk_line, quiet
 from tinybot_migration.resources.embedding_provider import EmbeddingProviderResource
 from tinybot_migration.schema import CONVERSATION_HISTORY, has_new_schema, has_rows
 
@@ -124,8 +124,14 @@ def rebuild_memories(
         absorb_chunk(report, outcome)
         done += outcome.size
         log(
-            f"memories: {done:,}/{len(pending):,} embedded and written ({report.cache_hits:,} cache hits, "
-            f"{report.requests:,} requests, {done / (time.perf_counter() - started):,.0f}/s)"
+            chunk_line(
+                "memories",
+                done,
+                len(pending),
+                report.cache_hits,
+                report.requests,
+                time.perf_counter() - started,
+            )
         )
     report.seconds = time.perf_counter() - started
     return report

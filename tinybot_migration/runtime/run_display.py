@@ -3,7 +3,7 @@
 `cli_logger` is a Dagster logger (every job has it besides `console`) that writes Dagster's lines to
 a log file and hands the events a person follows to the display the CLI set with `show_progress`:
 a stage starting, a step finishing with the rows of the asset it materialized, and the memory
-writers' chunk lines ("memories: 1,000/2,135 embedded and written (…, 2,400/s)"). Runs started
+writers' chunk lines (`progress.chunk_line`). Runs started
 by the CLI execute in its process, so the display sees them as they happen; a run started from the
 UI uses `console` and is unaffected.
 """
@@ -11,7 +11,6 @@ UI uses `console` and is unaffected.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,9 +18,9 @@ from typing import Protocol
 
 from dagster import Field, InitLoggerContext, logger
 
+from tinybot_migration.progress import chunk_progress
+
 CLI_LOGGER = "tinybot_cli"
-# The writers' chunk lines (memories/rebuild.py, shapes/importer.py): done/total and a rate.
-CHUNK_LINE = re.compile(r"^(?:memories|shapes): ([\d,]+)/([\d,]+) .*?([\d,]+)/s\)")
 ROW_COUNT = "dagster/row_count"
 
 
@@ -63,10 +62,9 @@ class ProgressHandler(logging.Handler):
         step = meta.get("step_key") or ""
         event = meta.get("dagster_event")
         if event is None:
-            match = CHUNK_LINE.match(meta.get("orig_message") or "")
-            if match:
-                done, total, rate = (int(group.replace(",", "")) for group in match.groups())
-                display.chunk(step, done, total, rate)
+            chunk = chunk_progress(meta.get("orig_message") or "")
+            if chunk is not None:
+                display.chunk(step, *chunk)
             return
         kind = event.event_type_value
         if kind == "ASSET_MATERIALIZATION":

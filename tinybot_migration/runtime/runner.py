@@ -108,7 +108,7 @@ def run_migration(
     runs only its assets that take part in a dry run (`dry_run.py`), and nothing is written.
     `before_stages` gets the instance before the first stage (the CLI registers partitions there
     for a dry run before the first migration). With `log_file`, Dagster's lines go there and the
-    progress to the CLI's display (`runtime/progress.py`) instead of the console.
+    progress to the CLI's display (`runtime/run_display.py`) instead of the console.
     """
     started = time.perf_counter()
     if defs is None:

@@ -6,7 +6,7 @@ import psycopg
 from dagster import AssetCheckSeverity, MetadataValue
 
 from tinybot_migration.check_outcome import CheckOutcome
-from tinybot_migration.search.quality import SearchQuality
+from tinybot_migration.search.quality import THRESHOLDS, SearchQuality
 from tinybot_migration.search.sql import SEARCH_INDEX
 from tinybot_migration.search.vector_index import INDEX_NAME, index_state
 
@@ -104,12 +104,12 @@ def search_recall_against_exact(
         metadata[f"recall_{bucket}"] = round(figures.recall("threshold"), 4)
         metadata[f"recall_{bucket}_no_threshold"] = round(figures.recall("no_threshold"), 4)
         metadata[f"worst_query_recall_{bucket}"] = round(
-            min(figures.worst_query_recall(w) for w in ("threshold", "no_threshold")), 4
+            min(figures.worst_query_recall(w) for w in THRESHOLDS), 4
         )
     below = [
         f"{bucket} ({which.replace('_', ' ')}): {figures.recall(which):.3f}"
         for bucket, figures in quality.buckets.items()
-        for which in ("threshold", "no_threshold")
+        for which in THRESHOLDS
         if figures.recall(which) < min_recall
     ]
     return CheckOutcome(

@@ -31,10 +31,9 @@ from tinybot_migration.search.sql import (
     DEFAULT_LIMIT,
     DEFAULT_MIN_SIMILARITY,
     EXACT_SEARCH_QUERY,
-    SEARCH_FUNCTION_SQL,
+    search_function_sql,
 )
 
-BUCKETS = ("smallest", "median", "largest")
 RECALL_AT = 10
 NO_THRESHOLD = -1.0
 THRESHOLDS = {"threshold": DEFAULT_MIN_SIMILARITY, "no_threshold": NO_THRESHOLD}
@@ -47,7 +46,7 @@ class BucketFigures:
     personas: int = 0
     rows: int = 0  # memories of the largest persona sampled in the bucket
     latencies_ms: list[float] = field(default_factory=list)  # with and without the threshold
-    recalls: dict[str, list[float]] = field(default_factory=lambda: {"threshold": [], "no_threshold": []})
+    recalls: dict[str, list[float]] = field(default_factory=lambda: {which: [] for which in THRESHOLDS})
 
     def p(self, percent: float) -> float:
         return float(np.percentile(self.latencies_ms, percent)) if self.latencies_ms else 0.0
@@ -70,9 +69,7 @@ class SearchQuality:
 
     @property
     def min_recall(self) -> float:
-        return min(
-            (b.recall(w) for b in self.buckets.values() for w in ("threshold", "no_threshold")), default=1.0
-        )
+        return min((b.recall(w) for b in self.buckets.values() for w in THRESHOLDS), default=1.0)
 
     @property
     def worst_p95_ms(self) -> float:
@@ -240,7 +237,7 @@ def tune_candidates(
 
 
 def install_candidates(conn: psycopg.Connection, candidates: int) -> None:
-    conn.execute(SEARCH_FUNCTION_SQL.replace(f"DEFAULT {DEFAULT_CANDIDATES}", f"DEFAULT {int(candidates)}"))
+    conn.execute(search_function_sql(candidates))
 
 
 def installed_candidates(conn: psycopg.Connection) -> int:

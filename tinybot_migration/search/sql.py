@@ -16,12 +16,12 @@ filter leaves it a few of the rows it walks, so no ORDER BY here is one an index
 (`+ 0`).
 """
 
-from tinybot_migration.schema import EMBEDDING_DIMENSIONS
+from tinybot_migration.schema import EMBEDDING_DIMENSIONS, MEMORIES_SEARCH_INDEX
 
 DEFAULT_LIMIT = 15
 DEFAULT_MIN_SIMILARITY = 0.15
 DEFAULT_CANDIDATES = 400
-SEARCH_INDEX = "idx_memories_search"
+SEARCH_INDEX = MEMORIES_SEARCH_INDEX
 
 _PERSONA_ROWS = """
         WHERE m.persona_id = $2
@@ -67,7 +67,10 @@ EXACT_SEARCH_QUERY = f"""
         LIMIT $4
     ){_NAMED}"""
 
-SEARCH_FUNCTION_SQL = f"""
+
+def search_function_sql(candidates: int = DEFAULT_CANDIDATES, body: str = SEARCH_QUERY) -> str:
+    """The function's DDL; the index asset installs it again with the candidate count it tuned."""
+    return f"""
 DROP FUNCTION IF EXISTS search_memories(vector, uuid, uuid, integer, double precision, timestamptz);
 CREATE OR REPLACE FUNCTION search_memories(
     query vector({EMBEDDING_DIMENSIONS}),
@@ -76,12 +79,15 @@ CREATE OR REPLACE FUNCTION search_memories(
     max_rows integer DEFAULT {DEFAULT_LIMIT},
     min_similarity double precision DEFAULT {DEFAULT_MIN_SIMILARITY},
     exclude_newer_than timestamptz DEFAULT NULL,
-    candidates integer DEFAULT {DEFAULT_CANDIDATES}
+    candidates integer DEFAULT {int(candidates)}
 ) RETURNS TABLE (
     id uuid, content text, score double precision, created_at timestamptz,
     persona_id uuid, persona_name text, personality_id uuid, personality_name text,
     personality_slug text, source_system text
 ) LANGUAGE sql STABLE PARALLEL SAFE AS $function$
-{SEARCH_QUERY}
+{body}
 $function$;
 """
+
+
+SEARCH_FUNCTION_SQL = search_function_sql()

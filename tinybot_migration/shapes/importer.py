@@ -35,7 +35,7 @@ from tinybot_migration.memories.writer import (
     memory_ids,
 )
 from tinybot_migration.postgres import Connect
-from tinybot_migration.progress import Log, quiet
+from tinybot_migration.progress import Log, chunk_line, quiet
 from tinybot_migration.resources.embedding_provider import EmbeddingProviderResource
 from tinybot_migration.shapes.export import (
     ParsedFile,
@@ -314,8 +314,15 @@ def _embed_and_write(
         _absorb(report, outcome, slug_of, refused)
         done += outcome.size
         log(
-            f"shapes: {done:,}/{len(pending):,} memories embedded and written ({report.cache_hits:,} cache "
-            f"hits, {report.requests:,} requests, {done / (time.perf_counter() - started):,.0f}/s)"
+            chunk_line(
+                "shapes",
+                done,
+                len(pending),
+                report.cache_hits,
+                report.requests,
+                time.perf_counter() - started,
+                noun="memories",
+            )
         )
     return refused
 

@@ -29,9 +29,8 @@ from tinybot_migration.search.quality import (
 from tinybot_migration.search.sql import (
     DEFAULT_CANDIDATES,
     EXACT_SEARCH_QUERY,
-    SEARCH_FUNCTION_SQL,
     SEARCH_INDEX,
-    SEARCH_QUERY,
+    search_function_sql,
 )
 from tinybot_migration.search.vector_index import (
     INDEX_NAME,
@@ -159,7 +158,7 @@ def test_the_recall_and_plan_checks_fail_when_the_search_walks_the_hnsw_index(wo
     # A search that lets the HNSW index order the persona's rows, walking one candidate: what the
     # bot must never get (the shipped query is written so that no vector index can serve it).
     walking = EXACT_SEARCH_QUERY.replace("ORDER BY (m.embedding <=> $1) + 0", "ORDER BY m.embedding <=> $1")
-    conn.execute(SEARCH_FUNCTION_SQL.replace(SEARCH_QUERY, walking))
+    conn.execute(search_function_sql(body=walking))
     for index in (SEARCH_INDEX, "idx_memories_persona_id"):
         conn.execute(f"DROP INDEX {index}")
     for setting in ("hnsw.ef_search = 1", "enable_seqscan = off"):
