@@ -1,7 +1,8 @@
 """Partitions: memories split by personality slug, registered when personalities are migrated."""
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 
 import psycopg
 from dagster import DagsterInstance, DynamicPartitionsDefinition
@@ -9,12 +10,19 @@ from dagster import DagsterInstance, DynamicPartitionsDefinition
 personality_partitions = DynamicPartitionsDefinition(name="personality")
 
 
+def personality_slugs(conn: psycopg.Connection) -> list[str]:
+    """The slugs of `conn`'s personalities, alphabetically; none when the table is not there yet (an
+    old database before its data is loaded)."""
+    if conn.execute("SELECT to_regclass('personalities')").fetchone()[0] is None:
+        return []
+    return [r[0] for r in conn.execute("SELECT slug FROM personalities ORDER BY slug").fetchall()]
+
+
 def unregistered_personality_slugs(conn: psycopg.Connection, instance: DagsterInstance) -> list[str]:
-    """Slugs in the new DB's personalities that are not partitions yet, alphabetically (registering
+    """Slugs in `conn`'s personalities that are not partitions yet, alphabetically (registering
     them appends, so existing keys keep their order)."""
-    slugs = [r[0] for r in conn.execute("SELECT slug FROM personalities ORDER BY slug").fetchall()]
     known = set(instance.get_dynamic_partitions(personality_partitions.name))
-    return [s for s in slugs if s not in known]
+    return [s for s in personality_slugs(conn) if s not in known]
 
 
 def register_personality_partitions(conn: psycopg.Connection, instance: DagsterInstance) -> int:
@@ -25,6 +33,19 @@ def register_personality_partitions(conn: psycopg.Connection, instance: DagsterI
     if new_slugs:
         instance.add_dynamic_partitions(personality_partitions.name, new_slugs)
     return len(new_slugs)
+
+
+def register_partitions_before_first_migration(
+    instance: DagsterInstance, connect_old: Callable[[], AbstractContextManager[psycopg.Connection]]
+) -> int:
+    """On an instance with no personality partition yet (before the first migration), register the
+    old DB's slugs, so that a dry run, or "Materialize all" in the UI, has every personality to
+    offer: the `personalities` asset registers the same ones when it copies them. Once any partition
+    exists this reads nothing. Returns how many were added."""
+    if instance.get_dynamic_partitions(personality_partitions.name):
+        return 0
+    with connect_old() as conn:
+        return register_personality_partitions(conn, instance)
 
 
 class UnknownPersonalityError(ValueError):

@@ -19,6 +19,7 @@ from tinybot_migration.cli.summary import console
 
 # How long the webserver and daemon get to stop after the signal before they are killed.
 STOP_GRACE_SECONDS = 20
+SUPERSEDED_NOTICE_FILTER = "ignore:Function `dev_command` is superseded"
 
 
 def dagster_dev_command(extra_args: list[str]) -> list[str]:
@@ -38,14 +39,38 @@ def cmd_dev(args: argparse.Namespace) -> int:
     with DagsterInstance.get() as instance:
         # Before any run can race another to set the pools up.
         initialize_pool_limits(instance, declared_pools(ALL_ASSETS))
+        _offer_partitions_before_first_migration(instance)
     console.print(f"Dagster instance: {home}")
     env = dict(os.environ)
-    # Its "superseded" notice is noise here.
-    env["PYTHONWARNINGS"] = ",".join(
-        filter(None, [env.get("PYTHONWARNINGS"), "ignore::dagster_shared.utils.warnings.SupersessionWarning"])
-    )
+    # Its "superseded" notice is noise here. By message: a category named by module path makes every
+    # child interpreter print "Invalid -W option ignored" (the module is not importable that early).
+    env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), SUPERSEDED_NOTICE_FILTER]))
     process = subprocess.Popen(dagster_dev_command(args.dagster_args), env=env, start_new_session=True)
     return serve_until_stopped(process)
+
+
+def register_partitions_from_old_database(instance) -> int:
+    """Before the first migration, the old DB's personality slugs as partitions (see
+    `register_partitions_before_first_migration`); how many were added."""
+    from tinybot_migration.partitions import register_partitions_before_first_migration
+    from tinybot_migration.resources import OldDatabaseResource
+
+    old_database = OldDatabaseResource(url=os.environ.get("OLD_DATABASE_URL") or None)
+    return register_partitions_before_first_migration(instance, old_database.connect)
+
+
+def _offer_partitions_before_first_migration(instance) -> None:
+    """So that "Materialize all" on a fresh instance offers every personality from the first page
+    load (the sensor `personality_partitions_before_first_migration` does the same once running)."""
+    from tinybot_migration.resources.database import DatabaseConnectionError
+
+    try:
+        added = register_partitions_from_old_database(instance)
+    except DatabaseConnectionError as exc:
+        console.print(f"[yellow]{exc}; the memory partitions are registered once it answers[/]")
+        return
+    if added:
+        console.print(f"{added:,} personality partitions registered from the old database (first migration)")
 
 
 def serve_until_stopped(process: subprocess.Popen) -> int:

@@ -11,7 +11,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tinybot_migration.cli.dev import cmd_dev
+from tinybot_migration.cli.dev import cmd_dev, register_partitions_from_old_database
 from tinybot_migration.cli.search import add_search_command
 from tinybot_migration.cli.summary import console, database_gone_message, print_estimate, print_summary
 from tinybot_migration.settings import shapes_export_dir, tinybot_home
@@ -85,24 +85,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _run_and_report(log_level=args.log_level, pool_wait_seconds=args.pool_wait_seconds)
 
 
-def _register_partitions_from_old_database(instance) -> None:
-    """Before the first migration no personality partition exists: a dry run takes the old DB's
-    slugs (the `personalities` asset registers the same ones when it copies them)."""
-    from tinybot_migration.partitions import personality_partitions, register_personality_partitions
-    from tinybot_migration.resources import OldDatabaseResource
-
-    if instance.get_dynamic_partitions(personality_partitions.name):
-        return
-    with OldDatabaseResource(url=os.environ.get("OLD_DATABASE_URL") or None).connect() as conn:
-        register_personality_partitions(conn, instance)
-
-
 def _dry_run_report(log_level: str | None = None, pool_wait_seconds: float | None = None):
     """The memory assets' dry run (what would be embedded and its cost), or None when Dagster's
     storage went away (said already)."""
     console.print("dry run: what the memory assets would embed, and what it would cost")
     return _migration_report(
-        log_level, pool_wait_seconds, dry_run=True, before_stages=_register_partitions_from_old_database
+        log_level, pool_wait_seconds, dry_run=True, before_stages=register_partitions_from_old_database
     )
 
 

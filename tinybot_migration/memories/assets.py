@@ -141,8 +141,9 @@ MEMORY_ASSET_OPTIONS = dict(
             skippable=True,
             kinds={"postgres", "openai"},
             description="One memory per exchange of the conversation history, embedded (cached) and "
-            "bulk-loaded. Partitioned by personality slug: the `personalities` asset registers the "
-            "partitions, so materialize the relational group first. Run config dry_run: true "
+            "bulk-loaded. Partitioned by personality slug: before the first migration the partitions "
+            "are the old DB's slugs (so Materialize all works on a fresh instance), and the "
+            "`personalities` asset registers new ones as it copies them. Run config dry_run: true "
             "estimates the bill and writes nothing.",
         )
     ],

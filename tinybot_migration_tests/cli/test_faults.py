@@ -19,6 +19,7 @@ from dagster._core.test_utils import create_run_for_test
 
 from tinybot_migration.runtime.embedded_postgres import embedded_database_url, pgdata_dir
 from tinybot_migration.runtime.run_owners import LAUNCHED_BY_CLI, LAUNCHED_BY_TAG, OWNER_TAG, owner_tag
+from tinybot_migration_tests.helpers.environment import fresh_environment
 from tinybot_migration_tests.helpers.openai_server import OpenAITestServer
 from tinybot_migration_tests.helpers.verdict import SENDERS_WARNING, assert_all_checks_passed
 
@@ -46,22 +47,7 @@ def home(tmp_path_factory, provider_server):
 
 
 def fault_env(home: Path, server: OpenAITestServer) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in (
-            "OLD_DATABASE_URL",
-            "DATABASE_URL",
-            "DAGSTER_HOME",
-            "DAGSTER_STORAGE_URL",
-            "SHAPES_EXPORT_DIR",
-        )
-    }
-    env.update(
-        TINYBOT_HOME=str(home), COLUMNS="160", OPENAI_API_KEY="sk-faults", OPENAI_BASE_URL=server.base_url
-    )
-    return env
+    return fresh_environment(home, server, COLUMNS="160")
 
 
 def run_to_end(home: Path, server: OpenAITestServer, *args: str) -> subprocess.CompletedProcess:
