@@ -17,20 +17,18 @@ from tinybot_migration.cli.summary import console, database_gone_message, print_
 from tinybot_migration.settings import shapes_export_dir, tinybot_home
 
 
-def _demo_data(scale: int, seed: int, replace: bool) -> None:
+def _demo_data(scale: int, seed: int, replace: bool):
     from tinybot_migration.demo_data import generate_demo_data
     from tinybot_migration.runtime.embedded_postgres import embedded_database_url
     from tinybot_migration.settings import OLD_DATABASE_NAME
 
-    summary = generate_demo_data(
+    return generate_demo_data(
         embedded_database_url(OLD_DATABASE_NAME), shapes_export_dir(), scale=scale, seed=seed, replace=replace
     )
-    console.print(
-        f"demo data (scale {summary.scale}, seed {summary.seed}) written in {summary.seconds:.1f}s: "
-        + ", ".join(f"{table} {count:,}" for table, count in summary.table_counts.items())
-        + f"; {summary.shapes_memories:,} shapes.inc memories in {summary.shapes_folders} folders"
-        f" under {shapes_export_dir()}"
-    )
+
+
+def _written(summary) -> str:
+    return f"demo data (scale {summary.scale}, seed {summary.seed}) written in {summary.seconds:.1f}s"
 
 
 def _refuse_configured_sources(command: str) -> None:
@@ -49,7 +47,13 @@ def _refuse_configured_sources(command: str) -> None:
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
     _refuse_configured_sources("demo-data")
-    _demo_data(args.scale, args.seed, args.replace)
+    summary = _demo_data(args.scale, args.seed, args.replace)
+    console.print(
+        f"{_written(summary)}: "
+        + ", ".join(f"{table} {count:,}" for table, count in summary.table_counts.items())
+        + f"; {summary.shapes_memories:,} shapes.inc memories in {summary.shapes_folders} folders"
+        f" under {shapes_export_dir()}"
+    )
     return 0
 
 
@@ -61,13 +65,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from tinybot_migration.runtime.embedded_postgres import embedded_database_url
     from tinybot_migration.settings import OLD_DATABASE_NAME
 
-    console.print(f"tinybot demo in {tinybot_home()}")
     if args.replace or not old_database_has_data(embedded_database_url(OLD_DATABASE_NAME)):
         # An empty old DB next to a leftover demo export (say the DB was wiped): regenerate both.
-        _demo_data(args.scale, args.seed, replace=args.replace or shapes_export_dir().exists())
+        summary = _demo_data(args.scale, args.seed, replace=args.replace or shapes_export_dir().exists())
+        data = (  # every table's count is in the summary's old rows
+            f"{_written(summary)}: {summary.table_counts['conversation_history']:,} messages, "
+            f"{summary.shapes_memories:,} shapes.inc memories"
+        )
     else:
-        console.print("demo data already present (use --replace to regenerate)")
-    code = _run_and_report(log_level=args.log_level, estimate=_dry_run_report(log_level=args.log_level))
+        data = "demo data already present (--replace regenerates it)"
+    console.print(f"tinybot demo in {tinybot_home()}: {data}", highlight=False)
+    # The dry run first, without its own progress: its bill is set against what was spent in the summary.
+    estimate = _dry_run_report(log_level=args.log_level, progress=False)
+    if estimate is not None:
+        console.print(f"dry run: the embedding bill estimated in {estimate.seconds:.1f}s, nothing written")
+    code = _run_and_report(log_level=args.log_level, estimate=estimate)
     if code == 0:
         _print_next_steps()
     return code
@@ -85,12 +97,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _run_and_report(log_level=args.log_level, pool_wait_seconds=args.pool_wait_seconds)
 
 
-def _dry_run_report(log_level: str | None = None, pool_wait_seconds: float | None = None):
+def _dry_run_report(
+    log_level: str | None = None, pool_wait_seconds: float | None = None, progress: bool = True
+):
     """The memory assets' dry run (what would be embedded and its cost), or None when Dagster's
     storage went away (said already)."""
-    console.print("dry run: what the memory assets would embed, and what it would cost")
+    if progress:
+        console.print("dry run: what the memory assets would embed, and what it would cost")
     return _migration_report(
-        log_level, pool_wait_seconds, dry_run=True, before_stages=register_partitions_from_old_database
+        log_level,
+        pool_wait_seconds,
+        progress=progress,
+        dry_run=True,
+        before_stages=register_partitions_from_old_database,
     )
 
 
@@ -122,18 +141,22 @@ def _progress_display():
         yield
 
 
-def _migration_report(log_level: str | None = None, pool_wait_seconds: float | None = None, **options):
+def _migration_report(
+    log_level: str | None = None, pool_wait_seconds: float | None = None, progress: bool = True, **options
+):
     """`run_migration` with the CLI's logging, or None when Dagster's storage went away (said).
 
-    Without `log_level`, Dagster's lines go to `_log_file()` and the CLI shows progress; with it,
-    they go to the console at that level, as Dagster prints them."""
+    Without `log_level`, Dagster's lines go to `_log_file()` and the CLI shows progress (unless
+    `progress` is off: then nothing); with it, they go to the console at that level, as Dagster
+    prints them."""
     from tinybot_migration.runtime.runner import DEFAULT_POOL_WAIT_SECONDS, run_migration
 
     logging.getLogger().addFilter(_STORAGE_RETRIES_ONCE)  # the same filter object is added once
-    _print_databases()
     quiet = log_level is None
+    if progress:
+        _print_databases()
     try:
-        with _progress_display() if quiet else contextlib.nullcontext():
+        with _progress_display() if quiet and progress else contextlib.nullcontext():
             return run_migration(
                 log_level=log_level or "INFO",
                 log_file=_log_file() if quiet else None,
@@ -201,14 +224,13 @@ def _run_and_report(
 
 
 def _say_log_file() -> None:
-    console.print(f"Dagster's log of this run: {_log_file()} (--log-level INFO prints it here instead)")
+    console.print(f"Dagster's log of this run: {_log_file()} (--log-level INFO shows it here)")
 
 
 def _print_next_steps() -> None:
     console.print(
-        "next: `tinybot-migration dev` opens the Dagster UI on this instance (the asset graph, these runs, "
-        'every check); `tinybot-migration search "<words>" --persona <persona id or discord id>` searches '
-        "a persona's memories as the bot does",
+        "next: `tinybot-migration dev` for the UI, "
+        '`tinybot-migration search "<words>" --persona <persona or discord id>` for the bot\'s search',
         highlight=False,
     )
 

@@ -20,7 +20,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-CHUNK_LINE_SECONDS = 5.0  # plain output: at most one chunk line per step this often (and the last)
+LINE_SECONDS = 5.0  # plain output: at most one line this often, besides each stage's first and last
 
 
 def _rows(rows: int | None) -> str:
@@ -28,11 +28,14 @@ def _rows(rows: int | None) -> str:
 
 
 class PlainProgress:
-    """One line per event, for logs and pipes."""
+    """Lines for logs and pipes, thinned out so that a fast run stays short: each stage's start and
+    end, each memory step's last chunk, and in between at most one line every LINE_SECONDS."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self._last_chunk: dict[str, float] = {}
+        self._last_line = 0.0
+        self._steps = 0
+        self._done = 0
 
     def __enter__(self) -> PlainProgress:
         return self
@@ -41,18 +44,24 @@ class PlainProgress:
         pass
 
     def stage(self, name: str, steps: int) -> None:
-        self.console.print(f"{name}: {steps} asset(s)", highlight=False)
+        self._steps, self._done = steps, 0
+        self._say(f"{name}: {steps} asset(s)")
 
     def step_done(self, step: str, rows: int | None) -> None:
-        self.console.print(f"  {step} done{_rows(rows)}", highlight=False)
+        self._done += 1
+        if self._done >= self._steps or self._due():
+            self._say(f"  {self._done}/{self._steps} done ({step}{_rows(rows)})")
 
     def chunk(self, step: str, done: int, total: int, rate: int) -> None:
-        now = time.monotonic()
-        last = self._last_chunk.get(step)
-        if done < total and last is not None and now - last < CHUNK_LINE_SECONDS:
-            return
-        self._last_chunk[step] = now
-        self.console.print(f"  {step}: {done:,}/{total:,} texts, {rate:,}/s", highlight=False)
+        if done >= total or self._due():
+            self._say(f"  {step}: {done:,}/{total:,} texts, {rate:,}/s")
+
+    def _due(self) -> bool:
+        return time.monotonic() - self._last_line >= LINE_SECONDS
+
+    def _say(self, line: str) -> None:
+        self._last_line = time.monotonic()
+        self.console.print(line, highlight=False)
 
 
 class RichProgress:

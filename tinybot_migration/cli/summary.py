@@ -42,11 +42,10 @@ def print_summary(report, estimate=None) -> None:
         if "records_imported" in asset.metadata:
             console.print(_shapes_line(name, asset.metadata))
         if "memories_written" in asset.metadata:
-            console.print(_memory_line(name, asset.metadata))
+            planned = estimate.assets.get(name) if estimate is not None else None
+            console.print(_memory_line(name, asset.metadata, planned.metadata if planned else None))
         if "build_seconds" in asset.metadata:
-            console.print(_index_line(name, asset.metadata))
-    if estimate is not None:
-        console.print(_cost_table(estimate, report))
+            _print_index(name, asset.metadata)
     _print_findings(report)
     if report.failure:
         console.print(f"[red]run failed[/]: {report.failure}")
@@ -55,9 +54,10 @@ def print_summary(report, estimate=None) -> None:
     checks = report.checks
     verdict = "[green]all checks passed[/]" if report.ok else "[red]migration NOT verified[/]"
     warned = f" ({len(report.warnings)} warning(s))" if report.warnings else ""
+    # Short run ids, as the UI shows them (and finds them).
     console.print(
         f"{verdict}: {sum(c.passed for c in checks)}/{len(checks)} checks{warned}, "
-        f"total {report.seconds:.1f}s, runs {', '.join(report.run_ids)}"
+        f"total {report.seconds:.1f}s, runs {', '.join(run_id[:8] for run_id in report.run_ids)}"
     )
 
 
@@ -88,7 +88,9 @@ def _requests(m: dict) -> str:
     return f" in {m.get('provider_requests', 0):,} requests"
 
 
-def _memory_line(name: str, m: dict) -> str:
+def _memory_line(name: str, m: dict, planned: dict | None = None) -> str:
+    """What a memory asset wrote and embedded; with `planned` (its dry run's metadata), the bill
+    the dry run announced, said to match when texts, tokens and dollars all do."""
     cost = f", estimated ${m['estimated_cost_usd']:.4f}" if m.get("estimated_cost_usd") else ""
     source = f" from {m['exchanges']:,} exchanges" if "exchanges" in m else ""
     line = (
@@ -99,6 +101,17 @@ def _memory_line(name: str, m: dict) -> str:
     )
     if m.get("exchanges_rejected"):
         line += f"; [red]{m['exchanges_rejected']:,} exchanges rejected by the provider[/]"
+    if planned and planned.get("dry_run"):
+        announced = (planned["texts_to_embed"], planned["estimated_tokens"], planned["estimated_cost_usd"])
+        spent = (m.get("provider_inputs"), m.get("tokens"), m.get("estimated_cost_usd", 0.0))
+        line += (
+            f"; the dry run estimated {announced[0]:,} texts, {announced[1]:,} tokens, ${announced[2]:.4f}"
+            + (
+                " (as spent)"
+                if announced[:2] == spent[:2] and round(announced[2], 4) == round(spent[2], 4)
+                else ""
+            )
+        )
     return line
 
 
@@ -108,33 +121,31 @@ def _shapes_line(name: str, m: dict) -> str:
     line = (
         f"{name}: {m['records']:,} shapes.inc records: {m['records_imported']:,} imported, "
         f"{m['records_deleted']:,} deleted, {m['records_duplicate']:,} duplicates, "
-        f"{m['records_rejected']:,} rejected (see shapes_rejects); {m['senders']:,} senders, "
-        f"{m['unmapped_senders']:,} unmapped"
+        f"{m['records_rejected']:,} rejected (shapes_rejects); {m['unmapped_senders']:,} of "
+        f"{m['senders']:,} senders unmapped"
     )
     if m.get("memories_linked"):
         line += f"; {m['memories_linked']:,} memories linked to personas"
     return line
 
 
-def _index_line(name: str, m: dict) -> str:
+def _print_index(name: str, m: dict) -> None:
     line = f"{name}: {m['action']} over {m['dagster/row_count']:,} memories"
     if m["action"] != "left in place":
         line += f" in {m['build_seconds']:.1f}s (maintenance_work_mem {m['maintenance_work_mem_mb']:,} MB)"
-    line += f", {m['index_size_bytes'] / 2**20:,.1f} MB"
-    if m.get("search_queries"):
-        buckets = [b for b in ("smallest", "median", "largest") if f"search_p95_ms_{b}" in m]
-        line += (
-            f"\nsearch ({m['search_queries']} queries, {m['search_candidates']:,} first-pass candidates, "
-            f"recall@10 against exact at least {m['search_min_recall_at_10']:.3f}): "
-            + ", ".join(
-                f"{b} persona ({m[f'search_rows_{b}']:,} memories) p50 {m[f'search_p50_ms_{b}']:.2f} ms, "
-                f"p95 {m[f'search_p95_ms_{b}']:.2f} ms"
-                for b in buckets
-            )
+    console.print(f"{line}, {m['index_size_bytes'] / 2**20:,.1f} MB")
+    buckets = [b for b in ("smallest", "median", "largest") if f"search_p95_ms_{b}" in m]
+    if m.get("search_queries") and buckets:
+        console.print(
+            f"search: {m['search_queries']} queries, {m['search_candidates']:,} first-pass candidates, recall@10 "
+            f"at least {m['search_min_recall_at_10']:.3f}; p95 "
+            + " / ".join(f"{m[f'search_p95_ms_{b}']:.2f}" for b in buckets)
+            + " ms at "
+            + " / ".join(f"{m[f'search_rows_{b}']:,}" for b in buckets)
+            + " memories a persona"
         )
-    if m.get("search_example"):
-        line += f"\nexample search: {m['search_example']}"
-    return line
+    if m.get("search_example"):  # one line: the texts are examples, not the point
+        console.print(f"example search: {m['search_example']}", no_wrap=True, overflow="ellipsis")
 
 
 def print_estimate(report) -> None:
@@ -161,35 +172,6 @@ def print_estimate(report) -> None:
     if report.failure:
         console.print(f"[red]dry run failed[/]: {report.failure}")
     console.print(f"dry run: nothing written, no provider called ({report.seconds:.1f}s)")
-
-
-def _cost_table(estimate, report) -> Table:
-    table = Table(title="embedding bill: dry-run estimate against what was spent")
-    for column in (
-        "asset",
-        "texts estimated",
-        "texts embedded",
-        "tokens estimated",
-        "tokens spent",
-        "USD estimated",
-        "USD spent",
-    ):
-        table.add_column(column, justify="left" if column == "asset" else "right")
-    for name, asset in estimate.assets.items():
-        planned, spent = asset.metadata, report.assets.get(name)
-        if not planned.get("dry_run"):
-            continue
-        done = spent.metadata if spent is not None else {}
-        table.add_row(
-            name,
-            f"{planned['texts_to_embed']:,}",
-            _number(done.get("provider_inputs")),
-            f"{planned['estimated_tokens']:,}",
-            _number(done.get("tokens")),
-            f"{planned['estimated_cost_usd']:.4f}",
-            f"{done['estimated_cost_usd']:.4f}" if "estimated_cost_usd" in done else "-",
-        )
-    return table
 
 
 # Driver messages that mean a database stopped answering (as opposed to refusing something).

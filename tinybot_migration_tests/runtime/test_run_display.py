@@ -71,25 +71,28 @@ def test_a_cli_run_logs_to_its_file_and_shows_stages_steps_rows_and_chunks(tmp_p
     assert "memories: 500/1,000" not in captured.out + captured.err  # nothing on the console
 
 
-def test_plain_lines_say_each_event_and_thin_out_chunks(monkeypatch):
+def test_plain_lines_say_each_stage_and_thin_out_the_rest(monkeypatch):
     out = io.StringIO()
     plain = PlainProgress(Console(file=out, width=200))
-    clock = iter([0.0, 1.0, 2.0, 9.0])
-    monkeypatch.setattr(run_progress.time, "monotonic", lambda: next(clock))
-    plain.stage("migration_stage_2_personality", 2)
-    plain.chunk("rebuilt_memories", 100, 1000, 50)  # t=0: said
-    plain.chunk("rebuilt_memories", 200, 1000, 60)  # t=1: too soon after
-    plain.chunk("rebuilt_memories", 1000, 1000, 70)  # t=2: the last one is always said
-    plain.chunk("rebuilt_memories", 300, 5000, 80)  # t=9: long enough after
-    plain.step_done("rebuilt_memories", 1000)
-    plain.step_done("shapes_export", None)
+    now = [0.0]
+    monkeypatch.setattr(run_progress.time, "monotonic", lambda: now[0])
+
+    def at(t: float, call, *args) -> None:
+        now[0] = t
+        call(*args)
+
+    at(0, plain.stage, "migration_stage_2_personality", 3)  # a stage's start is always said
+    at(1, plain.chunk, "rebuilt_memories", 100, 1000, 50)  # too soon after
+    at(2, plain.chunk, "rebuilt_memories", 1000, 1000, 70)  # a step's last chunk is always said
+    at(9, plain.chunk, "shapes_memories", 300, 5000, 80)  # long enough after
+    at(10, plain.step_done, "rebuilt_memories", 1000)  # too soon, and not the stage's last
+    at(11, plain.step_done, "shapes_memories", 5000)  # too soon, and not the stage's last
+    at(12, plain.step_done, "shapes_export", None)  # the stage's last is always said
     assert out.getvalue().splitlines() == [
-        "migration_stage_2_personality: 2 asset(s)",
-        "  rebuilt_memories: 100/1,000 texts, 50/s",
+        "migration_stage_2_personality: 3 asset(s)",
         "  rebuilt_memories: 1,000/1,000 texts, 70/s",
-        "  rebuilt_memories: 300/5,000 texts, 80/s",
-        "  rebuilt_memories done, 1,000 rows",
-        "  shapes_export done",
+        "  shapes_memories: 300/5,000 texts, 80/s",
+        "  3/3 done (shapes_export)",
     ]
 
 
