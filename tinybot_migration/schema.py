@@ -425,7 +425,7 @@ def apply_new_schema(conn: psycopg.Connection) -> int:
     """
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
-        recorded = _recorded_version(conn)
+        recorded = recorded_schema_version(conn)
         if recorded is not None and recorded > SCHEMA_VERSION:
             raise RuntimeError(
                 f"the new database has schema version {recorded}, newer than this code's "
@@ -441,7 +441,8 @@ def apply_new_schema(conn: psycopg.Connection) -> int:
     return SCHEMA_VERSION
 
 
-def _recorded_version(conn: psycopg.Connection) -> int | None:
+def recorded_schema_version(conn: psycopg.Connection) -> int | None:
+    """The schema version the pipeline recorded in this database (None: never applied)."""
     exists = conn.execute("SELECT to_regclass('public.schema_version') IS NOT NULL").fetchone()[0]
     if not exists:
         return None
@@ -450,7 +451,7 @@ def _recorded_version(conn: psycopg.Connection) -> int | None:
 
 def has_new_schema(conn: psycopg.Connection) -> bool:
     """Whether the pipeline has applied its schema to this database (a dry run applies nothing)."""
-    return _recorded_version(conn) is not None
+    return recorded_schema_version(conn) is not None
 
 
 def has_rows(conn: psycopg.Connection, table: Table) -> bool:

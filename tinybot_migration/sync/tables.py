@@ -1,0 +1,88 @@
+"""What the sync needs to know of each table, derived from schema.py's descriptions.
+
+Every table of the new DB but the schema's own bookkeeping and the rejects of one import, in
+foreign-key order, plus the embedding cache (so that a target never pays again for a text the
+source already embedded). Rows match by primary key: deterministic ids give the same logical row
+the same key on both sides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from psycopg import sql
+
+from tinybot_migration import schema
+
+UPDATED_AT = "updated_at"
+
+
+@dataclass(frozen=True)
+class SyncTable:
+    table: schema.Table
+
+    @property
+    def name(self) -> str:
+        return self.table.name
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return self.table.primary_key
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The columns copied (generated ones are recomputed by the target)."""
+        return self.table.written_columns
+
+    @property
+    def versioned(self) -> bool:
+        """Rows carry `updated_at`: the newer side wins. Otherwise the table is append-only: a
+        row's content never changes, so two different contents under one key are a conflict."""
+        return UPDATED_AT in self.table.column_names
+
+    @property
+    def natural_keys(self) -> tuple[tuple[str, ...], ...]:
+        """Unique keys besides the primary key (discord id, slug, …)."""
+        return self.table.unique
+
+    @property
+    def foreign_keys(self) -> tuple[tuple[str, str], ...]:
+        return self.table.foreign_keys
+
+    def typed_array(self, column: str) -> sql.Composable:
+        """A placeholder for an array of this column's values, cast to its type (psycopg sends
+        strings untyped, which `unnest` cannot resolve)."""
+        [kind] = [c.type for c in self.table.columns if c.name == column]
+        kind = "timestamptz" if kind == schema.TIMESTAMP else kind
+        return sql.SQL("{}::{}[]").format(sql.Placeholder(), sql.SQL(kind))
+
+    @cached_property
+    def vector_columns(self) -> tuple[str, ...]:
+        return tuple(
+            c.name for c in self.table.columns if c.type.startswith("vector") and c.generated is None
+        )
+
+    def row_hash(self) -> sql.Composable:
+        """An md5 of the row's copied columns, the same on both sides for the same content. Vectors
+        are hashed from their binary form: formatting 1,536 floats as text would cost more than the
+        rest of the sync."""
+        plain = [c for c in self.columns if c not in self.vector_columns]
+        parts = [sql.SQL("md5(ROW({})::text)").format(sql.SQL(", ").join(map(sql.Identifier, plain)))]
+        parts += [
+            sql.SQL("coalesce(md5(vector_send({})), 'null')").format(sql.Identifier(c))
+            for c in self.vector_columns
+        ]
+        return sql.SQL("md5({})").format(sql.SQL(" || ").join(parts))
+
+
+SYNC_TABLES: tuple[SyncTable, ...] = tuple(
+    SyncTable(table)
+    for table in (
+        *schema.RELATIONAL_TABLES,
+        schema.MEMORIES,
+        schema.SHAPES_PERSONA_MAPPINGS,
+        schema.EMBEDDING_CACHE,
+    )
+)
+SYNC_TABLES_BY_NAME = {t.name: t for t in SYNC_TABLES}
