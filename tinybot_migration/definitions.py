@@ -20,6 +20,7 @@ from tinybot_migration.runtime.run_display import CLI_LOGGER, cli_logger
 from tinybot_migration.runtime.stages import build_migration_jobs
 from tinybot_migration.search import definitions as search
 from tinybot_migration.shapes import definitions as shapes
+from tinybot_migration.sync import definitions as sync
 
 # Each domain's definitions module, in pipeline order (only `defs` below may be a module-level
 # Definitions object, or the Dagster CLIs refuse to load this module).
@@ -41,6 +42,7 @@ ALL_ASSETS: list[AssetsDefinition] = [a for domain in DOMAINS for a in domain.de
 
 defs = Definitions.merge(
     *(domain.defs for domain in DOMAINS),
+    sync.defs,  # a job between two new databases, outside the migration's stages
     Definitions(
         jobs=build_migration_jobs(ALL_ASSETS),
         # The console for runs from the UI; the CLI's runs log to a file and show progress instead.

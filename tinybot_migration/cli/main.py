@@ -14,6 +14,7 @@ from pathlib import Path
 from tinybot_migration.cli.dev import cmd_dev, register_partitions_from_old_database
 from tinybot_migration.cli.search import add_search_command
 from tinybot_migration.cli.summary import console, database_gone_message, print_estimate, print_summary
+from tinybot_migration.cli.sync import add_sync_command
 from tinybot_migration.settings import shapes_export_dir, tinybot_home
 
 
@@ -280,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     add_search_command(commands)
+    add_sync_command(commands)
 
     purge = commands.add_parser(
         "purge-bad-embeddings",

@@ -1,0 +1,131 @@
+"""A whole sync as the CLI and the db_sync job run it: the precheck, the checks after it, the
+cache that arrives with the memories, masked URLs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+from dagster import instance_for_test
+
+from tinybot_migration.memories.rebuild import rebuild_memories
+from tinybot_migration.schema import apply_new_schema
+from tinybot_migration.sync.engine import SyncOptions
+from tinybot_migration.sync.job import SyncDatabasesResource, db_sync
+from tinybot_migration.sync.precheck import SyncPrecheckError
+from tinybot_migration.sync.run import run_sync
+from tinybot_migration_tests.helpers.conversations import Conversations
+from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, provider_for
+
+SECRET = "sync-s3cret"
+
+
+def with_password(url: str) -> str:
+    """The embedded server trusts local sockets, so a password is accepted and ignored: what
+    matters is that it never shows."""
+    assert url.startswith("postgresql://postgres:@"), url
+    return url.replace("postgresql://postgres:@", f"postgresql://postgres:{SECRET}@", 1)
+
+
+@pytest.fixture
+def dev_with_memories(make_database):
+    url = make_database("run_dev")
+    with psycopg.connect(url, autocommit=True) as conn, OpenAITestServer() as server:
+        apply_new_schema(conn)
+        talk = Conversations(conn)
+        talk.exchanges("alpha", 5)
+        talk.exchanges("beta", 4)
+        rebuild_memories(conn, provider_for(server), ["alpha", "beta"])
+    return url
+
+
+@pytest.fixture
+def empty_prod(make_database):
+    url = make_database("run_prod")
+    with psycopg.connect(url, autocommit=True) as conn:
+        apply_new_schema(conn)
+    return url
+
+
+def environment(dev: str, prod: str) -> dict[str, str]:
+    return {"DEV_DATABASE_URL": with_password(dev), "PROD_DATABASE_URL": with_password(prod)}
+
+
+def test_the_cache_arrives_so_a_rebuild_on_the_target_pays_for_nothing(dev_with_memories, empty_prod):
+    report = run_sync("dev", "prod", SyncOptions(), environment=environment(dev_with_memories, empty_prod))
+    assert report.ok, [(c.name, c.description) for c in report.checks]
+    tables = {t.table: t for t in report.tables}
+    assert tables["memories"].inserted == 9 and tables["embedding_cache"].inserted == 9
+    assert tables["conversation_history"].inserted == 18
+    with psycopg.connect(empty_prod, autocommit=True) as conn, OpenAITestServer() as server:
+        again = rebuild_memories(conn, provider_for(server), ["alpha", "beta"])
+        assert again.memories_written == 0 and server.requests == []
+
+
+def test_a_mismatched_schema_stops_before_anything_is_written(dev_with_memories, empty_prod):
+    with psycopg.connect(empty_prod, autocommit=True) as conn:
+        conn.execute("INSERT INTO schema_version (version) VALUES (99)")
+    with pytest.raises(SyncPrecheckError, match="schema versions differ") as raised:
+        run_sync("dev", "prod", SyncOptions(), environment=environment(dev_with_memories, empty_prod))
+    assert SECRET not in str(raised.value) and "***" in str(raised.value)
+    with psycopg.connect(empty_prod) as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 0
+
+
+def test_the_db_sync_job_runs_with_its_run_config(dev_with_memories, empty_prod):
+    resources = {"sync_databases": SyncDatabasesResource(dev_url=dev_with_memories, prod_url=empty_prod)}
+    with instance_for_test() as instance:
+        dry = db_sync.execute_in_process(
+            run_config={"ops": {"sync_databases": {"config": {"dry_run": True}}}},
+            resources=resources,
+            instance=instance,
+        )
+        assert dry.success
+        [dry_event] = [e for e in dry.all_events if e.event_type_value == "STEP_OUTPUT"]
+        assert dry_event.event_specific_data.metadata["rows_inserted"].value > 0
+        with psycopg.connect(empty_prod) as conn:
+            assert conn.execute("SELECT count(*) FROM memories").fetchone()[0] == 0  # dry: nothing written
+        result = db_sync.execute_in_process(resources=resources, instance=instance)
+        assert result.success
+    with psycopg.connect(empty_prod) as conn:
+        assert conn.execute("SELECT count(*) FROM memories").fetchone()[0] == 9
+
+
+@pytest.mark.slow
+def test_the_cli_dry_run_then_the_sync_masks_the_passwords(dev_with_memories, empty_prod, tmp_path):
+    cli = Path(sys.executable).parent / "tinybot-migration"
+    env = {**os.environ, **environment(dev_with_memories, empty_prod), "COLUMNS": "160"}
+
+    def sync(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(cli), "sync", "--from", "dev", "--to", "prod", *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    dry = sync("--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "dry run: nothing written" in dry.stdout and "memories" in dry.stdout
+    with psycopg.connect(empty_prod) as conn:
+        assert conn.execute("SELECT count(*) FROM memories").fetchone()[0] == 0
+    done = sync()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "sync verified" in done.stdout and "ok sides_agree_where_nothing_conflicted" in done.stdout
+    for result in (dry, done):
+        assert SECRET not in result.stdout + result.stderr
+    refused = subprocess.run(
+        [str(cli), "sync", "--from", "dev", "--to", "prod"],
+        env={k: v for k, v in env.items() if k != "PROD_DATABASE_URL"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 1 and "PROD_DATABASE_URL is not set" in refused.stdout
