@@ -306,11 +306,7 @@ def apply_chunk(
     selected, params = _keys_in(table, None, rows)
     copied = 0
     with target.transaction():
-        target.execute(
-            sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} AS SELECT {} FROM {} WITH NO DATA").format(
-                stage, columns, sql.Identifier(table.name)
-            )
-        )
+        _create_stage(target, table, stage, columns)
         target.execute(sql.SQL("TRUNCATE {}").format(stage))
         with (
             source.cursor().copy(
@@ -329,6 +325,23 @@ def apply_chunk(
         inserted = _insert_missing(target, table, stage, inserts) if inserts else 0
         updated = _update_changed(target, table, stage, updates, options) if updates else 0
     return inserted, updated, copied
+
+
+def _create_stage(
+    conn: psycopg.Connection, table: SyncTable, stage: sql.Identifier, columns: sql.Composable
+) -> None:
+    """The session's staging table for `table`, its vectors kept inline as in the table itself
+    (CREATE TABLE AS would give them pgvector's default out-of-line storage: a TOAST write and read
+    per 6 kB vector)."""
+    conn.execute(
+        sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} AS SELECT {} FROM {} WITH NO DATA").format(
+            stage, columns, sql.Identifier(table.name)
+        )
+    )
+    for column in table.vector_columns:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET STORAGE PLAIN").format(stage, sql.Identifier(column))
+        )
 
 
 def _insert_missing(
