@@ -118,16 +118,24 @@ def vacuum_for_search(conn: psycopg.Connection) -> float:
     return time.perf_counter() - started
 
 
-def drop_for_bulk_load(conn: psycopg.Connection, incoming: int, log: Log | None = None) -> bool:
+def drop_for_bulk_load(
+    conn: psycopg.Connection,
+    incoming: int,
+    log: Log | None = None,
+    share: float | None = None,
+    min_rows: int | None = None,
+) -> bool:
     """Drop the index before writing `incoming` memories when that many would cost more to maintain
-    row by row than to build again after (`memory_vector_index` rebuilds it). Returns whether it
-    was dropped."""
-    if incoming < BULK_LOAD_MIN_ROWS or not index_state(conn).exists:
+    row by row than to build again after (`memory_vector_index` rebuilds it; a caller that rebuilds
+    it at once may pass its own `share` and `min_rows`). Returns whether it was dropped."""
+    share = BULK_LOAD_SHARE if share is None else share
+    min_rows = BULK_LOAD_MIN_ROWS if min_rows is None else min_rows
+    if incoming < min_rows or not index_state(conn).exists:
         return False
     existing = conn.execute(
         "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'memories'::regclass"
     ).fetchone()[0]
-    if incoming < BULK_LOAD_SHARE * existing:
+    if incoming < share * existing:
         return False
     (log or quiet)(
         f"vector index: dropping {INDEX_NAME} before writing {incoming:,} memories into about {existing:,}; "

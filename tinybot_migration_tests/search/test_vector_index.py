@@ -92,6 +92,9 @@ def test_a_large_load_drops_the_index_and_a_small_one_keeps_it(world, monkeypatc
     conn.execute("ANALYZE memories")  # reltuples = 60
     monkeypatch.setattr(vector_index, "BULK_LOAD_MIN_ROWS", 1)
     assert not drop_for_bulk_load(conn, 29) and index_state(conn).exists  # under half the table
+    assert not drop_for_bulk_load(conn, 5, share=0.1, min_rows=1) and index_state(conn).exists
+    assert drop_for_bulk_load(conn, 6, share=0.1, min_rows=1) and not index_state(conn).exists  # the sync's
+    ensure_vector_index(conn)
     assert drop_for_bulk_load(conn, 30) and not index_state(conn).exists
 
 

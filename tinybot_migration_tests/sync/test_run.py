@@ -14,6 +14,7 @@ from dagster import instance_for_test
 
 from tinybot_migration.memories.rebuild import rebuild_memories
 from tinybot_migration.schema import apply_new_schema
+from tinybot_migration.search.vector_index import ensure_vector_index, index_state
 from tinybot_migration.sync.engine import SyncOptions
 from tinybot_migration.sync.job import SyncDatabasesResource, db_sync
 from tinybot_migration.sync.precheck import SyncPrecheckError
@@ -129,3 +130,24 @@ def test_the_cli_dry_run_then_the_sync_masks_the_passwords(dev_with_memories, em
         timeout=120,
     )
     assert refused.returncode == 1 and "PROD_DATABASE_URL is not set" in refused.stdout
+
+
+def test_a_bulk_sync_of_memories_drops_the_vector_index_and_builds_it_again(make_database, empty_prod):
+    dev = make_database("run_dev_bulk")
+    with psycopg.connect(dev, autocommit=True) as conn:
+        apply_new_schema(conn)
+        talk = Conversations(conn)
+        conn.execute(
+            "INSERT INTO memories (id, persona_id, personality_id, content, embedding, created_at)"
+            " SELECT gen_random_uuid(), %s, %s, 'memory ' || i,"
+            " (SELECT array_agg(random())::vector(1536) FROM generate_series(1, 1536) WHERE i > 0), now()"
+            " FROM generate_series(1, 1000) i",
+            (talk.persona_id, talk.personality("alpha")),
+        )
+    with psycopg.connect(empty_prod, autocommit=True) as conn:
+        ensure_vector_index(conn)
+    report = run_sync("dev", "prod", SyncOptions(), environment=environment(dev, empty_prod))
+    assert report.ok and report.index is not None and report.index.rows == 1000
+    with psycopg.connect(empty_prod) as conn:
+        state = index_state(conn)
+    assert state.exists and state.valid
