@@ -61,6 +61,7 @@ class TableSync:
     unchanged: int = 0
     target_newer: int = 0
     only_on_target: int = 0
+    target_rows_before: int = 0  # counted as the table's sync starts: its rows change only in it
     conflict_count: int = 0
     conflicts: list[Conflict] = field(default_factory=list)
     bytes_copied: int = 0
@@ -403,7 +404,7 @@ def sync_table(
 ) -> TableSync:
     started = time.perf_counter()
     result = TableSync(table.name)
-    target_before = row_count(target, table)
+    result.target_rows_before = row_count(target, table)
     matched = 0
     for batch in source_fingerprints(source, table):
         on_target = target_fingerprints(target, table, batch[0].key, batch[-1].key)
@@ -429,7 +430,7 @@ def sync_table(
                 f"{table.name}: chunk {result.chunks}: {inserted:,} inserted, {updated:,} updated, "
                 f"{copied / 2**20:,.1f} MB"
             )
-    result.only_on_target = target_before - matched
+    result.only_on_target = result.target_rows_before - matched
     result.seconds = time.perf_counter() - started
     return result
 

@@ -88,14 +88,13 @@ def run_sync(
         )
         mode = "dry run: nothing is written" if options.dry_run else f"prefer {options.prefer} on conflicts"
         log(f"sync {redact_url(source_url)} → {redact_url(target_url)} ({mode})")
-        before = {t.name: row_count(target_conn, t) for t in SYNC_TABLES}
         dropped = not options.dry_run and _drop_index_for_a_bulk_load(source_conn, target_conn, log)
         tables = sync_tables(source_conn, target_conn, options, log=log)
         report = SyncReport(source, target, options, tables)
         if dropped:
             report.index = ensure_vector_index(target_conn, log=log)
         if not options.dry_run:
-            report.checks = checks_after_sync(source_conn, target_conn, tables, before)
+            report.checks = checks_after_sync(source_conn, target_conn, tables)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -111,26 +110,24 @@ def _drop_index_for_a_bulk_load(source: psycopg.Connection, target: psycopg.Conn
 
 
 def checks_after_sync(
-    source: psycopg.Connection, target: psycopg.Connection, tables: list[TableSync], before: dict[str, int]
+    source: psycopg.Connection, target: psycopg.Connection, tables: list[TableSync]
 ) -> list[CheckOutcome]:
     return [
-        counts_match_the_summary(target, tables, before),
+        counts_match_the_summary(target, tables),
         no_orphans(target),
         embeddings_present_with_right_dimension(target),
         sides_agree_where_nothing_conflicted(source, target),
     ]
 
 
-def counts_match_the_summary(
-    target: psycopg.Connection, tables: list[TableSync], before: dict[str, int]
-) -> CheckOutcome:
+def counts_match_the_summary(target: psycopg.Connection, tables: list[TableSync]) -> CheckOutcome:
     wrong = []
     for result in tables:
-        expected = before[result.table] + result.inserted
+        expected = result.target_rows_before + result.inserted
         actual = row_count(target, SYNC_TABLES_BY_NAME[result.table])
         if actual != expected:
             wrong.append(
-                f"{result.table}: {actual:,} rows, expected {before[result.table]:,} + {result.inserted:,}"
+                f"{result.table}: {actual:,} rows, expected {result.target_rows_before:,} + {result.inserted:,}"
             )
     return CheckOutcome(
         "counts_match_the_summary",
