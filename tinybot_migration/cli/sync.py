@@ -4,9 +4,70 @@ from __future__ import annotations
 
 import argparse
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tinybot_migration.cli.summary import console
+from tinybot_migration.sync.engine import DEFAULT_BATCH_BYTES
+from tinybot_migration.sync.progress import SyncProgress
+
+PLAIN_BATCH_LINE_SECONDS = 5.0  # piped output: at most one batch line this often, besides each table's
+
+
+class RichSyncProgress(SyncProgress):
+    """A bar per table (source rows examined), its inserts and updates beside it; gone once the sync
+    ends, as the summary table says the same."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__()
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[written]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> RichSyncProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def table_started(self, result) -> None:
+        self._tasks[result.table] = self.progress.add_task(result.table, total=result.source_rows, written="")
+
+    def chunk_applied(self, result, inserted: int, updated: int, copied: int) -> None:
+        self._update(result)
+
+    def batch_done(self, result) -> None:
+        self._update(result)
+
+    def table_done(self, result) -> None:
+        self._update(result, completed=result.source_rows)
+
+    def _update(self, result, completed: int | None = None) -> None:
+        written = f"{result.inserted:,} inserted, {result.updated:,} updated"
+        if result.conflict_count:
+            written += f", {result.conflict_count:,} conflicts"
+        self.progress.update(
+            self._tasks[result.table],
+            completed=result.examined if completed is None else completed,
+            written=written,
+        )
+
+
+class _NoDisplay:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
 
 
 def add_sync_command(commands) -> None:
@@ -22,6 +83,13 @@ def add_sync_command(commands) -> None:
         default="target",
         help="who wins an append-only row (a message, a memory, …) whose content differs (default: target)",
     )
+    sync.add_argument(
+        "--batch-mb",
+        type=float,
+        default=DEFAULT_BATCH_BYTES / 2**20,
+        help="rows copied and upserted per transaction, by size (default %(default)g MB: "
+        "about 10,000 memories of 1536 dimensions)",
+    )
     sync.set_defaults(func=cmd_sync)
 
 
@@ -31,9 +99,17 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from tinybot_migration.sync.precheck import SyncPrecheckError
     from tinybot_migration.sync.run import SyncSettingError, run_sync
 
-    options = SyncOptions(dry_run=args.dry_run, prefer=args.prefer)
+    if args.batch_mb * 2**20 < 1:
+        console.print(f"[red]--batch-mb must be positive, not {args.batch_mb:g}[/]", highlight=False)
+        return 2
+    options = SyncOptions(dry_run=args.dry_run, prefer=args.prefer, batch_bytes=int(args.batch_mb * 2**20))
+    if console.is_terminal:
+        progress = display = RichSyncProgress(console)
+    else:
+        progress, display = SyncProgress(_say, PLAIN_BATCH_LINE_SECONDS), _NoDisplay()
     try:
-        report = run_sync(args.source, args.target, options, log=_say)
+        with display:
+            report = run_sync(args.source, args.target, options, log=_say, progress=progress)
     except (SyncSettingError, SyncPrecheckError, DatabaseConnectionError) as error:
         console.print(f"[red]{error}[/]", highlight=False)
         return 1

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from tinybot_migration.progress import Log, quiet
+from tinybot_migration.sync.progress import SILENT, SyncProgress
 from tinybot_migration.sync.tables import SYNC_TABLES, UPDATED_AT, SyncTable
 
 FINGERPRINT_BATCH_ROWS = 5_000
@@ -62,6 +62,8 @@ class TableSync:
     target_newer: int = 0
     only_on_target: int = 0
     target_rows_before: int = 0  # counted as the table's sync starts: its rows change only in it
+    source_rows: int = 0  # counted as the table's sync starts, for progress
+    examined: int = 0  # source rows classified so far
     conflict_count: int = 0
     conflicts: list[Conflict] = field(default_factory=list)
     bytes_copied: int = 0
@@ -400,11 +402,13 @@ def sync_table(
     table: SyncTable,
     options: SyncOptions,
     unsynced_parents: dict[str, set[tuple]],
-    log: Log = quiet,
+    progress: SyncProgress = SILENT,
 ) -> TableSync:
     started = time.perf_counter()
     result = TableSync(table.name)
     result.target_rows_before = row_count(target, table)
+    result.source_rows = row_count(source, table)
+    progress.table_started(result)
     matched = 0
     for batch in source_fingerprints(source, table):
         on_target = target_fingerprints(target, table, batch[0].key, batch[-1].key)
@@ -417,22 +421,34 @@ def sync_table(
         if options.dry_run:
             result.inserted += len(plan.inserts)
             result.updated += len(plan.updates)
-            continue
-        for chunk in chunks_by_bytes([*plan.inserts, *plan.updates], options.batch_bytes):
-            inserts = [fp for fp in chunk if fp.key not in on_target]
-            updates = [fp for fp in chunk if fp.key in on_target]
-            inserted, updated, copied = apply_chunk(source, target, table, inserts, updates, options)
-            result.inserted += inserted
-            result.updated += updated
-            result.bytes_copied += copied
-            result.chunks += 1
-            log(
-                f"{table.name}: chunk {result.chunks}: {inserted:,} inserted, {updated:,} updated, "
-                f"{copied / 2**20:,.1f} MB"
-            )
+        else:
+            _apply_plan(source, target, table, plan, on_target, options, result, progress)
+        result.examined += len(batch)
+        progress.batch_done(result)
     result.only_on_target = result.target_rows_before - matched
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _apply_plan(
+    source: psycopg.Connection,
+    target: psycopg.Connection,
+    table: SyncTable,
+    plan: Plan,
+    on_target: dict[tuple, Fingerprint],
+    options: SyncOptions,
+    result: TableSync,
+    progress: SyncProgress,
+) -> None:
+    for chunk in chunks_by_bytes([*plan.inserts, *plan.updates], options.batch_bytes):
+        inserts = [fp for fp in chunk if fp.key not in on_target]
+        updates = [fp for fp in chunk if fp.key in on_target]
+        inserted, updated, copied = apply_chunk(source, target, table, inserts, updates, options)
+        result.inserted += inserted
+        result.updated += updated
+        result.bytes_copied += copied
+        result.chunks += 1
+        progress.chunk_applied(result, inserted, updated, copied)
 
 
 def sync_tables(
@@ -440,7 +456,7 @@ def sync_tables(
     target: psycopg.Connection,
     options: SyncOptions,
     tables: Sequence[SyncTable] = SYNC_TABLES,
-    log: Log = quiet,
+    progress: SyncProgress = SILENT,
 ) -> list[TableSync]:
     """Every table in foreign-key order. `source` is read-only; `target` too in a dry run. Both
     connections must be in autocommit mode (each chunk is a transaction of its own)."""
@@ -449,10 +465,7 @@ def sync_tables(
     unsynced_parents: dict[str, set[tuple]] = {}
     results = []
     for table in tables:
-        result = sync_table(source, target, table, options, unsynced_parents, log)
-        log(
-            f"{table.name}: {result.inserted:,} inserted, {result.updated:,} updated, {result.unchanged:,} unchanged, "
-            f"{result.conflict_count:,} conflicts, {result.only_on_target:,} only on the target ({result.seconds:.1f}s)"
-        )
+        result = sync_table(source, target, table, options, unsynced_parents, progress)
+        progress.table_done(result)
         results.append(result)
     return results

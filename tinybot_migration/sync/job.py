@@ -5,7 +5,7 @@ for the UI, schedules and `dg launch --job db_sync`."""
 from dagster import Config, ConfigurableResource, Failure, MetadataValue, OpExecutionContext, job, op
 from pydantic import Field
 
-from tinybot_migration.sync.engine import SyncOptions
+from tinybot_migration.sync.engine import DEFAULT_BATCH_BYTES, SyncOptions
 from tinybot_migration.sync.run import SIDES, SyncReport, run_sync
 from tinybot_migration.sync.summary import summary_markdown
 
@@ -29,6 +29,11 @@ class SyncConfig(Config):
     dry_run: bool = Field(default=False, description="the same summary, nothing written (target read-only)")
     prefer: str = Field(
         default="target", description="who wins an append-only row that differs: target or source"
+    )
+    batch_mb: float = Field(
+        default=DEFAULT_BATCH_BYTES / 2**20,
+        gt=0,
+        description="rows copied and upserted per transaction, by size (about 10,000 memories of 1536 dimensions)",
     )
 
 
@@ -54,7 +59,9 @@ def sync_metadata(report: SyncReport) -> dict:
 def sync_databases(
     context: OpExecutionContext, config: SyncConfig, sync_databases: SyncDatabasesResource
 ) -> None:
-    options = SyncOptions(dry_run=config.dry_run, prefer=config.prefer)
+    options = SyncOptions(
+        dry_run=config.dry_run, prefer=config.prefer, batch_bytes=max(1, int(config.batch_mb * 2**20))
+    )
     report = run_sync(config.source, config.target, options, context.log.info, sync_databases.environment())
     context.add_output_metadata(sync_metadata(report))
     failed = [c for c in report.checks if not c.passed]

@@ -20,9 +20,15 @@ from tinybot_migration.passwords import redact_url
 from tinybot_migration.progress import Log, quiet
 from tinybot_migration.resources.database import open_connection, open_read_only
 from tinybot_migration.schema import EMBEDDING_DIMENSIONS
-from tinybot_migration.search.vector_index import IndexBuild, drop_for_bulk_load, ensure_vector_index
+from tinybot_migration.search.vector_index import (
+    IndexBuild,
+    drop_for_bulk_load,
+    ensure_vector_index,
+    index_state,
+)
 from tinybot_migration.sync.engine import SyncOptions, TableSync, row_count, sync_tables
 from tinybot_migration.sync.precheck import precheck, side_facts
+from tinybot_migration.sync.progress import SyncProgress
 from tinybot_migration.sync.tables import SYNC_TABLES, SYNC_TABLES_BY_NAME
 
 SIDES = {"dev": "DEV_DATABASE_URL", "prod": "PROD_DATABASE_URL"}
@@ -68,7 +74,9 @@ def run_sync(
     options: SyncOptions,
     log: Log = quiet,
     environment: Mapping[str, str] | None = None,
+    progress: SyncProgress | None = None,
 ) -> SyncReport:
+    """`log` takes the sync's messages; `progress` its tables and batches (by default as lines on `log`)."""
     if source == target:
         raise SyncSettingError(f"source and target are both {source}: nothing to sync")
     source_url, target_url = side_url(source, environment), side_url(target, environment)
@@ -89,11 +97,12 @@ def run_sync(
         mode = "dry run: nothing is written" if options.dry_run else f"prefer {options.prefer} on conflicts"
         log(f"sync {redact_url(source_url)} → {redact_url(target_url)} ({mode})")
         dropped = not options.dry_run and _drop_index_for_a_bulk_load(source_conn, target_conn, log)
-        tables = sync_tables(source_conn, target_conn, options, log=log)
+        tables = sync_tables(source_conn, target_conn, options, progress=progress or SyncProgress(log))
         report = SyncReport(source, target, options, tables)
-        if dropped:
+        if not options.dry_run and (dropped or _index_missing(target_conn)):
             report.index = ensure_vector_index(target_conn, log=log)
         if not options.dry_run:
+            log("checking the target: counts against the summary, orphans, embeddings, both sides again")
             report.checks = checks_after_sync(source_conn, target_conn, tables)
     report.seconds = time.perf_counter() - started
     return report
@@ -107,6 +116,15 @@ def _drop_index_for_a_bulk_load(source: psycopg.Connection, target: psycopg.Conn
     return drop_for_bulk_load(
         target, incoming, log, share=SYNC_INDEX_DROP_SHARE, min_rows=SYNC_INDEX_DROP_MIN_ROWS
     )
+
+
+def _index_missing(target: psycopg.Connection) -> bool:
+    """Memories without their HNSW index (or with an invalid one): a sync stopped after it dropped
+    the index and before it built it again, so the sync that resumes it builds it."""
+    state = index_state(target)
+    if state.exists and state.valid:
+        return False
+    return target.execute("SELECT EXISTS (SELECT 1 FROM memories)").fetchone()[0]
 
 
 def checks_after_sync(

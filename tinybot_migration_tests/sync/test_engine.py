@@ -6,14 +6,14 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from psycopg import sql
 
 from tinybot_migration.ids import deterministic_uuid, personality_seed
 from tinybot_migration.schema import apply_new_schema
-from tinybot_migration.sync.engine import SyncOptions, prepare_session, sync_tables
+from tinybot_migration.sync.engine import SyncOptions, sync_tables
 from tinybot_migration.sync.precheck import SideFacts, SyncPrecheckError, precheck, side_facts
-from tinybot_migration.sync.tables import SYNC_TABLES
+from tinybot_migration.sync.progress import SyncProgress
 from tinybot_migration_tests.helpers.conversations import T0, Conversations
+from tinybot_migration_tests.helpers.sync_digests import digests
 
 SHARED_MEMORY = uuid.UUID("00000000-0000-4000-8000-000000000001")
 DEV_MEMORY = uuid.UUID("00000000-0000-4000-8000-000000000002")
@@ -69,17 +69,6 @@ def dev_prod(make_database, admin_connect):
         (GAMMA_ON_PROD, T0, T0),
     )
     return dev, prod
-
-
-def digests(conn) -> dict[str, dict[tuple, str]]:
-    prepare_session(conn)
-    out = {}
-    for table in SYNC_TABLES:
-        query = sql.SQL("SELECT {}, {} FROM {}").format(
-            sql.SQL(", ").join(map(sql.Identifier, table.key)), table.row_hash(), sql.Identifier(table.name)
-        )
-        out[table.name] = {tuple(r[:-1]): r[-1] for r in conn.execute(query).fetchall()}
-    return out
 
 
 def by_table(results):
@@ -162,7 +151,7 @@ def test_a_sync_stopped_after_a_chunk_and_run_again_ends_as_an_uninterrupted_one
             raise KeyboardInterrupt  # as a kill would, right after a chunk committed
 
     with pytest.raises(KeyboardInterrupt):
-        sync_tables(dev, prod, SyncOptions(batch_bytes=1), log=stop_after_first_chunk)
+        sync_tables(dev, prod, SyncOptions(batch_bytes=1), progress=SyncProgress(stop_after_first_chunk))
     sync_tables(dev, prod, SyncOptions(batch_bytes=1))
     assert digests(prod) == digests(reference)
 
@@ -189,3 +178,23 @@ def test_the_precheck_names_the_side_that_differs(make_database, admin_connect):
         precheck(source, old_vector)
     with pytest.raises(SyncPrecheckError, match="has no tinybot schema"):
         precheck(source, side_facts(admin_connect(make_database("pre_empty")), "target (prod)", "prod-url"))
+
+
+def test_two_personalities_that_swapped_slugs_are_conflicts_with_both_ids(make_database, admin_connect):
+    dev, prod = admin_connect(make_database("swap_dev")), admin_connect(make_database("swap_prod"))
+    for conn in (dev, prod):
+        talk = base(conn)
+        talk.personality("beta")
+    ids = dict(dev.execute("SELECT slug, id FROM personalities").fetchall())
+    # DEV swaps the two slugs later than PROD last touched them (via a free slug, as the constraint wants).
+    later = T0 + timedelta(days=3)
+    for slug, temporary in (("alpha", "tmp"), ("beta", "alpha"), ("tmp", "beta")):
+        dev.execute(
+            "UPDATE personalities SET slug = %s, updated_at = %s WHERE slug = %s", (temporary, later, slug)
+        )
+    results = by_table(sync_tables(dev, prod, SyncOptions()))
+    personalities = results["personalities"]
+    assert personalities.updated == 0 and personalities.conflict_count == 2
+    reported = {(c.key, c.target_key) for c in personalities.conflicts}
+    assert reported == {((ids["alpha"],), (ids["beta"],)), ((ids["beta"],), (ids["alpha"],))}
+    assert dict(prod.execute("SELECT slug, id FROM personalities").fetchall()) == ids

@@ -4,8 +4,10 @@ cache that arrives with the memories, masked URLs."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -21,6 +23,7 @@ from tinybot_migration.sync.precheck import SyncPrecheckError
 from tinybot_migration.sync.run import run_sync
 from tinybot_migration_tests.helpers.conversations import Conversations
 from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, provider_for
+from tinybot_migration_tests.helpers.sync_digests import digests
 
 SECRET = "sync-s3cret"
 
@@ -132,22 +135,75 @@ def test_the_cli_dry_run_then_the_sync_masks_the_passwords(dev_with_memories, em
     assert refused.returncode == 1 and "PROD_DATABASE_URL is not set" in refused.stdout
 
 
-def test_a_bulk_sync_of_memories_drops_the_vector_index_and_builds_it_again(make_database, empty_prod):
-    dev = make_database("run_dev_bulk")
-    with psycopg.connect(dev, autocommit=True) as conn:
+def dev_with_random_memories(make_database, name: str, count: int) -> str:
+    """A DEV holding `count` memories of random 1536-d vectors, made in SQL."""
+    url = make_database(name)
+    with psycopg.connect(url, autocommit=True) as conn:
         apply_new_schema(conn)
         talk = Conversations(conn)
+        talk.exchanges("alpha", 3)
         conn.execute(
             "INSERT INTO memories (id, persona_id, personality_id, content, embedding, created_at)"
             " SELECT gen_random_uuid(), %s, %s, 'memory ' || i,"
             " (SELECT array_agg(random())::vector(1536) FROM generate_series(1, 1536) WHERE i > 0), now()"
-            " FROM generate_series(1, 1000) i",
-            (talk.persona_id, talk.personality("alpha")),
+            " FROM generate_series(1, %s) i",
+            (talk.persona_id, talk.personality("alpha"), count),
         )
+    return url
+
+
+def test_a_bulk_sync_of_memories_drops_the_vector_index_and_builds_it_again(make_database, empty_prod):
+    dev = dev_with_random_memories(make_database, "run_dev_bulk", 1000)
     with psycopg.connect(empty_prod, autocommit=True) as conn:
         ensure_vector_index(conn)
     report = run_sync("dev", "prod", SyncOptions(), environment=environment(dev, empty_prod))
     assert report.ok and report.index is not None and report.index.rows == 1000
     with psycopg.connect(empty_prod) as conn:
         state = index_state(conn)
+    assert state.exists and state.valid
+
+
+def memory_count(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT count(*) FROM memories").fetchone()[0]
+
+
+@pytest.mark.slow
+def test_the_cli_killed_in_the_middle_of_a_sync_and_run_again_ends_as_an_uninterrupted_one(
+    make_database, empty_prod, tmp_path
+):
+    dev = dev_with_random_memories(make_database, "run_dev_kill", 3000)
+    reference = make_database("run_reference")
+    with psycopg.connect(reference, autocommit=True) as conn:
+        apply_new_schema(conn)
+    assert run_sync("dev", "prod", SyncOptions(), environment=environment(dev, reference)).ok
+    with psycopg.connect(empty_prod, autocommit=True) as conn:
+        ensure_vector_index(conn)  # PROD has its index: the sync drops it for the bulk load
+    cli = Path(sys.executable).parent / "tinybot-migration"
+    env = {**os.environ, **environment(dev, empty_prod), "COLUMNS": "160"}
+    # About 8 memories a transaction: hundreds of chunks, so the kill lands among them.
+    command = [str(cli), "sync", "--from", "dev", "--to", "prod", "--batch-mb", "0.05"]
+    doomed = subprocess.Popen(
+        command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while memory_count(empty_prod) == 0 and doomed.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait(timeout=30)
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+    landed = memory_count(empty_prod)
+    assert doomed.returncode == -signal.SIGKILL and 0 < landed < 3000, (doomed.returncode, landed)
+    with psycopg.connect(empty_prod) as conn:
+        assert not index_state(conn).exists  # killed between the drop and the rebuild
+
+    again = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "sync verified" in again.stdout and "vector index: built" in again.stdout, again.stdout
+    with psycopg.connect(empty_prod) as prod_conn, psycopg.connect(reference) as reference_conn:
+        assert digests(prod_conn) == digests(reference_conn)
+        state = index_state(prod_conn)
     assert state.exists and state.valid
