@@ -207,3 +207,25 @@ def test_the_cli_killed_in_the_middle_of_a_sync_and_run_again_ends_as_an_uninter
         assert digests(prod_conn) == digests(reference_conn)
         state = index_state(prod_conn)
     assert state.exists and state.valid
+
+
+def test_the_terminal_display_draws_a_bar_per_table(dev_with_memories, empty_prod):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from tinybot_migration.cli.sync import RichSyncProgress
+
+    screen = StringIO()
+    terminal = Console(file=screen, force_terminal=True, width=140)
+    with RichSyncProgress(terminal) as progress:
+        report = run_sync(
+            "dev",
+            "prod",
+            SyncOptions(),
+            environment=environment(dev_with_memories, empty_prod),
+            progress=progress,
+        )
+    assert report.ok
+    drawn = screen.getvalue()
+    assert "memories" in drawn and "9 inserted, 0 updated" in drawn and "conversation_history" in drawn
