@@ -15,8 +15,9 @@ import psycopg
 
 # Bump when the new DB's DDL changes; recorded in the new DB's `schema_version` table.
 # 2: embedding_cache; 3: embeddings stored inline (STORAGE PLAIN); 4: shapes_rejects;
-# 5: the search_memories() function; 6: memories.embedding_bits and the search's covering B-tree
-SCHEMA_VERSION = 6
+# 5: the search_memories() function; 6: memories.embedding_bits and the search's covering B-tree;
+# 7: memory_coverage and conversation_history's (personality_id, created_at) index (the delta rebuild)
+SCHEMA_VERSION = 7
 EMBEDDING_DIMENSIONS = 1536
 
 # Serialises concurrent schema application (webserver, run workers, tests) on one server.
@@ -276,6 +277,8 @@ CONVERSATION_HISTORY = Table(
     indexes=(
         Index("idx_conversation_history_context", "channel_id, personality_id, created_at DESC"),
         Index("idx_conversation_history_persona", "persona_id", new_only=True),
+        # The incremental rebuild reads a personality's history after its coverage mark.
+        Index("idx_conversation_history_personality_time", "personality_id, created_at", new_only=True),
     ),
 )
 
@@ -396,7 +399,26 @@ SHAPES_REJECTS = Table(
     indexes=(Index("idx_shapes_rejects_personality_slug", "personality_slug"),),
 )
 
-NEW_ONLY_TABLES: tuple[Table, ...] = (MEMORIES, EMBEDDING_CACHE, SHAPES_PERSONA_MAPPINGS, SHAPES_REJECTS)
+# Per personality, how far the memory rebuild has covered its history: every message created
+# before `covered_through` was paired by a rebuild that succeeded. The incremental sensor and its
+# runs read only what came after (memories/coverage.py). The pipeline's own bookkeeping: not synced.
+MEMORY_COVERAGE = Table(
+    "memory_coverage",
+    (
+        _uuid("personality_id", references="personalities"),
+        Column("covered_through", "timestamptz"),
+        Column("updated_at", "timestamptz", default="now()"),
+    ),
+    primary_key=("personality_id",),
+)
+
+NEW_ONLY_TABLES: tuple[Table, ...] = (
+    MEMORIES,
+    EMBEDDING_CACHE,
+    SHAPES_PERSONA_MAPPINGS,
+    SHAPES_REJECTS,
+    MEMORY_COVERAGE,
+)
 
 
 def old_schema_sql() -> str:

@@ -36,30 +36,49 @@ def shapes_export_dir() -> Path:
 
 DEFAULT_MEMORY_REBUILD_INTERVAL_SECONDS = 3600
 MINIMUM_MEMORY_REBUILD_INTERVAL_SECONDS = 30
+DEFAULT_MEMORY_RECONCILE_INTERVAL_SECONDS = 86400
+MINIMUM_MEMORY_RECONCILE_INTERVAL_SECONDS = 60
 
 
 def memory_rebuild_interval_seconds() -> int:
-    """MEMORY_REBUILD_INTERVAL_SECONDS, or the default with a warning when the value is unusable.
+    """MEMORY_REBUILD_INTERVAL_SECONDS: how often the incremental memory sensor looks."""
+    return _seconds_setting(
+        "MEMORY_REBUILD_INTERVAL_SECONDS",
+        DEFAULT_MEMORY_REBUILD_INTERVAL_SECONDS,
+        MINIMUM_MEMORY_REBUILD_INTERVAL_SECONDS,
+    )
 
-    Read when the definitions load: raising here would take the whole code location down (the UI
-    would show nothing), so a bad value is reported and the default used instead.
+
+def memory_reconcile_interval_seconds() -> int:
+    """MEMORY_RECONCILE_INTERVAL_SECONDS: how often that sensor pairs the whole history instead of
+    the delta."""
+    return _seconds_setting(
+        "MEMORY_RECONCILE_INTERVAL_SECONDS",
+        DEFAULT_MEMORY_RECONCILE_INTERVAL_SECONDS,
+        MINIMUM_MEMORY_RECONCILE_INTERVAL_SECONDS,
+    )
+
+
+def _seconds_setting(name: str, default: int, minimum: int) -> int:
+    """The variable's whole seconds, or the default with a warning when the value is unusable.
+
+    Read when the definitions load (or a sensor ticks): raising would take the whole code location
+    down (the UI would show nothing), so a bad value is reported and the default used instead.
     """
-    raw = os.environ.get("MEMORY_REBUILD_INTERVAL_SECONDS", "").strip()
+    raw = os.environ.get(name, "").strip()
     if not raw:
-        return DEFAULT_MEMORY_REBUILD_INTERVAL_SECONDS
+        return default
     try:
         value = int(raw)
     except ValueError:
         value = None
-    if value is None or value < MINIMUM_MEMORY_REBUILD_INTERVAL_SECONDS:
+    if value is None or value < minimum:
         warnings.warn(
-            f"MEMORY_REBUILD_INTERVAL_SECONDS must be a whole number of seconds >= "
-            f"{MINIMUM_MEMORY_REBUILD_INTERVAL_SECONDS}, got {raw!r}: using the default "
-            f"{DEFAULT_MEMORY_REBUILD_INTERVAL_SECONDS}",
+            f"{name} must be a whole number of seconds >= {minimum}, got {raw!r}: using the default {default}",
             SettingWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-        return DEFAULT_MEMORY_REBUILD_INTERVAL_SECONDS
+        return default
     return value
 
 

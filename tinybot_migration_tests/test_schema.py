@@ -102,6 +102,8 @@ ADDED_AFTER_THE_CATALOGUE = {
     "shapes_rejects",
     ("memories", "embedding_bits"),
     ("memories", "idx_memories_search"),
+    "memory_coverage",
+    ("conversation_history", "idx_conversation_history_personality_time"),
 }
 
 
@@ -170,7 +172,7 @@ def test_a_version_5_database_gains_the_search_column_its_index_and_the_new_func
             " SELECT gen_random_uuid(), gen_random_uuid(), 'x', ('[' || repeat('-1,', 1535) || '1]')::vector, now()"
         )  # written before the upgrade
     with psycopg.connect(url, autocommit=True) as conn:
-        assert apply_new_schema(conn) == 6
+        assert apply_new_schema(conn) == schema.SCHEMA_VERSION
         bits = conn.execute("SELECT embedding_bits::text FROM memories").fetchone()[0]
         assert bits == "0" * 1535 + "1"  # computed for the row already there
         assert conn.execute("SELECT to_regclass('idx_memories_search')").fetchone()[0] is not None
@@ -186,3 +188,16 @@ def test_the_relational_specs_and_the_schema_list_the_same_tables_in_foreign_key
     for table in (*schema.RELATIONAL_TABLES, *schema.NEW_ONLY_TABLES):
         assert all(parent in seen for _, parent in table.foreign_keys), table.name
         seen.add(table.name)
+
+
+def test_a_version_6_database_gains_the_coverage_table_and_the_history_index(make_database):
+    url = make_database("schema_upgrade_7")
+    with psycopg.connect(url, autocommit=True) as conn:
+        apply_new_schema(conn)
+        conn.execute("DROP TABLE memory_coverage")
+        conn.execute("DROP INDEX idx_conversation_history_personality_time")
+        conn.execute("DELETE FROM schema_version")
+        conn.execute("INSERT INTO schema_version (version) VALUES (6)")
+        assert apply_new_schema(conn) == schema.SCHEMA_VERSION == 7
+        assert conn.execute("SELECT to_regclass('memory_coverage')").fetchone()[0] is not None
+        assert conn.execute("SELECT to_regclass('idx_conversation_history_personality_time')").fetchone()[0]

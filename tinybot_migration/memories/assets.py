@@ -7,7 +7,7 @@ keyed by slug in one table, since a range run copies the same metadata to every 
 """
 
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from dagster import (
     AssetCheckSpec,
@@ -23,6 +23,7 @@ from dagster import (
     RetryPolicy,
     multi_asset,
 )
+from pydantic import Field
 
 from tinybot_migration.check_outcome import selected_results
 from tinybot_migration.dry_run import DRY_RUN_TAG, TAKES_CONFIG, DryRunConfig
@@ -36,12 +37,23 @@ from tinybot_migration.memories.checks import (
     every_exchange_has_one_memory,
     no_duplicate_memories,
 )
+from tinybot_migration.memories.coverage import HISTORY_DELTA, HISTORY_FULL
 from tinybot_migration.memories.rebuild import RebuildReport, estimate_rebuild, rebuild_memories
 from tinybot_migration.memories.writer import SOURCE_TINYBOT, memory_count
 from tinybot_migration.partitions import UnknownPersonalityError, personality_partitions
 from tinybot_migration.relational.assets import relational_assets
 from tinybot_migration.resources import EmbeddingProviderResource, NewDatabaseResource, OldDatabaseResource
 from tinybot_migration.resources.embedding_provider import EmbeddingProviderError
+
+
+class RebuildConfig(DryRunConfig):
+    history: Literal["full", "delta"] = Field(
+        default=HISTORY_FULL,
+        description="full: pair every message of the personalities (the migration, a reconciliation); "
+        "delta: only the contexts that moved since each personality's coverage mark (the incremental "
+        "sensor's runs).",
+    )
+
 
 MEMORIES_GROUP = "memories"
 # Pool shared by every asset that calls the embedding provider (limits set in dagster.yaml).
@@ -72,6 +84,8 @@ def rebuild_metadata(report: RebuildReport, total: int, model: str) -> dict:
     stats = report.stats
     metadata = {
         "dagster/row_count": total,
+        "history": report.history,
+        "messages_read": report.messages_read,
         "personalities": len(report.personality_ids),
         "contexts": stats.contexts,
         "exchanges": stats.exchanges,
@@ -144,7 +158,8 @@ MEMORY_ASSET_OPTIONS = dict(
             "bulk-loaded. Partitioned by personality slug: before the first migration the partitions "
             "are the old DB's slugs (so Materialize all works on a fresh instance), and the "
             "`personalities` asset registers new ones as it copies them. Run config dry_run: true "
-            "estimates the bill and writes nothing.",
+            "estimates the bill and writes nothing; history: delta (the incremental sensor's runs) pairs "
+            "only what came after each personality's coverage mark.",
         )
     ],
     check_specs=[
@@ -155,7 +170,7 @@ MEMORY_ASSET_OPTIONS = dict(
 )
 def rebuilt_memories(
     context: AssetExecutionContext,
-    config: DryRunConfig,
+    config: RebuildConfig,
     new_database: NewDatabaseResource,
     old_database: OldDatabaseResource,
     embedding_provider: EmbeddingProviderResource,
@@ -179,19 +194,23 @@ def rebuilt_memories(
     with new_database.connect() as conn:
         report = failing_clearly(
             lambda: rebuild_memories(
-                conn, embedding_provider, slugs, log=context.log.info, connect=new_database.connect
+                conn,
+                embedding_provider,
+                slugs,
+                log=context.log.info,
+                connect=new_database.connect,
+                history=config.history,
             )
         )
         personality_ids = list(report.personality_ids.values())
+        # A delta run checks what it paired; a full one every memory of its personalities.
+        only = report.expected_ids if config.history == HISTORY_DELTA else None
         outcomes = [
-            every_exchange_has_one_memory(conn, report.expected_ids, personality_ids),
+            every_exchange_has_one_memory(conn, report.expected_ids, personality_ids, only_ids=only),
             embeddings_present_with_right_dimensions(
-                conn,
-                personality_ids,
-                embedding_provider.dimensions,
-                cache_model=model,
+                conn, personality_ids, embedding_provider.dimensions, cache_model=model, only_ids=only
             ),
-            no_duplicate_memories(conn, personality_ids),
+            no_duplicate_memories(conn, personality_ids, only_ids=only),
         ]
         total = memory_count(conn, personality_ids, SOURCE_TINYBOT)
     yield MaterializeResult(

@@ -130,18 +130,19 @@ def _by_context(messages: Iterable[Message]) -> Iterator[list[Message]]:
     yield from groups.values()
 
 
-# The same rules in SQL, for the incremental sensor: answers (non-empty assistant messages whose
-# previous non-empty user/assistant message in their context is a user message) that no memory
-# covers yet, per personality. A memory's last message id is its answer. An exchange whose text
-# repeats an earlier one shares its memory and stays listed here; the sensor's run keys make
-# that harmless (the same key is never run twice).
-UNCOVERED_ANSWERS_SQL = """
+# The same rules in SQL, for the incremental sensor's full reconciliation: answers (non-empty
+# assistant messages whose previous non-empty user/assistant message in their context is a user
+# message) that no memory covers yet, per personality. A memory's last message id is its answer.
+# An exchange whose text repeats an earlier one shares its memory and stays listed here; the
+# sensor's run keys make that harmless (the same key is never run twice). {scope} narrows the
+# history read (the delta tick reads only personalities without a coverage mark this way).
+_UNCOVERED_ANSWERS_SQL = """
 WITH ordered AS (
     SELECT id, personality_id, role, created_at,
            lag(role) OVER (PARTITION BY channel_id, personality_id, persona_id
                            ORDER BY created_at, role = 'assistant', id) AS previous_role
     FROM conversation_history
-    WHERE role IN ('user', 'assistant') AND content ~ '[^[:space:]]'
+    WHERE role IN ('user', 'assistant') AND content ~ '[^[:space:]]'{scope}
 )
 SELECT p.slug, count(*) AS answers, max(o.created_at) AS newest
 FROM ordered o
@@ -155,3 +156,7 @@ WHERE o.role = 'assistant' AND o.previous_role = 'user'
 GROUP BY p.slug
 ORDER BY p.slug
 """
+UNCOVERED_ANSWERS_SQL = _UNCOVERED_ANSWERS_SQL.format(scope="")
+UNCOVERED_ANSWERS_WITHOUT_COVERAGE_SQL = _UNCOVERED_ANSWERS_SQL.format(
+    scope="\n      AND personality_id NOT IN (SELECT personality_id FROM memory_coverage)"
+)

@@ -1,11 +1,14 @@
 """Rebuild long-term memories from the new DB's conversation history (DESIGN §4).
 
-Every run pairs the whole history of the personalities it covers and writes only the exchanges
-whose memory id is missing. Memory ids depend on content alone, so this catches everything a
-watermark would (new exchanges, a trailing user message that got its answer) and also history
-that arrived late (a second relational run after the bot already wrote newer memories), and a
-memory the bot wrote itself in the same format is simply found present. The missing memories go
-through the shared writer (`writer.embed_and_write`), oldest first.
+A full rebuild (the migration, the sensor's reconciliation) pairs the whole history of the
+personalities it covers and writes only the exchanges whose memory id is missing. Memory ids
+depend on content alone, so this catches new exchanges, a trailing user message that got its
+answer, and history that arrived late (a second relational run after the bot already wrote newer
+memories); a memory the bot wrote itself in the same format is simply found present. A delta
+rebuild (the sensor's incremental runs) pairs only the contexts that moved since the personality's
+coverage mark (`coverage.py`), so its cost follows the delta, not the history. Either records the
+newest message it paired as the new mark. The missing memories go through the shared writer
+(`writer.embed_and_write`), oldest first.
 """
 
 from __future__ import annotations
@@ -14,11 +17,21 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import psycopg
 from psycopg.rows import args_row
 
 from tinybot_migration.embeddings.cache import CostEstimate, estimate_cost
+from tinybot_migration.memories.coverage import (
+    HISTORY_DELTA,
+    HISTORY_FULL,
+    HISTORY_MODES,
+    coverage_marks,
+    load_delta_messages,
+    newest_message_times,
+    record_coverage,
+)
 from tinybot_migration.memories.pairing import Exchange, Message, PairingStats, pair_messages
 from tinybot_migration.memories.writer import (
     SOURCE_TINYBOT,
@@ -28,6 +41,7 @@ from tinybot_migration.memories.writer import (
     check_embedding_dimensions,
     embed_and_write,
     memory_ids,
+    present_memory_ids,
 )
 from tinybot_migration.partitions import personality_ids_for
 from tinybot_migration.postgres import Connect
@@ -65,6 +79,9 @@ class RebuildReport(EmbeddingSpend):
     seconds: float = 0.0
     estimate: CostEstimate | None = None  # a dry run's bill
     history_from: str = "new database"  # where a dry run paired the history
+    history: str = HISTORY_FULL  # full: every message of the personalities; delta: since their marks
+    messages_read: int = 0
+    newest_paired: dict[uuid.UUID, datetime] = field(default_factory=dict)  # the coverage marks to record
 
 
 def load_messages(conn: psycopg.Connection, personality_ids: Sequence[uuid.UUID]) -> list[Message]:
@@ -103,21 +120,25 @@ def rebuild_memories(
     log: Log | None = None,
     chunk_size: int | None = None,
     connect: Connect | None = None,
+    history: str = HISTORY_FULL,
 ) -> RebuildReport:
     """Write the missing memories of the personalities `slugs`; see the module docstring.
 
     `connect` opens more connections to the same database, for chunks that run side by side.
+    `history` is `full` or `delta`; a personality without a coverage mark is paired in full.
     """
+    if history not in HISTORY_MODES:
+        raise ValueError(f"history must be one of {', '.join(HISTORY_MODES)}, not {history!r}")
     started = time.perf_counter()
     log = log or quiet
     check_embedding_dimensions(conn, provider)
-    report = RebuildReport(personality_ids=personality_ids_for(conn, slugs))
+    report = RebuildReport(personality_ids=personality_ids_for(conn, slugs), history=history)
     distinct = distinct_exchanges(pair_personalities(conn, report), report)
     pending = missing_memories(conn, distinct, report)
     log(
-        f"memories: {len(slugs)} personalities, {report.stats.contexts:,} contexts, "
-        f"{report.stats.exchanges:,} exchanges, {report.already_present:,} memories present, "
-        f"{report.pending:,} to write"
+        f"memories ({history} history): {len(slugs)} personalities, {report.messages_read:,} messages, "
+        f"{report.stats.contexts:,} contexts, {report.stats.exchanges:,} exchanges, "
+        f"{report.already_present:,} memories present, {report.pending:,} to write"
     )
     done = 0
     for outcome in embed_and_write(conn, connect, provider, pending, log, chunk_size):
@@ -133,6 +154,7 @@ def rebuild_memories(
                 time.perf_counter() - started,
             )
         )
+    record_coverage(conn, report.newest_paired)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -173,10 +195,25 @@ def estimate_rebuild(
     return report
 
 
+def history_messages(conn: psycopg.Connection, report: RebuildReport) -> list[Message]:
+    """The messages the report's history mode reads: all of them, or since each personality's mark
+    (in full for a personality without one)."""
+    personality_ids = list(report.personality_ids.values())
+    if report.history != HISTORY_DELTA:
+        return load_messages(conn, personality_ids)
+    marks = coverage_marks(conn, personality_ids)
+    unmarked = [pid for pid in personality_ids if pid not in marks]
+    return load_delta_messages(conn, marks) + (load_messages(conn, unmarked) if unmarked else [])
+
+
 def pair_personalities(conn: psycopg.Connection, report: RebuildReport) -> list[Exchange]:
-    """Every exchange of the report's personalities, each personality paired on its own."""
+    """Every exchange of the report's personalities (of what its history mode reads), each
+    personality paired on its own."""
     by_personality: dict[uuid.UUID, list[Message]] = {pid: [] for pid in report.personality_ids.values()}
-    for message in load_messages(conn, list(by_personality)):
+    messages = history_messages(conn, report)
+    report.messages_read = len(messages)
+    report.newest_paired = newest_message_times(messages)
+    for message in messages:
         by_personality[message.personality_id].append(message)
     exchanges: list[Exchange] = []
     for slug, personality_id in report.personality_ids.items():
@@ -209,8 +246,12 @@ def distinct_exchanges(exchanges: list[Exchange], report: RebuildReport) -> dict
 def missing_memories(
     conn: psycopg.Connection, distinct: dict[uuid.UUID, Exchange], report: RebuildReport
 ) -> list[NewMemory]:
-    """The memories not in the new DB yet, oldest first."""
-    present = memory_ids(conn, list(report.personality_ids.values()), SOURCE_TINYBOT)
+    """The memories not in the new DB yet, oldest first (a delta looks its few ids up; a full
+    rebuild reads every id of its personalities once)."""
+    if report.history == HISTORY_DELTA:
+        present = present_memory_ids(conn, list(distinct), SOURCE_TINYBOT)
+    else:
+        present = memory_ids(conn, list(report.personality_ids.values()), SOURCE_TINYBOT)
     pending: list[Exchange] = []
     slug_of = {pid: slug for slug, pid in report.personality_ids.items()}
     for memory, exchange in distinct.items():

@@ -2,7 +2,11 @@
 
 A sensor rather than a schedule (DESIGN §8): it registers personalities that appeared since the
 migration as partitions, which a schedule cannot, and requests one run per personality with
-answers no memory covers yet. Each request names the state it covers (slug, count and newest time
+answers no memory covers yet. A tick reads only the history after each personality's coverage mark
+(`coverage.py`) and its runs pair only that delta, so neither grows with the history; every
+MEMORY_RECONCILE_INTERVAL_SECONDS (a day by default, and on the first tick after the cursor is
+reset) a tick pairs the whole history instead and its runs are full rebuilds, which catches
+history that arrived behind a mark. Each request names the state it covers (slug, count and newest time
 of those answers): an unchanged personality is not run twice for one state, and a trailing user
 message starts nothing until its answer arrives. A run that failed or was canceled is requested
 again on a later tick, after a backoff that doubles with each failure up to a bound (Dagster makes
@@ -12,9 +16,11 @@ at cutover (README runbook).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
+import psycopg
 from dagster import (
     DagsterRunStatus,
     DefaultSensorStatus,
@@ -28,13 +34,15 @@ from dagster import (
 )
 
 from tinybot_migration.memories.assets import rebuilt_memories
-from tinybot_migration.memories.pairing import UNCOVERED_ANSWERS_SQL
+from tinybot_migration.memories.coverage import DELTA_UNCOVERED_ANSWERS_SQL, HISTORY_DELTA, HISTORY_FULL
+from tinybot_migration.memories.pairing import UNCOVERED_ANSWERS_SQL, UNCOVERED_ANSWERS_WITHOUT_COVERAGE_SQL
 from tinybot_migration.partitions import personality_partitions, unregistered_personality_slugs
 from tinybot_migration.resources import NewDatabaseResource
-from tinybot_migration.settings import memory_rebuild_interval_seconds
+from tinybot_migration.settings import memory_rebuild_interval_seconds, memory_reconcile_interval_seconds
 
 INCREMENTAL_MEMORY_JOB = "incremental_memory_rebuild"
 STATE_TAG = "tinybot/memory_state"
+HISTORY_TAG = "tinybot/history"
 FIRST_RETRY_DELAY_SECONDS = 300
 MAX_RETRY_DELAY_SECONDS = 6 * 3600
 _FAILED = (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
@@ -51,6 +59,33 @@ class UncoveredAnswers:
     slug: str
     answers: int
     state: str  # slug, count and newest time of the answers: what one run is asked to cover
+    history: str = HISTORY_DELTA  # how its run pairs: the delta, or the whole history (reconciliation)
+
+    @property
+    def run_config(self) -> dict:
+        return {"ops": {"rebuilt_memories": {"config": {"history": self.history}}}}
+
+
+def uncovered_answers(conn: psycopg.Connection, history: str) -> list[UncoveredAnswers]:
+    """Per personality, the answers a run should cover. Delta: those after each personality's
+    coverage mark, and everything of a personality without one; full: every answer no memory covers."""
+    if history == HISTORY_FULL:
+        rows = conn.execute(UNCOVERED_ANSWERS_SQL).fetchall()
+    else:
+        rows = conn.execute(DELTA_UNCOVERED_ANSWERS_SQL).fetchall()
+        rows += conn.execute(UNCOVERED_ANSWERS_WITHOUT_COVERAGE_SQL).fetchall()
+    prefix = "full:" if history == HISTORY_FULL else ""
+    return [
+        UncoveredAnswers(slug, answers, f"{prefix}{slug}:{answers}:{newest.isoformat()}", history)
+        for slug, answers, newest in sorted(rows)
+    ]
+
+
+def reconciliation_due(cursor: str | None, now: float) -> bool:
+    """Whether this tick pairs the whole history: on the first tick (or after the cursor was
+    reset) and every MEMORY_RECONCILE_INTERVAL_SECONDS after the last one that did."""
+    reconciled_at = json.loads(cursor).get("reconciled_at") if cursor else None
+    return reconciled_at is None or now - reconciled_at >= memory_reconcile_interval_seconds()
 
 
 def retry_delay_seconds(failures: int) -> float:
@@ -65,9 +100,15 @@ def _now() -> float:
 def run_request_for(uncovered: UncoveredAnswers, runs: list[RunRecord]) -> RunRequest | str | None:
     """The request for one state given its earlier runs (newest first): a RunRequest, a line saying
     why a retry waits, or None when a run for this state is under way or succeeded."""
-    tags = {"tinybot/uncovered_answers": str(uncovered.answers), STATE_TAG: uncovered.state}
+    tags = {
+        "tinybot/uncovered_answers": str(uncovered.answers),
+        STATE_TAG: uncovered.state,
+        HISTORY_TAG: uncovered.history,
+    }
     if not runs:
-        return RunRequest(run_key=uncovered.state, partition_key=uncovered.slug, tags=tags)
+        return RunRequest(
+            run_key=uncovered.state, partition_key=uncovered.slug, tags=tags, run_config=uncovered.run_config
+        )
     latest = runs[0]
     if latest.dagster_run.status not in _FAILED:
         return None
@@ -79,6 +120,7 @@ def run_request_for(uncovered: UncoveredAnswers, runs: list[RunRecord]) -> RunRe
         run_key=f"{uncovered.state}:retry{failures}",
         partition_key=uncovered.slug,
         tags=tags | {"tinybot/retry_of": latest.dagster_run.run_id},
+        run_config=uncovered.run_config,
     )
 
 
@@ -87,16 +129,22 @@ def run_request_for(uncovered: UncoveredAnswers, runs: list[RunRecord]) -> RunRe
     minimum_interval_seconds=memory_rebuild_interval_seconds(),
     default_status=DefaultSensorStatus.STOPPED,
     description="Hourly by default (MEMORY_REBUILD_INTERVAL_SECONDS): one run per personality with "
-    "answered exchanges that have no memory yet; registers new personalities as partitions; a failed "
-    "run is requested again after a backoff.",
+    "answered exchanges that have no memory yet, reading only the history since each personality's "
+    "coverage mark; daily (MEMORY_RECONCILE_INTERVAL_SECONDS, or after a cursor reset) the whole history. "
+    "Registers new personalities as partitions; a failed run is requested again after a backoff.",
 )
 def memory_rebuild_sensor(context: SensorEvaluationContext, new_database: NewDatabaseResource):
+    now = _now()
+    full = reconciliation_due(context.cursor, now)
+    history = HISTORY_FULL if full else HISTORY_DELTA
+    started = time.perf_counter()
     with new_database.connect() as conn:
         new_slugs = unregistered_personality_slugs(conn, context.instance)
-        uncovered = [
-            UncoveredAnswers(slug, answers, f"{slug}:{answers}:{newest.isoformat()}")
-            for slug, answers, newest in conn.execute(UNCOVERED_ANSWERS_SQL).fetchall()
-        ]
+        uncovered = uncovered_answers(conn, history)
+    context.log.info(
+        f"{'full reconciliation' if full else 'delta'}: {len(uncovered)} personalities with uncovered answers "
+        f"({time.perf_counter() - started:.2f}s)"
+    )
     earlier = _runs_by_state(context, [u.state for u in uncovered])
     run_requests = []
     for item in uncovered:
@@ -112,11 +160,13 @@ def memory_rebuild_sensor(context: SensorEvaluationContext, new_database: NewDat
                 f"{r.partition_key} ({r.tags['tinybot/uncovered_answers']})" for r in run_requests[:10]
             )
         )
+    reconciled_at = now if full else json.loads(context.cursor)["reconciled_at"]
     return SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=[personality_partitions.build_add_request(new_slugs)]
         if new_slugs
         else [],
+        cursor=json.dumps({"reconciled_at": reconciled_at}),
     )
 
 

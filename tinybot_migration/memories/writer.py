@@ -175,6 +175,16 @@ def memory_ids(
     return {r[0] for r in rows}
 
 
+def present_memory_ids(
+    conn: psycopg.Connection, candidates: Sequence[uuid.UUID], source_system: str
+) -> set[uuid.UUID]:
+    """Which of these memory ids of one source the new DB holds (primary-key lookups)."""
+    rows = conn.execute(
+        "SELECT id FROM memories WHERE id = ANY(%s) AND source_system = %s", (list(candidates), source_system)
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
 def memory_count(conn: psycopg.Connection, personality_ids: Sequence[uuid.UUID], source_system: str) -> int:
     """How many memories of one source these personalities hold."""
     return conn.execute(

@@ -145,7 +145,14 @@ def sensor_tick(instance, new_url):
 def run_as_requested(instance, new_url, server, request):
     """Materialize what a RunRequest asks for, with its run key and tags, as the daemon would."""
     tags = {**request.tags, "dagster/run_key": request.run_key}
-    return run(instance, new_url, server, partition_key=request.partition_key, tags=tags)
+    return run(
+        instance,
+        new_url,
+        server,
+        partition_key=request.partition_key,
+        tags=tags,
+        run_config=request.run_config,
+    )
 
 
 def test_a_failed_run_is_requested_again_after_a_backoff(instance, new_url, monkeypatch):

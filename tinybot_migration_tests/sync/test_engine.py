@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from tinybot_migration.ids import deterministic_uuid, personality_seed
-from tinybot_migration.schema import apply_new_schema
+from tinybot_migration.schema import SCHEMA_VERSION, apply_new_schema
 from tinybot_migration.sync.engine import SyncOptions, sync_tables
 from tinybot_migration.sync.precheck import SideFacts, SyncPrecheckError, precheck, side_facts
 from tinybot_migration.sync.progress import SyncProgress
@@ -169,11 +169,11 @@ def test_the_precheck_names_the_side_that_differs(make_database, admin_connect):
     with pytest.raises(SyncPrecheckError) as raised:
         precheck(source, side_facts(b, "target (prod)", "prod-url"))
     message = str(raised.value)
-    assert "schema versions differ: source (dev) 6, target (prod) 99" in message
+    assert f"schema versions differ: source (dev) {SCHEMA_VERSION}, target (prod) 99" in message
     assert "bring the source (dev) dev-url up to date" in message
     assert "vector(1536), target (prod) vector(3)" in message
 
-    old_vector = SideFacts("target (prod)", "prod-url", 6, 1536, "0.8.1")
+    old_vector = SideFacts("target (prod)", "prod-url", SCHEMA_VERSION, 1536, "0.8.1")
     with pytest.raises(SyncPrecheckError, match=r"target \(prod\) prod-url has pgvector 0.8.1"):
         precheck(source, old_vector)
     with pytest.raises(SyncPrecheckError, match="has no tinybot schema"):
