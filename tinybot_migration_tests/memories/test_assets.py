@@ -10,7 +10,11 @@ from tinybot_migration.memories.sensor import memory_rebuild_sensor
 from tinybot_migration.partitions import personality_partitions
 from tinybot_migration.resources import EmbeddingProviderResource, NewDatabaseResource, OldDatabaseResource
 from tinybot_migration.schema import apply_new_schema
-from tinybot_migration.settings import SettingWarning, memory_rebuild_interval_seconds
+from tinybot_migration.settings import (
+    SettingWarning,
+    memory_rebuild_interval_seconds,
+    memory_reconcile_interval_seconds,
+)
 from tinybot_migration_tests.helpers.conversations import Conversations
 from tinybot_migration_tests.helpers.openai_server import OpenAITestServer
 
@@ -134,6 +138,17 @@ def test_the_sensor_interval_setting_falls_back_to_the_default_with_a_warning(mo
             SettingWarning, match=r"MEMORY_REBUILD_INTERVAL_SECONDS .*>= 30.*using the default 3600"
         ):
             assert memory_rebuild_interval_seconds() == 3600
+
+
+def test_the_reconcile_interval_setting_falls_back_to_the_default_with_a_warning(monkeypatch):
+    monkeypatch.setenv("MEMORY_RECONCILE_INTERVAL_SECONDS", "3600")
+    assert memory_reconcile_interval_seconds() == 3600
+    for bad in ("59", "daily"):
+        monkeypatch.setenv("MEMORY_RECONCILE_INTERVAL_SECONDS", bad)
+        with pytest.warns(
+            SettingWarning, match=r"MEMORY_RECONCILE_INTERVAL_SECONDS .*>= 60.*using the default 86400"
+        ):
+            assert memory_reconcile_interval_seconds() == 86400
 
 
 def sensor_tick(instance, new_url):
