@@ -16,7 +16,8 @@ import psycopg
 # Bump when the new DB's DDL changes; recorded in the new DB's `schema_version` table.
 # 2: embedding_cache; 3: embeddings stored inline (STORAGE PLAIN); 4: shapes_rejects;
 # 5: the search_memories() function; 6: memories.embedding_bits and the search's covering B-tree;
-# 7: memory_coverage and conversation_history's (personality_id, created_at) index (the delta rebuild)
+# 7: memory_coverage, conversation_history's (personality_id, created_at) index and memories.answer_id
+# (the delta rebuild and the reconciliation)
 SCHEMA_VERSION = 7
 EMBEDDING_DIMENSIONS = 1536
 
@@ -340,6 +341,9 @@ MEMORIES = Table(
             null=True,
             generated=f"binary_quantize(embedding)::bit({EMBEDDING_DIMENSIONS})",
         ),
+        # The answer a rebuilt memory stands for (its last message id): the sensor's reconciliation
+        # finds answers without a memory through idx_memories_answer_id alone, never these 6 kB rows.
+        Column("answer_id", "text", null=True, generated="message_ids[cardinality(message_ids)]"),
     ),
     indexes=(
         *(
@@ -353,6 +357,7 @@ MEMORIES = Table(
             )
         ),
         Index(MEMORIES_SEARCH_INDEX, "persona_id, personality_id, created_at", include="id, embedding_bits"),
+        Index("idx_memories_answer_id", "answer_id"),
     ),
     plain_storage=("embedding",),
 )

@@ -104,6 +104,8 @@ ADDED_AFTER_THE_CATALOGUE = {
     ("memories", "idx_memories_search"),
     "memory_coverage",
     ("conversation_history", "idx_conversation_history_personality_time"),
+    ("memories", "answer_id"),
+    ("memories", "idx_memories_answer_id"),
 }
 
 
@@ -190,14 +192,18 @@ def test_the_relational_specs_and_the_schema_list_the_same_tables_in_foreign_key
         seen.add(table.name)
 
 
-def test_a_version_6_database_gains_the_coverage_table_and_the_history_index(make_database):
+def test_a_version_6_database_gains_the_coverage_table_the_history_index_and_the_answer_column(
+    make_database,
+):
     url = make_database("schema_upgrade_7")
     with psycopg.connect(url, autocommit=True) as conn:
         apply_new_schema(conn)
         conn.execute("DROP TABLE memory_coverage")
         conn.execute("DROP INDEX idx_conversation_history_personality_time")
+        conn.execute("ALTER TABLE memories DROP COLUMN answer_id")
         conn.execute("DELETE FROM schema_version")
         conn.execute("INSERT INTO schema_version (version) VALUES (6)")
         assert apply_new_schema(conn) == schema.SCHEMA_VERSION == 7
         assert conn.execute("SELECT to_regclass('memory_coverage')").fetchone()[0] is not None
         assert conn.execute("SELECT to_regclass('idx_conversation_history_personality_time')").fetchone()[0]
+        assert conn.execute("SELECT to_regclass('idx_memories_answer_id')").fetchone()[0]

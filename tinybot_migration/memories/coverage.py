@@ -36,10 +36,11 @@ def coverage_marks(
 ) -> dict[uuid.UUID, datetime]:
     """personality id -> covered_through, for those that have one."""
     rows = conn.execute(
-        "SELECT personality_id, covered_through FROM memory_coverage WHERE personality_id = ANY(%s)",
+        "SELECT personality_id, covered_through FROM memory_coverage"
+        " WHERE personality_id = ANY(%s) AND covered_through > '-infinity'",
         (list(personality_ids),),
     ).fetchall()
-    return dict(rows)
+    return dict(rows)  # a personality covered when it had no history reads as unmarked: all of it is new
 
 
 def newest_message_times(messages: Iterable[Message]) -> dict[uuid.UUID, datetime]:
@@ -51,19 +52,28 @@ def newest_message_times(messages: Iterable[Message]) -> dict[uuid.UUID, datetim
     return newest
 
 
-def record_coverage(conn: psycopg.Connection, newest: Mapping[uuid.UUID, datetime]) -> None:
+def record_coverage(conn: psycopg.Connection, newest: Mapping[uuid.UUID, datetime | None]) -> None:
     """After a successful rebuild: these personalities are covered through these times (a mark
-    never moves back)."""
+    never moves back); None for one that had no history (-infinity: every message is after it)."""
     if not newest:
         return
     conn.execute(
         "INSERT INTO memory_coverage (personality_id, covered_through, updated_at)"
-        " SELECT p, t, now() FROM unnest(%s::uuid[], %s::timestamptz[]) AS n(p, t)"
+        " SELECT p, coalesce(t, '-infinity'), now() FROM unnest(%s::uuid[], %s::timestamptz[]) AS n(p, t)"
         " ON CONFLICT (personality_id) DO UPDATE"
         " SET covered_through = greatest(memory_coverage.covered_through, excluded.covered_through),"
         " updated_at = now()",
         (list(newest), list(newest.values())),
     )
+
+
+def personalities_without_marks(conn: psycopg.Connection) -> list[uuid.UUID]:
+    """Personalities no rebuild has covered yet (new ones, or a database upgraded from schema 6)."""
+    rows = conn.execute(
+        "SELECT p.id FROM personalities p"
+        " WHERE NOT EXISTS (SELECT 1 FROM memory_coverage c WHERE c.personality_id = p.id)"
+    ).fetchall()
+    return [r[0] for r in rows]
 
 
 # The contexts with a message since (mark - margin), each read from just after its last non-empty

@@ -81,7 +81,7 @@ class RebuildReport(EmbeddingSpend):
     history_from: str = "new database"  # where a dry run paired the history
     history: str = HISTORY_FULL  # full: every message of the personalities; delta: since their marks
     messages_read: int = 0
-    newest_paired: dict[uuid.UUID, datetime] = field(default_factory=dict)  # the coverage marks to record
+    newest_paired: dict[uuid.UUID, datetime | None] = field(default_factory=dict)  # coverage marks to record
 
 
 def load_messages(conn: psycopg.Connection, personality_ids: Sequence[uuid.UUID]) -> list[Message]:
@@ -213,6 +213,8 @@ def pair_personalities(conn: psycopg.Connection, report: RebuildReport) -> list[
     messages = history_messages(conn, report)
     report.messages_read = len(messages)
     report.newest_paired = newest_message_times(messages)
+    if report.history == HISTORY_FULL:  # a personality with no history yet is covered too
+        report.newest_paired |= {pid: None for pid in by_personality if pid not in report.newest_paired}
     for message in messages:
         by_personality[message.personality_id].append(message)
     exchanges: list[Exchange] = []

@@ -34,8 +34,13 @@ from dagster import (
 )
 
 from tinybot_migration.memories.assets import rebuilt_memories
-from tinybot_migration.memories.coverage import DELTA_UNCOVERED_ANSWERS_SQL, HISTORY_DELTA, HISTORY_FULL
-from tinybot_migration.memories.pairing import UNCOVERED_ANSWERS_SQL, UNCOVERED_ANSWERS_WITHOUT_COVERAGE_SQL
+from tinybot_migration.memories.coverage import (
+    DELTA_UNCOVERED_ANSWERS_SQL,
+    HISTORY_DELTA,
+    HISTORY_FULL,
+    personalities_without_marks,
+)
+from tinybot_migration.memories.pairing import UNCOVERED_ANSWERS_OF_SQL, UNCOVERED_ANSWERS_SQL
 from tinybot_migration.partitions import personality_partitions, unregistered_personality_slugs
 from tinybot_migration.resources import NewDatabaseResource
 from tinybot_migration.settings import memory_rebuild_interval_seconds, memory_reconcile_interval_seconds
@@ -73,7 +78,9 @@ def uncovered_answers(conn: psycopg.Connection, history: str) -> list[UncoveredA
         rows = conn.execute(UNCOVERED_ANSWERS_SQL).fetchall()
     else:
         rows = conn.execute(DELTA_UNCOVERED_ANSWERS_SQL).fetchall()
-        rows += conn.execute(UNCOVERED_ANSWERS_WITHOUT_COVERAGE_SQL).fetchall()
+        unmarked = personalities_without_marks(conn)
+        if unmarked:
+            rows += conn.execute(UNCOVERED_ANSWERS_OF_SQL, (unmarked,)).fetchall()
     prefix = "full:" if history == HISTORY_FULL else ""
     return [
         UncoveredAnswers(slug, answers, f"{prefix}{slug}:{answers}:{newest.isoformat()}", history)

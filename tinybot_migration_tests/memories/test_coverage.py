@@ -19,7 +19,7 @@ from tinybot_migration.memories.rebuild import (
     load_messages,
     rebuild_memories,
 )
-from tinybot_migration.memories.sensor import memory_rebuild_sensor
+from tinybot_migration.memories.sensor import memory_rebuild_sensor, uncovered_answers
 from tinybot_migration.partitions import personality_partitions
 from tinybot_migration.resources import NewDatabaseResource
 from tinybot_migration.schema import apply_new_schema
@@ -169,3 +169,17 @@ def test_the_delta_tick_requests_delta_runs_and_the_daily_one_reconciles_the_who
     assert full.success and metadata(full)["history"] == "full" and metadata(full)["memories_written"] == 1
     reset = tick(instance, url, None)  # a reset cursor: the next tick reconciles
     assert reset.run_requests and all(r.tags["tinybot/history"] == "full" for r in reset.run_requests)
+
+
+def test_a_personality_rebuilt_before_it_had_history_is_covered_and_its_first_answers_are_new(history):
+    _, conn, talk = history
+    talk.personality("omega")
+    with OpenAITestServer() as server:
+        rebuild_memories(conn, provider_for(server), ["omega"])
+    covered = "SELECT covered_through = '-infinity' FROM memory_coverage WHERE personality_id = %s"
+    assert conn.execute(covered, (talk.personality("omega"),)).fetchone() == (True,)
+    talk.exchanges("omega", 2)
+    assert [(u.slug, u.answers) for u in uncovered_answers(conn, "delta")] == [("omega", 2)]
+    with OpenAITestServer() as server:
+        report = rebuild_memories(conn, provider_for(server), ["omega"], history="delta")
+    assert report.memories_written == 2 and uncovered_answers(conn, "delta") == []
