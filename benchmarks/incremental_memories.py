@@ -7,7 +7,8 @@ memories are rebuilt in full with the offline hash embedder (which records the c
 Then, with the history complete:
   tick, idle        the sensor's tick (`memory_rebuild_sensor`, through `build_sensor_context` on
                     an instance with every personality registered) with nothing to do: the delta
-                    tick, and the full reconciliation (the only tick there was before the marks)
+                    tick (from the cursor a first tick left), and the full reconciliation (the only
+                    tick there was before the marks)
   one exchange      one new exchange in the personality with the most history, then the delta
                     tick that finds it and the run it starts (`rebuild_memories(history="delta")`
                     plus the asset's three checks scoped to the delta), against the same run with
@@ -61,8 +62,7 @@ def median_seconds(work, repeats: int) -> float:
     return statistics.median(timed(work)[0] for _ in range(repeats))
 
 
-def tick(instance: DagsterInstance, url: str, reconciled_at: float | None):
-    cursor = None if reconciled_at is None else json.dumps({"reconciled_at": reconciled_at})
+def tick(instance: DagsterInstance, url: str, cursor: str | None):
     resources = {"new_database": NewDatabaseResource(url=url)}
     with build_sensor_context(instance=instance, resources=resources, cursor=cursor) as context:
         return memory_rebuild_sensor(context)
@@ -117,9 +117,11 @@ def measure_scale(scale: int, seed: int, home: Path, regenerate: bool, repeats: 
         conn.execute("VACUUM ANALYZE memories")
         conn.execute("VACUUM ANALYZE memory_coverage")
 
-        recently = time.time()
-        assert tick(instance, url, recently).run_requests == []
-        figures["tick_idle_delta_seconds"] = median_seconds(lambda: tick(instance, url, recently), repeats)
+        # A delta tick carries on from the cursor the one before it left (the newest message seen).
+        first = tick(instance, url, None)
+        assert first.run_requests == []
+        cursor = first.cursor
+        figures["tick_idle_delta_seconds"] = median_seconds(lambda: tick(instance, url, cursor), repeats)
         figures["tick_idle_full_seconds"] = median_seconds(lambda: tick(instance, url, None), repeats)
 
         slug, personality_id, channel, persona_id, messages = busiest_personality(conn)
@@ -127,8 +129,9 @@ def measure_scale(scale: int, seed: int, home: Path, regenerate: bool, repeats: 
         delta_ticks, delta_runs, full_runs = [], [], []
         for i in range(repeats):
             add_exchange(conn, personality_id, channel, persona_id, f"benchmark delta {i}")
-            seconds, result = timed(lambda: tick(instance, url, recently))
+            seconds, result = timed(lambda c=cursor: tick(instance, url, c))
             assert [r.partition_key for r in result.run_requests] == [slug], result.run_requests
+            cursor = result.cursor
             delta_ticks.append(seconds)
             seconds, written = timed(lambda: run_as_the_asset(conn, slug, HISTORY_DELTA))
             assert written == 1, written

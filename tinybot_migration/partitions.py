@@ -1,7 +1,7 @@
 """Partitions: memories split by personality slug, registered when personalities are migrated."""
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 
 import psycopg
@@ -23,6 +23,13 @@ def unregistered_personality_slugs(conn: psycopg.Connection, instance: DagsterIn
     them appends, so existing keys keep their order)."""
     known = set(instance.get_dynamic_partitions(personality_partitions.name))
     return [s for s in personality_slugs(conn) if s not in known]
+
+
+def slugs_of(conn: psycopg.Connection, personality_ids: Collection[uuid.UUID]) -> list[str]:
+    rows = conn.execute(
+        "SELECT slug FROM personalities WHERE id = ANY(%s) ORDER BY slug", (list(personality_ids),)
+    )
+    return [r[0] for r in rows.fetchall()]
 
 
 def register_personality_partitions(conn: psycopg.Connection, instance: DagsterInstance) -> int:

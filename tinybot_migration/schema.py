@@ -16,7 +16,7 @@ import psycopg
 # Bump when the new DB's DDL changes; recorded in the new DB's `schema_version` table.
 # 2: embedding_cache; 3: embeddings stored inline (STORAGE PLAIN); 4: shapes_rejects;
 # 5: the search_memories() function; 6: memories.embedding_bits and the search's covering B-tree;
-# 7: memory_coverage, conversation_history's (personality_id, created_at) index and memories.answer_id
+# 7: memory_coverage, conversation_history's created_at indexes and memories.answer_id
 # (the delta rebuild and the reconciliation)
 SCHEMA_VERSION = 7
 EMBEDDING_DIMENSIONS = 1536
@@ -280,6 +280,8 @@ CONVERSATION_HISTORY = Table(
         Index("idx_conversation_history_persona", "persona_id", new_only=True),
         # The incremental rebuild reads a personality's history after its coverage mark.
         Index("idx_conversation_history_personality_time", "personality_id, created_at", new_only=True),
+        # The sensor's tick finds the personalities that moved since its last tick.
+        Index("idx_conversation_history_created_at", "created_at", new_only=True),
     ),
 )
 

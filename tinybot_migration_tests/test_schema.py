@@ -104,6 +104,7 @@ ADDED_AFTER_THE_CATALOGUE = {
     ("memories", "idx_memories_search"),
     "memory_coverage",
     ("conversation_history", "idx_conversation_history_personality_time"),
+    ("conversation_history", "idx_conversation_history_created_at"),
     ("memories", "answer_id"),
     ("memories", "idx_memories_answer_id"),
 }
@@ -200,6 +201,7 @@ def test_a_version_6_database_gains_the_coverage_table_the_history_index_and_the
         apply_new_schema(conn)
         conn.execute("DROP TABLE memory_coverage")
         conn.execute("DROP INDEX idx_conversation_history_personality_time")
+        conn.execute("DROP INDEX idx_conversation_history_created_at")
         conn.execute("ALTER TABLE memories DROP COLUMN answer_id")
         conn.execute("DELETE FROM schema_version")
         conn.execute("INSERT INTO schema_version (version) VALUES (6)")

@@ -67,15 +67,6 @@ def record_coverage(conn: psycopg.Connection, newest: Mapping[uuid.UUID, datetim
     )
 
 
-def personalities_without_marks(conn: psycopg.Connection) -> list[uuid.UUID]:
-    """Personalities no rebuild has covered yet (new ones, or a database upgraded from schema 6)."""
-    rows = conn.execute(
-        "SELECT p.id FROM personalities p"
-        " WHERE NOT EXISTS (SELECT 1 FROM memory_coverage c WHERE c.personality_id = p.id)"
-    ).fetchall()
-    return [r[0] for r in rows]
-
-
 # The contexts with a message since (mark - margin), each read from just after its last non-empty
 # answer before that point (from its start when it has none). Sort order as in pairing: created_at,
 # a user message before an assistant message at the same instant, then id.
@@ -122,13 +113,14 @@ def load_delta_messages(
 
 # The sensor's tick for covered personalities: answers (non-empty assistant messages whose previous
 # non-empty user or assistant message in their context is a user message) created after the mark.
-# Each answer's previous message is one index probe (idx_conversation_history_context).
-DELTA_UNCOVERED_ANSWERS_SQL = f"""
+# Each answer's previous message is one index probe (idx_conversation_history_context). {scope}
+# narrows it to some personalities (`%(ids)s`).
+_DELTA_UNCOVERED_ANSWERS_SQL = f"""
 SELECT p.slug, count(*) AS answers, max(h.created_at) AS newest
 FROM memory_coverage c
 JOIN personalities p ON p.id = c.personality_id
 JOIN conversation_history h ON h.personality_id = c.personality_id AND h.created_at > c.covered_through
-WHERE h.role = 'assistant' AND h.{_NON_EMPTY}
+WHERE h.role = 'assistant' AND h.{_NON_EMPTY}{{scope}}
   AND (
       SELECT q.role FROM conversation_history q
       WHERE q.channel_id = h.channel_id AND q.personality_id = h.personality_id
@@ -141,3 +133,32 @@ WHERE h.role = 'assistant' AND h.{_NON_EMPTY}
 GROUP BY p.slug
 ORDER BY p.slug
 """
+DELTA_UNCOVERED_ANSWERS_SQL = _DELTA_UNCOVERED_ANSWERS_SQL.format(scope="")
+DELTA_UNCOVERED_ANSWERS_OF_SQL = _DELTA_UNCOVERED_ANSWERS_SQL.format(
+    scope="\n  AND c.personality_id = ANY(%(ids)s)"
+)
+
+
+def newest_message_time(conn: psycopg.Connection) -> datetime | None:
+    """The newest message's time (idx_conversation_history_created_at: one index probe)."""
+    return conn.execute("SELECT max(created_at) FROM conversation_history").fetchone()[0]
+
+
+def moved_personalities(conn: psycopg.Connection, since: datetime) -> set[uuid.UUID]:
+    """Personalities with a message created after `since` less the late margin: what a tick must
+    look at besides those it left with uncovered answers."""
+    rows = conn.execute(
+        "SELECT DISTINCT personality_id FROM conversation_history WHERE created_at > %s",
+        (since - LATE_MARGIN,),
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def unmarked_among(conn: psycopg.Connection, personality_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    """Which of these personalities no rebuild has covered yet."""
+    rows = conn.execute(
+        "SELECT p FROM unnest(%s::uuid[]) AS p"
+        " WHERE NOT EXISTS (SELECT 1 FROM memory_coverage c WHERE c.personality_id = p)",
+        (list(personality_ids),),
+    ).fetchall()
+    return [r[0] for r in rows]

@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg
 from dagster import (
@@ -35,13 +38,16 @@ from dagster import (
 
 from tinybot_migration.memories.assets import rebuilt_memories
 from tinybot_migration.memories.coverage import (
+    DELTA_UNCOVERED_ANSWERS_OF_SQL,
     DELTA_UNCOVERED_ANSWERS_SQL,
     HISTORY_DELTA,
     HISTORY_FULL,
-    personalities_without_marks,
+    moved_personalities,
+    newest_message_time,
+    unmarked_among,
 )
 from tinybot_migration.memories.pairing import UNCOVERED_ANSWERS_OF_SQL, UNCOVERED_ANSWERS_SQL
-from tinybot_migration.partitions import personality_partitions, unregistered_personality_slugs
+from tinybot_migration.partitions import personality_partitions, slugs_of, unregistered_personality_slugs
 from tinybot_migration.resources import NewDatabaseResource
 from tinybot_migration.settings import memory_rebuild_interval_seconds, memory_reconcile_interval_seconds
 
@@ -71,16 +77,51 @@ class UncoveredAnswers:
         return {"ops": {"rebuilt_memories": {"config": {"history": self.history}}}}
 
 
-def uncovered_answers(conn: psycopg.Connection, history: str) -> list[UncoveredAnswers]:
+@dataclass
+class TickCursor:
+    """What a tick leaves the next one: when the whole history was last reconciled, how far the
+    history had come (its newest message), and the personalities still left with uncovered
+    answers (their runs pending or failed), so that a delta tick looks at those and at what moved."""
+
+    reconciled_at: float | None = None
+    seen_through: datetime | None = None
+    outstanding: tuple[uuid.UUID, ...] = ()
+
+    @classmethod
+    def parse(cls, cursor: str | None) -> TickCursor:
+        state = json.loads(cursor) if cursor else {}
+        seen = state.get("seen_through")
+        return cls(
+            state.get("reconciled_at"),
+            datetime.fromisoformat(seen) if seen else None,
+            tuple(uuid.UUID(i) for i in state.get("outstanding", ())),
+        )
+
+    def dumps(self) -> str:
+        return json.dumps(
+            {
+                "reconciled_at": self.reconciled_at,
+                "seen_through": self.seen_through.isoformat() if self.seen_through else None,
+                "outstanding": [str(i) for i in self.outstanding],
+            }
+        )
+
+
+def uncovered_answers(
+    conn: psycopg.Connection, history: str, personality_ids: Collection[uuid.UUID] | None = None
+) -> list[UncoveredAnswers]:
     """Per personality, the answers a run should cover. Delta: those after each personality's
-    coverage mark, and everything of a personality without one; full: every answer no memory covers."""
+    coverage mark, and everything of a personality without one (of `personality_ids` only, when
+    given); full: every answer no memory covers."""
     if history == HISTORY_FULL:
         rows = conn.execute(UNCOVERED_ANSWERS_SQL).fetchall()
-    else:
+    elif personality_ids is None:
         rows = conn.execute(DELTA_UNCOVERED_ANSWERS_SQL).fetchall()
-        unmarked = personalities_without_marks(conn)
-        if unmarked:
-            rows += conn.execute(UNCOVERED_ANSWERS_OF_SQL, (unmarked,)).fetchall()
+        rows += _unmarked_answers(conn, [r[0] for r in conn.execute("SELECT id FROM personalities")])
+    else:
+        ids = list(personality_ids)
+        rows = conn.execute(DELTA_UNCOVERED_ANSWERS_OF_SQL, {"ids": ids}).fetchall() if ids else []
+        rows += _unmarked_answers(conn, ids)
     prefix = "full:" if history == HISTORY_FULL else ""
     return [
         UncoveredAnswers(slug, answers, f"{prefix}{slug}:{answers}:{newest.isoformat()}", history)
@@ -88,11 +129,58 @@ def uncovered_answers(conn: psycopg.Connection, history: str) -> list[UncoveredA
     ]
 
 
-def reconciliation_due(cursor: str | None, now: float) -> bool:
+def _unmarked_answers(conn: psycopg.Connection, personality_ids: list[uuid.UUID]) -> list[tuple]:
+    unmarked = unmarked_among(conn, personality_ids) if personality_ids else []
+    return conn.execute(UNCOVERED_ANSWERS_OF_SQL, (unmarked,)).fetchall() if unmarked else []
+
+
+def reconciliation_due(cursor: TickCursor, now: float) -> bool:
     """Whether this tick pairs the whole history: on the first tick (or after the cursor was
     reset) and every MEMORY_RECONCILE_INTERVAL_SECONDS after the last one that did."""
-    reconciled_at = json.loads(cursor).get("reconciled_at") if cursor else None
-    return reconciled_at is None or now - reconciled_at >= memory_reconcile_interval_seconds()
+    return cursor.reconciled_at is None or now - cursor.reconciled_at >= memory_reconcile_interval_seconds()
+
+
+@dataclass
+class Tick:
+    uncovered: list[UncoveredAnswers]
+    new_slugs: list[str]
+    cursor: TickCursor
+
+
+def full_tick(conn: psycopg.Connection, instance, now: float) -> Tick:
+    """The whole history paired in SQL, every personality's slug checked against the partitions."""
+    seen_through = newest_message_time(conn)
+    uncovered = uncovered_answers(conn, HISTORY_FULL)
+    return Tick(
+        uncovered, unregistered_personality_slugs(conn, instance), _left(conn, uncovered, now, seen_through)
+    )
+
+
+def delta_tick(conn: psycopg.Connection, instance, cursor: TickCursor) -> Tick:
+    """Only the personalities with a message since the last tick (less the late margin) and those
+    it left with uncovered answers: the tick costs what the delta costs."""
+    seen_through = newest_message_time(conn)
+    if cursor.seen_through is None:  # a cursor from before the marks: look at every personality
+        uncovered = uncovered_answers(conn, HISTORY_DELTA)
+        new_slugs = unregistered_personality_slugs(conn, instance)
+    else:
+        candidates = moved_personalities(conn, cursor.seen_through) | set(cursor.outstanding)
+        uncovered = uncovered_answers(conn, HISTORY_DELTA, candidates)
+        new_slugs = [
+            slug
+            for slug in slugs_of(conn, candidates)
+            if not instance.has_dynamic_partition(personality_partitions.name, slug)
+        ]
+    return Tick(uncovered, new_slugs, _left(conn, uncovered, cursor.reconciled_at, seen_through))
+
+
+def _left(conn, uncovered: list[UncoveredAnswers], reconciled_at, seen_through) -> TickCursor:
+    ids = dict(
+        conn.execute(
+            "SELECT slug, id FROM personalities WHERE slug = ANY(%s)", ([u.slug for u in uncovered],)
+        ).fetchall()
+    )
+    return TickCursor(reconciled_at, seen_through, tuple(ids[u.slug] for u in uncovered))
 
 
 def retry_delay_seconds(failures: int) -> float:
@@ -142,12 +230,12 @@ def run_request_for(uncovered: UncoveredAnswers, runs: list[RunRecord]) -> RunRe
 )
 def memory_rebuild_sensor(context: SensorEvaluationContext, new_database: NewDatabaseResource):
     now = _now()
-    full = reconciliation_due(context.cursor, now)
-    history = HISTORY_FULL if full else HISTORY_DELTA
+    cursor = TickCursor.parse(context.cursor)
+    full = reconciliation_due(cursor, now)
     started = time.perf_counter()
     with new_database.connect() as conn:
-        new_slugs = unregistered_personality_slugs(conn, context.instance)
-        uncovered = uncovered_answers(conn, history)
+        tick = full_tick(conn, context.instance, now) if full else delta_tick(conn, context.instance, cursor)
+    uncovered, new_slugs = tick.uncovered, tick.new_slugs
     context.log.info(
         f"{'full reconciliation' if full else 'delta'}: {len(uncovered)} personalities with uncovered answers "
         f"({time.perf_counter() - started:.2f}s)"
@@ -167,13 +255,12 @@ def memory_rebuild_sensor(context: SensorEvaluationContext, new_database: NewDat
                 f"{r.partition_key} ({r.tags['tinybot/uncovered_answers']})" for r in run_requests[:10]
             )
         )
-    reconciled_at = now if full else json.loads(context.cursor)["reconciled_at"]
     return SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=[personality_partitions.build_add_request(new_slugs)]
         if new_slugs
         else [],
-        cursor=json.dumps({"reconciled_at": reconciled_at}),
+        cursor=tick.cursor.dumps(),
     )
 
 

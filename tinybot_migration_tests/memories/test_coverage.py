@@ -116,30 +116,44 @@ def test_a_personality_without_a_mark_is_paired_in_full_by_a_delta_rebuild(histo
     assert talk.personality("gamma") in coverage_marks(conn, [talk.personality("gamma")])
 
 
-def tick(dagster_instance, url: str, reconciled_at: float | None):
-    cursor = None if reconciled_at is None else json.dumps({"reconciled_at": reconciled_at})
+def tick(dagster_instance, url: str, cursor: str | None):
     resources = {"new_database": NewDatabaseResource(url=url)}
     with build_sensor_context(instance=dagster_instance, resources=resources, cursor=cursor) as context:
         return memory_rebuild_sensor(context)
+
+
+def reconciled_at(seconds: float) -> str:
+    """A cursor as a tick of the first version of the marks left it: only the reconciliation time."""
+    return json.dumps({"reconciled_at": seconds})
 
 
 def test_the_delta_tick_requests_delta_runs_and_the_daily_one_reconciles_the_whole_history(instance, history):  # noqa: F811
     url, conn, talk = history
     instance.add_dynamic_partitions(personality_partitions.name, ["alpha", "beta"])
     recently = time.time()
-    assert tick(instance, url, recently).run_requests == []
+    first = tick(instance, url, reconciled_at(recently))  # looks at every personality
+    assert first.run_requests == []
+    cursor = first.cursor
+    assert json.loads(cursor) == {
+        "reconciled_at": recently,  # a delta tick keeps the reconciliation's time
+        "seen_through": (T0 + timedelta(seconds=AN_HOUR + 1)).isoformat(),
+        "outstanding": [],
+    }
 
     talk.say("alpha", "user", "a new question", 2 * AN_HOUR, channel="1000")
-    assert tick(instance, url, recently).run_requests == []  # a user message alone starts nothing
+    quiet = tick(instance, url, cursor)
+    assert quiet.run_requests == []  # a user message alone starts nothing
     talk.say("alpha", "assistant", "its answer", 2 * AN_HOUR + 1, channel="1000")
-    talk.exchanges("newcomer", 1)  # no mark yet: found by the full query over unmarked personalities
-    result = tick(instance, url, recently)
-    assert json.loads(result.cursor) == {"reconciled_at": recently}  # a delta tick keeps the mark
+    talk.exchanges("newcomer", 1, start=2 * AN_HOUR + 10)  # no mark yet: paired in full once
+    result = tick(instance, url, quiet.cursor)
     requests = {r.partition_key: r for r in result.run_requests}
     assert sorted(requests) == ["alpha", "newcomer"]
+    assert result.dynamic_partitions_requests[0].partition_keys == ["newcomer"]
     alpha = requests["alpha"]
     assert alpha.tags["tinybot/uncovered_answers"] == "1" and alpha.tags["tinybot/history"] == "delta"
     assert alpha.run_config == {"ops": {"rebuilt_memories": {"config": {"history": "delta"}}}}
+    left = json.loads(result.cursor)
+    assert sorted(left["outstanding"]) == sorted(str(talk.personality(s)) for s in ("alpha", "newcomer"))
 
     with OpenAITestServer() as server:
         done = run_as_requested(instance, url, server, alpha)
@@ -151,15 +165,19 @@ def test_the_delta_tick_requests_delta_runs_and_the_daily_one_reconciles_the_who
         and figures["messages_read"] == 2 + 2
     )
     assert all(e.passed for e in done.get_asset_check_evaluations())
-    assert [r.partition_key for r in tick(instance, url, recently).run_requests] == ["newcomer"]
+    # Nothing new arrived: newcomer is looked at again because the last tick left it outstanding.
+    after = tick(instance, url, result.cursor)
+    assert [r.partition_key for r in after.run_requests] == ["newcomer"]
+    assert json.loads(after.cursor)["outstanding"] == [str(talk.personality("newcomer"))]
 
     # History that arrives behind alpha's mark (a second relational run): the delta tick cannot see
     # it; the reconciliation, due a day after the last one, pairs everything and finds it.
     talk.say("alpha", "user", "an old question copied late", 5, channel="1006")
     talk.say("alpha", "assistant", "an old answer copied late", 6, channel="1006")
-    assert [r.partition_key for r in tick(instance, url, recently).run_requests] == ["newcomer"]
+    assert [r.partition_key for r in tick(instance, url, after.cursor).run_requests] == ["newcomer"]
     day_ago = time.time() - 86400 - 1
-    reconciled = tick(instance, url, day_ago)
+    stale = json.dumps({**json.loads(after.cursor), "reconciled_at": day_ago})
+    reconciled = tick(instance, url, stale)
     assert json.loads(reconciled.cursor)["reconciled_at"] > day_ago + 86400
     requests = {r.partition_key: r for r in reconciled.run_requests}
     assert sorted(requests) == ["alpha", "newcomer"]
