@@ -2,13 +2,14 @@
 
 import psycopg
 import pytest
-from dagster import DagsterInstance, build_sensor_context, instance_for_test, materialize
+from dagster import DagsterEventType, DagsterInstance, build_sensor_context, instance_for_test, materialize
 
 from tinybot_migration.memories import sensor as sensor_module
 from tinybot_migration.memories.assets import rebuilt_memories
 from tinybot_migration.memories.sensor import memory_rebuild_sensor
 from tinybot_migration.partitions import personality_partitions
 from tinybot_migration.resources import EmbeddingProviderResource, NewDatabaseResource, OldDatabaseResource
+from tinybot_migration.runtime.dagster_instance import PLANNED_EVENTS_ENV
 from tinybot_migration.schema import apply_new_schema
 from tinybot_migration.settings import (
     SettingWarning,
@@ -61,7 +62,8 @@ def metadata(result) -> dict:
     return {k: getattr(v, "value", v) for k, v in materializations[-1].metadata.items()}
 
 
-def test_one_range_run_covers_every_registered_personality(instance, new_url):
+def test_one_range_run_covers_every_registered_personality(instance, new_url, monkeypatch):
+    monkeypatch.setenv(PLANNED_EVENTS_ENV, "true")  # as the CLI's and the UI's instance has it
     instance.add_dynamic_partitions(personality_partitions.name, ["zeta", "alpha"])  # registration order
     tags = {"dagster/asset_partition_range_start": "zeta", "dagster/asset_partition_range_end": "alpha"}
     with OpenAITestServer() as server:
@@ -69,6 +71,8 @@ def test_one_range_run_covers_every_registered_personality(instance, new_url):
         assert result.success
         assert len(server.requests) == 1  # both personalities' exchanges in one request
     assert len(result.asset_materializations_for_node("rebuilt_memories")) == 2
+    planned = instance.all_logs(result.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
+    assert len(planned) == 1  # one for the range, not one per partition
     figures = metadata(result)
     assert figures["memories_written"] == 6 and figures["exchanges"] == 6 and figures["contexts"] == 2
     assert figures["provider_inputs"] == 6 and figures["tokens"] > 0 and figures["estimated_cost_usd"] > 0

@@ -1,11 +1,17 @@
 """The Dagster instance can be prepared by several processes at once (PostgreSQL storage)."""
 
+import os
 import threading
 import time
 
 from dagster import instance_for_test
 
-from tinybot_migration.runtime.dagster_instance import initialize_pool_limits
+from tinybot_migration.runtime.dagster_instance import (
+    PLANNED_EVENTS_ENV,
+    STORAGE_URL_ENV,
+    initialize_pool_limits,
+    prepare_instance,
+)
 
 POOLS = ["tinybot_new_database", "tinybot_embeddings"]
 
@@ -81,3 +87,15 @@ def test_a_step_waiting_inside_a_run_is_reported_and_given_up_on_after_the_bound
         watcher.stop()
     assert any("waits for pool toy_pool" in line and holder.run_id in line for line in lines), lines
     assert len(gave_up) == 1 and "waited 3s for pool toy_pool" in gave_up[0] and holder.run_id in gave_up[0]
+
+
+def test_the_instance_records_one_planned_event_per_asset_for_a_range_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("TINYBOT_HOME", str(tmp_path))
+    monkeypatch.setenv(STORAGE_URL_ENV, "postgresql+psycopg2://unused@localhost/dagster")  # no server
+    monkeypatch.delenv(PLANNED_EVENTS_ENV, raising=False)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    prepare_instance()
+    assert os.environ[PLANNED_EVENTS_ENV] == "true"  # and `dev`'s webserver and daemon inherit it
+    monkeypatch.setenv(PLANNED_EVENTS_ENV, "false")
+    prepare_instance()
+    assert os.environ[PLANNED_EVENTS_ENV] == "false"  # an operator's own setting stands
