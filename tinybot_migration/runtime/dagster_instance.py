@@ -21,6 +21,11 @@ STORAGE_URL_ENV = "DAGSTER_STORAGE_URL"
 # spent about 160 s writing 13,400 of them before its first step. The cost: a failed range run
 # leaves its partitions missing rather than failed in the UI (the run itself shows the failure).
 PLANNED_EVENTS_ENV = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
+# And its switch to write a range run's per-partition materializations in batches (one INSERT per
+# EVENT_BATCH_SIZE) rather than one by one: 1,000 partitions took 22.9 s one by one, 1.4 s batched
+# (PostgreSQL storage, this machine); at scale 100 each memory asset's 6,700 took about 160 s.
+EVENT_BATCH_ENV = "DAGSTER_EVENT_BATCH_SIZE"
+EVENT_BATCH_SIZE = "1000"
 
 _STORAGE_YAML = f"""
 storage:
@@ -43,6 +48,7 @@ def prepare_instance() -> Path:
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
     os.environ.setdefault(PLANNED_EVENTS_ENV, "true")  # inherited by `dev`'s webserver and daemon
+    os.environ.setdefault(EVENT_BATCH_ENV, EVENT_BATCH_SIZE)
     if not os.environ.get(STORAGE_URL_ENV):
         os.environ[STORAGE_URL_ENV] = _embedded_storage_url()
     template = (Path(__file__).parents[1] / "dagster.yaml").read_text()  # the package root

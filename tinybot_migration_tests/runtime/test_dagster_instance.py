@@ -7,6 +7,7 @@ import time
 from dagster import instance_for_test
 
 from tinybot_migration.runtime.dagster_instance import (
+    EVENT_BATCH_ENV,
     PLANNED_EVENTS_ENV,
     STORAGE_URL_ENV,
     initialize_pool_limits,
@@ -89,13 +90,15 @@ def test_a_step_waiting_inside_a_run_is_reported_and_given_up_on_after_the_bound
     assert len(gave_up) == 1 and "waited 3s for pool toy_pool" in gave_up[0] and holder.run_id in gave_up[0]
 
 
-def test_the_instance_records_one_planned_event_per_asset_for_a_range_run(tmp_path, monkeypatch):
+def test_the_instance_records_a_range_runs_events_in_batches(tmp_path, monkeypatch):
     monkeypatch.setenv("TINYBOT_HOME", str(tmp_path))
     monkeypatch.setenv(STORAGE_URL_ENV, "postgresql+psycopg2://unused@localhost/dagster")  # no server
     monkeypatch.delenv(PLANNED_EVENTS_ENV, raising=False)
+    monkeypatch.delenv(EVENT_BATCH_ENV, raising=False)
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     prepare_instance()
     assert os.environ[PLANNED_EVENTS_ENV] == "true"  # and `dev`'s webserver and daemon inherit it
+    assert os.environ[EVENT_BATCH_ENV] == "1000"
     monkeypatch.setenv(PLANNED_EVENTS_ENV, "false")
     prepare_instance()
     assert os.environ[PLANNED_EVENTS_ENV] == "false"  # an operator's own setting stands
