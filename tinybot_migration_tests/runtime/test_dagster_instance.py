@@ -93,9 +93,11 @@ def test_a_step_waiting_inside_a_run_is_reported_and_given_up_on_after_the_bound
 def test_the_instance_records_a_range_runs_events_in_batches(tmp_path, monkeypatch):
     monkeypatch.setenv("TINYBOT_HOME", str(tmp_path))
     monkeypatch.setenv(STORAGE_URL_ENV, "postgresql+psycopg2://unused@localhost/dagster")  # no server
-    monkeypatch.delenv(PLANNED_EVENTS_ENV, raising=False)
-    monkeypatch.delenv(EVENT_BATCH_ENV, raising=False)
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    # prepare_instance writes os.environ itself: set each variable through monkeypatch first, so
+    # that it is put back as it was (a delenv of an unset variable would record nothing).
+    for name in (PLANNED_EVENTS_ENV, EVENT_BATCH_ENV, "DAGSTER_HOME"):
+        monkeypatch.setenv(name, "placeholder")
+        monkeypatch.delenv(name)
     prepare_instance()
     assert os.environ[PLANNED_EVENTS_ENV] == "true"  # and `dev`'s webserver and daemon inherit it
     assert os.environ[EVENT_BATCH_ENV] == "1000"
