@@ -5,6 +5,7 @@ holds a pool slot, a pool held by a live run, and the database stopped mid-run. 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from tinybot_migration.runtime.embedded_postgres import embedded_database_url, p
 from tinybot_migration.runtime.run_owners import LAUNCHED_BY_CLI, LAUNCHED_BY_TAG, OWNER_TAG, owner_tag
 from tinybot_migration_tests.helpers.environment import fresh_environment
 from tinybot_migration_tests.helpers.openai_server import OpenAITestServer
+from tinybot_migration_tests.helpers.servers import stop_servers_under
 from tinybot_migration_tests.helpers.verdict import SENDERS_WARNING, assert_all_checks_passed
 
 pytestmark = pytest.mark.slow
@@ -43,7 +45,9 @@ def home(tmp_path_factory, provider_server):
     subprocess.run([*CLI, "demo-data"], env=env, check=True, capture_output=True, timeout=RUN_TIMEOUT)
     first = subprocess.run([*CLI, "run"], env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert first.returncode == 0, first.stdout + first.stderr
-    return home
+    yield home
+    stop_servers_under(home)
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def fault_env(home: Path, server: OpenAITestServer) -> dict[str, str]:
