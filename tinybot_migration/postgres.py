@@ -1,9 +1,10 @@
-"""psycopg helpers shared by every domain: COPY text lines, column types, bulk-load preparation and
-deadlock retries."""
+"""psycopg helpers shared by every domain: COPY text rows and fields, column types, bulk-load
+preparation and deadlock retries."""
 
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -43,6 +44,39 @@ def copy_lines(copy) -> Iterator[bytes]:
         yield from lines
     if carry:
         yield carry
+
+
+def copy_rows(copy) -> Iterator[bytes]:
+    """Rows of a text-format COPY TO STDOUT, each with its newline.
+
+    The server sends one row per CopyData message, so each block is normally one row as it is;
+    blocks split any other way are re-cut at the newlines.
+    """
+    carry = b""
+    for block in copy:
+        data = bytes(block)
+        if data and not carry and data.find(b"\n") == len(data) - 1:
+            yield data
+            continue
+        *rows, carry = (carry + data).split(b"\n")
+        for row in rows:
+            yield row + b"\n"
+    if carry:
+        yield carry + b"\n"
+
+
+_COPY_ESCAPE = re.compile(rb"\\(.)", re.DOTALL)
+_COPY_UNESCAPED = {b"\\": b"\\", b"b": b"\b", b"f": b"\f", b"n": b"\n", b"r": b"\r", b"t": b"\t", b"v": b"\v"}
+
+
+def copy_text_field(field: bytes) -> bytes:
+    """A text-format COPY field's value: the server escapes backslash, tab, newline and the other
+    control characters it names with a backslash (\\N alone is NULL, which a seed never is)."""
+    if b"\\" not in field:
+        return field
+    if field == b"\\N":
+        raise ValueError("a NULL where a value is required (a seed column is NULL?)")
+    return _COPY_ESCAPE.sub(lambda m: _COPY_UNESCAPED[m.group(1)], field)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,35 @@
-"""Concurrent writers: a real deadlock on the server, and the victim's transaction run again."""
+"""psycopg helpers: a real deadlock on the server and the victim's transaction run again; COPY text
+rows and fields as the server sends them."""
 
 import threading
 
 import psycopg
+import pytest
 
-from tinybot_migration.postgres import retry_deadlocks
+from tinybot_migration.postgres import copy_rows, copy_text_field, retry_deadlocks
+
+
+def test_copy_rows_are_whole_rows_however_the_blocks_are_cut(make_database):
+    url = make_database("copy_rows")
+    values = ["plain", "tab\there", "new\nline", "", "ü"]
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        query = "COPY (SELECT i, v FROM unnest(%s::text[]) WITH ORDINALITY AS t(v, i)) TO STDOUT"
+        with cur.copy(query, (values,)) as copy:
+            sent = list(copy)
+            rows = list(copy_rows(sent))
+    assert len(sent) == len(rows) == 5  # the server sends one row per message
+    joined = b"".join(bytes(block) for block in sent)
+    cut = [joined[i : i + 7] for i in range(0, len(joined), 7)]
+    assert list(copy_rows(cut)) == rows
+    assert list(copy_rows([joined])) == rows
+    assert [copy_text_field(row.rstrip(b"\n").split(b"\t")[1]).decode() for row in rows] == values
+
+
+def test_a_copy_field_is_unescaped_to_its_real_bytes():
+    assert copy_text_field(b"a\\\\b\\tc\\nd\\re\\bf\\fg\\vh") == b"a\\b\tc\nd\re\bf\fg\vh"
+    assert copy_text_field(b"no escapes") == b"no escapes"
+    with pytest.raises(ValueError, match="NULL"):
+        copy_text_field(b"\\N")
 
 
 def test_the_deadlock_victim_is_run_again(make_database):

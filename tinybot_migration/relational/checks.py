@@ -6,7 +6,6 @@ them directly on deliberately corrupted data to prove each one can fail.
 
 from __future__ import annotations
 
-from binascii import unhexlify
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,8 +13,8 @@ import psycopg
 from psycopg import sql
 
 from tinybot_migration.check_outcome import CheckOutcome
-from tinybot_migration.ids import expected_ids_for_group, uuid5_text
-from tinybot_migration.postgres import ColumnType, Connect, column_types, copy_lines
+from tinybot_migration.ids import expected_ids_for_group, uuid5_bytes
+from tinybot_migration.postgres import ColumnType, Connect, column_types, copy_lines, copy_text_field
 from tinybot_migration.relational.tables import TableSpec
 
 ROW_COUNT_PARITY = "row_count_parity"
@@ -122,27 +121,26 @@ def ids_match_seeds(new_conn: psycopg.Connection, spec: TableSpec) -> CheckOutco
     """
     assert spec.seed_sql is not None
     seed = spec.seed_sql(*[sql.Identifier(c).as_string(new_conn) for c in spec.seed_columns])
-    query = sql.SQL("COPY (SELECT id, encode(convert_to({}, 'UTF8'), 'hex') FROM {}) TO STDOUT").format(
-        sql.SQL(seed), sql.Identifier(spec.name)
-    )
+    query = sql.SQL("COPY (SELECT id, {} FROM {}) TO STDOUT").format(sql.SQL(seed), sql.Identifier(spec.name))
     base_holders: set[bytes] = set()
     others: dict[bytes, list[str]] = defaultdict(list)
     rows = 0
     with new_conn.cursor() as cur, cur.copy(query) as copy:
         for line in copy_lines(copy):
             rows += 1
-            row_id, seed_hex = line.split(b"\t")
-            row_id = row_id.decode()
-            if row_id == uuid5_text(unhexlify(seed_hex)):
-                base_holders.add(seed_hex)
+            row_id, seed = line.split(b"\t", 1)
+            if b"\\" in seed:
+                seed = copy_text_field(seed)
+            if row_id == uuid5_bytes(seed):
+                base_holders.add(seed)
             else:
-                others[seed_hex].append(row_id)
+                others[seed].append(row_id.decode())
     mismatched = 0
     suffixed = 0
     samples: list[str] = []
-    for seed_hex, held in others.items():
-        size = len(held) + (1 if seed_hex in base_holders else 0)
-        expected = {str(i) for i in expected_ids_for_group(unhexlify(seed_hex).decode(), size)}
+    for seed, held in others.items():
+        size = len(held) + (1 if seed in base_holders else 0)
+        expected = {str(i) for i in expected_ids_for_group(seed.decode(), size)}
         wrong = [i for i in held if i not in expected]
         suffixed += len(held) - len(wrong)
         mismatched += len(wrong)

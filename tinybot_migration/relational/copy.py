@@ -2,7 +2,7 @@
 
 Per table, in one new-DB transaction:
   old  `COPY (SELECT seed, columns in new form …) TO STDOUT` (text format)
-  → Python: new id = uuid5(seed), with `:n` suffixes for colliding seeds
+  → Python: the seed field replaced by its id, uuid5(seed) with `:n` suffixes for colliding seeds
   → new  `COPY stage FROM STDIN` into a temporary staging table
   → `INSERT … SELECT … FROM stage ON CONFLICT (key) DO UPDATE … WHERE the row differs`.
 
@@ -19,14 +19,20 @@ after the load, in the same transaction.
 from __future__ import annotations
 
 import time
-from binascii import unhexlify
 from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
 
 from tinybot_migration.ids import SeedAllocator
-from tinybot_migration.postgres import ColumnType, column_types, copy_lines, prepare_bulk_load
+from tinybot_migration.postgres import (
+    ColumnType,
+    column_types,
+    copy_lines,
+    copy_rows,
+    copy_text_field,
+    prepare_bulk_load,
+)
 from tinybot_migration.progress import Log, quiet
 from tinybot_migration.relational.tables import TABLES_BY_NAME, TableSpec
 
@@ -105,8 +111,8 @@ def old_rows_query(
     types: list[ColumnType],
     with_old_id: bool,
 ) -> tuple[sql.Composed, list]:
-    """COPY query over the old table giving [seed as UTF-8 hex, [old id,]] then the new-form columns
-    of `types` (the id column, which Python fills in, excepted).
+    """COPY query over the old table giving [seed, [old id,]] then the new-form columns of `types`
+    (the id column, which Python fills in, excepted).
 
     Rows whose non-NULL foreign key has no parent in the map are left out (`count_missing_parents`
     counts them).
@@ -122,7 +128,7 @@ def old_rows_query(
     outputs: list[sql.Composable] = []
     if spec.has_id:
         seed = spec.seed_sql(*[new_value(c).as_string() for c in spec.seed_columns])
-        outputs.append(sql.SQL("encode(convert_to({}, 'UTF8'), 'hex')").format(sql.SQL(seed)))
+        outputs.append(sql.SQL("({})").format(sql.SQL(seed)))
         if with_old_id:
             outputs.append(sql.SQL("t.id"))
     for column in types:
@@ -145,12 +151,31 @@ def old_rows_query(
     return query, parents.params
 
 
+def count_rejected_rows(
+    old_conn: psycopg.Connection,
+    spec: TableSpec,
+    maps: dict[str, dict[str, str]],
+    staged: int,
+    result: CopyResult,
+) -> None:
+    """After the stream, in its snapshot: the old rows it left out for a missing parent.
+
+    A plain count settles the usual case (none left out); only a difference pays for the query
+    that joins every row to its parents' maps to name them.
+    """
+    if not spec.foreign_keys:
+        return
+    old_rows = old_conn.execute(
+        sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(spec.name))
+    ).fetchone()[0]
+    if old_rows != staged:
+        count_missing_parents(old_conn, spec, maps, result)
+
+
 def count_missing_parents(
     old_conn: psycopg.Connection, spec: TableSpec, maps: dict[str, dict[str, str]], result: CopyResult
 ) -> None:
     """Count (and sample) the old rows left out because a foreign key points at no parent."""
-    if not spec.foreign_keys:
-        return
     parents = _parent_joins(spec, maps)
     problems = sql.SQL(", ").join(
         sql.SQL("CASE WHEN NOT {found} THEN {text} || t.{col} || {parent} END").format(
@@ -201,8 +226,8 @@ class IdMaps:
             mapping: dict[str, str] = {}
             with self._old_conn.cursor() as cur, cur.copy(query, params) as copy:
                 for line in copy_lines(copy):
-                    seed_hex, old_id = line.split(b"\t")
-                    mapping[old_id.decode()] = allocator.allocate_text(unhexlify(seed_hex))
+                    seed, old_id = line.split(b"\t")
+                    mapping[old_id.decode()] = allocator.allocate_text(copy_text_field(seed))
             self._maps[table] = mapping
         return self._maps[table]
 
@@ -241,10 +266,9 @@ def copy_table(
     new_types = column_types(new_conn, spec.name, spec.columns)
     allocator = SeedAllocator()
     # One old-DB transaction (REPEATABLE READ, as the resource opens it) for the parents' maps,
-    # the rejected-row count and the rows: all three see the same snapshot.
+    # the rows and the count of rows left out: all three see the same snapshot.
     with old_conn.transaction():
         maps = id_maps.for_parents_of(spec)
-        count_missing_parents(old_conn, spec, maps, result)
         query, params = old_rows_query(spec, maps, new_types, with_old_id=False)
         with new_conn.transaction():
             configure_copy_sessions(old_conn, new_conn)
@@ -252,6 +276,7 @@ def copy_table(
             staged = stream_rekeyed_rows(
                 old_conn, new_conn, spec, (query, params), destination, allocator, log
             )
+            count_rejected_rows(old_conn, spec, maps, staged, result)
             result.rows_read = staged + result.rows_rejected
             if destination.bulk:
                 result.rows_inserted = staged
@@ -322,17 +347,21 @@ def stream_rekeyed_rows(
             sql.SQL("COPY {} ({}) FROM STDIN").format(destination.target, _column_list(spec))
         ) as target,
     ):
-        # The hot loop of the whole migration: look-ups hoisted out of it.
-        has_id, allocate = spec.has_id, allocator.allocate_text
-        for line in copy_lines(source):
+        # The hot loop of the whole migration: look-ups hoisted out of it, each row's bytes
+        # passed on as they came with only the seed field swapped for the id.
+        has_id, allocate = spec.has_id, allocator.allocate_bytes
+        for row in copy_rows(source):
             if has_id:
-                seed_hex, rest = line.split(b"\t", 1)
-                line = b"%s\t%s" % (allocate(unhexlify(seed_hex)).encode(), rest)
-            pending.append(line)
-            pending_bytes += len(line)
+                tab = row.index(b"\t")
+                seed = row[:tab]
+                if b"\\" in seed:
+                    seed = copy_text_field(seed)
+                pending.append(allocate(seed))
+                row = row[tab:]
+            pending.append(row)
+            pending_bytes += len(row)
             if pending_bytes >= WRITE_BUFFER_BYTES:
-                pending.append(b"")
-                target.write(b"\n".join(pending))
+                target.write(b"".join(pending))
                 pending, pending_bytes = [], 0
             rows += 1
             if rows >= next_report:
@@ -341,8 +370,7 @@ def stream_rekeyed_rows(
                 )
                 next_report += PROGRESS_EVERY_ROWS
         if pending:
-            pending.append(b"")
-            target.write(b"\n".join(pending))
+            target.write(b"".join(pending))
     return rows
 
 

@@ -384,3 +384,39 @@ def test_a_message_whose_persona_is_missing_is_rejected_and_reported(tinybot_hom
         description = failed[name].description
         assert "25 old row(s) left out for a missing parent (the first 20 of 25 named)" in description
         assert sum(orphan in description for orphan in orphans) == 20 and "is not in personas" in description
+
+
+def test_seeds_with_characters_copy_escapes_give_the_ids_of_their_real_text(
+    tinybot_home, tmp_path, admin_connect
+):
+    """Seeds travel as COPY text, which escapes backslash, tab, newline and carriage return: the id
+    is uuid5 of the seed's real characters, and the id check recomputes the same."""
+    from tinybot_migration.runtime.embedded_postgres import embedded_database_url
+
+    old_url = embedded_database_url("relational_old_escapes", tinybot_home)
+    generate_demo_data(old_url, tmp_path / "export", scale=1, seed=5)
+    odd = {"personas": "tab\there\\back\nslash\rend", "system_prompts": "C:\\prompts\\v2 \\N"}
+    old_admin = admin_connect(old_url)
+    for table, name in odd.items():
+        old_admin.execute(
+            psycopg.sql.SQL(
+                "UPDATE {} SET name = %s WHERE id = (SELECT id FROM {} ORDER BY id LIMIT 1)"
+            ).format(psycopg.sql.Identifier(table), psycopg.sql.Identifier(table)),
+            (name,),
+        )
+    new_url = embedded_database_url("relational_new_escapes", tinybot_home)
+    result = migrate(old_url, new_url)
+    assert result.success
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    with psycopg.connect(new_url) as new:
+        persona_id, owner_id = new.execute(
+            "SELECT id, owner_id FROM personas WHERE name = %s", (odd["personas"],)
+        ).fetchone()
+        [prompt_id] = new.execute(
+            "SELECT id FROM system_prompts WHERE name = %s", (odd["system_prompts"],)
+        ).fetchone()
+    assert persona_id == ids.deterministic_uuid(ids.persona_seed(owner_id, odd["personas"]))
+    assert prompt_id == ids.deterministic_uuid(ids.system_prompt_seed(odd["system_prompts"]))
+    with psycopg.connect(new_url) as new:
+        outcome = checks.ids_match_seeds(new, TABLES_BY_NAME["personas"])
+    assert outcome.passed and outcome.metadata["rows_checked"] > 1
