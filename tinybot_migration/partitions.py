@@ -70,3 +70,22 @@ def personality_ids_for(conn: psycopg.Connection, slugs: Sequence[str]) -> dict[
             "personalities table: migrate the relational tables first, or delete the stale partition"
         )
     return {slug: found[slug] for slug in slugs}
+
+
+def personality_batches(
+    personality_ids: dict[str, uuid.UUID], weight: Callable[[str, uuid.UUID], int], limit: int
+) -> list[dict[str, uuid.UUID]]:
+    """The personalities (slug -> id, in order) in consecutive batches whose weights add up to
+    about `limit`: a memory source works a batch at a time so that what it holds follows the
+    batch, not the whole table. A personality is never split; one heavier than `limit` is a batch
+    of its own."""
+    batches: list[dict[str, uuid.UUID]] = [{}]
+    size = 0
+    for slug, personality_id in personality_ids.items():
+        heft = weight(slug, personality_id)
+        if batches[-1] and size + heft > limit:
+            batches.append({})
+            size = 0
+        batches[-1][slug] = personality_id
+        size += heft
+    return batches

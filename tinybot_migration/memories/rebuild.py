@@ -40,18 +40,24 @@ from tinybot_migration.memories.writer import (
     NewMemory,
     check_embedding_dimensions,
     embed_and_write,
+    memory_count,
     memory_ids,
     present_memory_ids,
 )
-from tinybot_migration.partitions import personality_ids_for
+from tinybot_migration.partitions import personality_batches, personality_ids_for
 from tinybot_migration.postgres import Connect
 from tinybot_migration.progress import Log, chunk_line, quiet
 from tinybot_migration.resources.embedding_provider import EmbeddingProviderResource
 from tinybot_migration.schema import CONVERSATION_HISTORY, has_new_schema, has_rows
+from tinybot_migration.search.vector_index import drop_for_bulk_load
 
 CANON_SCOPE = "personal"
 SUMMARY_TYPE = "conversation"
 REJECTION_SAMPLES = 5
+# Personalities are paired and written a batch at a time, each batch about this many messages of
+# history (one personality's history is never split), so a rebuild's memory follows the batch,
+# not the table: at scale 100 a single pass held 436,400 messages and 1.5 GB.
+MESSAGES_PER_BATCH = 50_000
 
 
 @dataclass
@@ -133,30 +139,60 @@ def rebuild_memories(
     log = log or quiet
     check_embedding_dimensions(conn, provider)
     report = RebuildReport(personality_ids=personality_ids_for(conn, slugs), history=history)
-    distinct = distinct_exchanges(pair_personalities(conn, report), report)
-    pending = missing_memories(conn, distinct, report)
-    log(
-        f"memories ({history} history): {len(slugs)} personalities, {report.messages_read:,} messages, "
-        f"{report.stats.contexts:,} contexts, {report.stats.exchanges:,} exchanges, "
-        f"{report.already_present:,} memories present, {report.pending:,} to write"
-    )
+    batches = history_batches(conn, report.personality_ids)
+    if len(batches) > 1:
+        # Each batch's writer weighs the vector index against its own share; the whole load does here.
+        drop_for_bulk_load(conn, answers_without_memory(conn, list(report.personality_ids.values())), log)
     done = 0
-    for outcome in embed_and_write(conn, connect, provider, pending, log, chunk_size):
-        absorb_chunk(report, outcome)
-        done += outcome.size
-        log(
-            chunk_line(
-                "memories",
-                done,
-                len(pending),
-                report.cache_hits,
-                report.requests,
-                time.perf_counter() - started,
-            )
+    for number, batch in enumerate(batches, start=1):
+        pending = missing_memories(
+            conn, distinct_exchanges(pair_personalities(conn, report, batch), report), report, batch
         )
+        log(
+            f"memories ({history} history){f', batch {number} of {len(batches)}' if len(batches) > 1 else ''}: "
+            f"{len(batch)} personalities, {report.messages_read:,} messages, {report.stats.contexts:,} contexts, "
+            f"{report.stats.exchanges:,} exchanges, {report.already_present:,} memories present, "
+            f"{len(pending):,} to write"
+        )
+        for outcome in embed_and_write(conn, connect, provider, pending, log, chunk_size):
+            absorb_chunk(report, outcome)
+            done += outcome.size
+            log(
+                chunk_line(
+                    "memories",
+                    done,
+                    report.pending,
+                    report.cache_hits,
+                    report.requests,
+                    time.perf_counter() - started,
+                )
+            )
     record_coverage(conn, report.newest_paired)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def answers_without_memory(conn: psycopg.Connection, personality_ids: list[uuid.UUID]) -> int:
+    """At most how many memories a full rebuild of these personalities writes (every exchange ends
+    with an answer)."""
+    answers = conn.execute(
+        "SELECT count(*) FROM conversation_history WHERE personality_id = ANY(%s) AND role = 'assistant'",
+        (personality_ids,),
+    ).fetchone()[0]
+    return max(0, answers - memory_count(conn, personality_ids, SOURCE_TINYBOT))
+
+
+def history_batches(
+    conn: psycopg.Connection, personality_ids: dict[str, uuid.UUID]
+) -> list[dict[str, uuid.UUID]]:
+    """The personalities in batches of about MESSAGES_PER_BATCH messages of history."""
+    counts = dict(
+        conn.execute(
+            "SELECT personality_id, count(*) FROM conversation_history WHERE personality_id = ANY(%s) GROUP BY 1",
+            (list(personality_ids.values()),),
+        ).fetchall()
+    )
+    return personality_batches(personality_ids, lambda _, pid: counts.get(pid, 0), MESSAGES_PER_BATCH)
 
 
 def estimate_rebuild(
@@ -172,8 +208,12 @@ def estimate_rebuild(
     started = time.perf_counter()
     if has_rows(new_conn, CONVERSATION_HISTORY):
         report = RebuildReport(personality_ids=personality_ids_for(new_conn, slugs))
+        everyone = report.personality_ids
         pending = missing_memories(
-            new_conn, distinct_exchanges(pair_personalities(new_conn, report), report), report
+            new_conn,
+            distinct_exchanges(pair_personalities(new_conn, report, everyone), report),
+            report,
+            everyone,
         )
         cache = new_conn
     else:
@@ -181,7 +221,9 @@ def estimate_rebuild(
             report = RebuildReport(
                 personality_ids=personality_ids_for(old_conn, slugs), history_from="old database"
             )
-            distinct = distinct_exchanges(pair_personalities(old_conn, report), report)
+            distinct = distinct_exchanges(
+                pair_personalities(old_conn, report, report.personality_ids), report
+            )
         pending = [memory_of(exchange) for exchange in distinct.values()]
         report.pending = len(pending)
         cache = new_conn if has_new_schema(new_conn) else None
@@ -195,10 +237,11 @@ def estimate_rebuild(
     return report
 
 
-def history_messages(conn: psycopg.Connection, report: RebuildReport) -> list[Message]:
-    """The messages the report's history mode reads: all of them, or since each personality's mark
-    (in full for a personality without one)."""
-    personality_ids = list(report.personality_ids.values())
+def history_messages(
+    conn: psycopg.Connection, report: RebuildReport, personality_ids: list[uuid.UUID]
+) -> list[Message]:
+    """The messages of `personality_ids` that the report's history mode reads: all of them, or
+    since each personality's mark (in full for a personality without one)."""
     if report.history != HISTORY_DELTA:
         return load_messages(conn, personality_ids)
     marks = coverage_marks(conn, personality_ids)
@@ -206,19 +249,22 @@ def history_messages(conn: psycopg.Connection, report: RebuildReport) -> list[Me
     return load_delta_messages(conn, marks) + (load_messages(conn, unmarked) if unmarked else [])
 
 
-def pair_personalities(conn: psycopg.Connection, report: RebuildReport) -> list[Exchange]:
-    """Every exchange of the report's personalities (of what its history mode reads), each
-    personality paired on its own."""
-    by_personality: dict[uuid.UUID, list[Message]] = {pid: [] for pid in report.personality_ids.values()}
-    messages = history_messages(conn, report)
-    report.messages_read = len(messages)
-    report.newest_paired = newest_message_times(messages)
+def pair_personalities(
+    conn: psycopg.Connection, report: RebuildReport, batch: dict[str, uuid.UUID]
+) -> list[Exchange]:
+    """Every exchange of the batch's personalities (slug -> id; of what the report's history mode
+    reads), each personality paired on its own; the figures go into `report`."""
+    by_personality: dict[uuid.UUID, list[Message]] = {pid: [] for pid in batch.values()}
+    messages = history_messages(conn, report, list(batch.values()))
+    report.messages_read += len(messages)
+    newest = newest_message_times(messages)
     if report.history == HISTORY_FULL:  # a personality with no history yet is covered too
-        report.newest_paired |= {pid: None for pid in by_personality if pid not in report.newest_paired}
+        newest |= {pid: None for pid in by_personality if pid not in newest}
+    report.newest_paired |= newest
     for message in messages:
         by_personality[message.personality_id].append(message)
     exchanges: list[Exchange] = []
-    for slug, personality_id in report.personality_ids.items():
+    for slug, personality_id in batch.items():
         pairing = pair_messages(by_personality[personality_id])
         report.stats.add(pairing.stats)
         report.per_personality[slug] = PersonalityFigures(
@@ -232,7 +278,8 @@ def pair_personalities(conn: psycopg.Connection, report: RebuildReport) -> list[
 
 def distinct_exchanges(exchanges: list[Exchange], report: RebuildReport) -> dict[uuid.UUID, Exchange]:
     """One exchange per memory id: identical content in one persona and personality is one memory,
-    given by the earliest exchange."""
+    given by the earliest exchange. (A memory id includes the personality, so a batch of whole
+    personalities holds every exchange of its ids.)"""
     by_id: dict[uuid.UUID, Exchange] = {}
     for exchange in exchanges:
         memory = exchange.memory_id
@@ -241,28 +288,31 @@ def distinct_exchanges(exchanges: list[Exchange], report: RebuildReport) -> dict
             by_id[memory] = exchange
         if earlier is not None:
             report.duplicate_exchanges += 1
-    report.expected_ids = set(by_id)
+    report.expected_ids |= by_id.keys()
     return by_id
 
 
 def missing_memories(
-    conn: psycopg.Connection, distinct: dict[uuid.UUID, Exchange], report: RebuildReport
+    conn: psycopg.Connection,
+    distinct: dict[uuid.UUID, Exchange],
+    report: RebuildReport,
+    batch: dict[str, uuid.UUID],
 ) -> list[NewMemory]:
-    """The memories not in the new DB yet, oldest first (a delta looks its few ids up; a full
-    rebuild reads every id of its personalities once)."""
+    """The batch's memories not in the new DB yet, oldest first (a delta looks its few ids up; a
+    full rebuild reads every id of the batch's personalities once)."""
     if report.history == HISTORY_DELTA:
         present = present_memory_ids(conn, list(distinct), SOURCE_TINYBOT)
     else:
-        present = memory_ids(conn, list(report.personality_ids.values()), SOURCE_TINYBOT)
+        present = memory_ids(conn, list(batch.values()), SOURCE_TINYBOT)
     pending: list[Exchange] = []
-    slug_of = {pid: slug for slug, pid in report.personality_ids.items()}
+    slug_of = {pid: slug for slug, pid in batch.items()}
     for memory, exchange in distinct.items():
         if memory in present:
             report.per_personality[slug_of[exchange.answer.personality_id]].already_present += 1
             report.already_present += 1
         else:
             pending.append(exchange)
-    report.pending = len(pending)
+    report.pending += len(pending)
     return [memory_of(exchange) for exchange in sorted(pending, key=_age)]
 
 

@@ -34,6 +34,7 @@ from tinybot_migration.memories.writer import (
     embed_and_write,
     memory_ids,
 )
+from tinybot_migration.partitions import personality_batches
 from tinybot_migration.postgres import Connect
 from tinybot_migration.progress import Log, chunk_line, quiet
 from tinybot_migration.resources.embedding_provider import EmbeddingProviderResource
@@ -43,6 +44,7 @@ from tinybot_migration.shapes.export import (
     SenderMapping,
     ShapesRecord,
     jsonb_safe,
+    memories_file,
     parse_memories_file,
     read_json,
     read_mappings,
@@ -56,6 +58,10 @@ from tinybot_migration.shapes.mappings import (
 )
 
 REFUSED_REASON = "the embedding provider refused the text"
+# Personalities are imported a batch at a time, each batch about this many bytes of export files
+# (one file is never split), so an import's memory follows the batch, not the export: at scale 100
+# (936,400 records) a single pass held 3.1 GB.
+FILE_BYTES_PER_BATCH = 64 << 20
 
 
 @dataclass
@@ -153,29 +159,75 @@ def import_shapes_memories(
     if not dry_run:
         assert conn is not None, "only a dry run may go without the new database"
         check_embedding_dimensions(conn, provider)
-    with _phase(report, "parse"):
-        files = _parse_files(export_dir, report, now)
-    with _phase(report, "map"):
-        resolution = _map_senders(conn, people or conn, files, mappings, report, now)
-        plans = {p.source_file: _plan_file(p, personality_ids[p.slug], resolution) for p in files}
-        pending = _missing_memories(conn, plans, report)
-    log(
-        f"shapes: {len(files)} files, {report.total('records'):,} records, {report.senders:,} senders "
-        f"({len(resolution.unmapped):,} unmapped), {report.already_present:,} memories present, "
-        f"{len(pending):,} to write" + (" (dry run)" if dry_run else "")
-    )
-    refused: dict[str, str] = {}
-    with _phase(report, "embed_and_write"):
-        if dry_run:
-            report.estimate = estimate_cost(conn, provider, [m.content for m in pending])
-        else:
-            refused = _embed_and_write(conn, connect, provider, pending, report, log, time.perf_counter())
-    with _phase(report, "account"):
-        _account(files, plans, refused, report)
-        if not dry_run:
-            record_rejects(conn, export_dir, files, report)
+    batches = file_batches(export_dir, report.personality_ids)
+    batch = _Batch(conn, provider, export_dir, mappings, people or conn, connect, log, now, started)
+    for number, personalities in enumerate(batches, start=1):
+        label = f"shapes (batch {number} of {len(batches)})" if len(batches) > 1 else "shapes"
+        batch.run(personalities, report, label)
+    report.senders = len(batch.senders)
+    if dry_run:
+        with _phase(report, "embed_and_write"):
+            report.estimate = estimate_cost(conn, provider, batch.texts_to_estimate)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def file_batches(export_dir: Path, personality_ids: dict[str, uuid.UUID]) -> list[dict[str, uuid.UUID]]:
+    """The personalities in batches of about FILE_BYTES_PER_BATCH bytes of memories files."""
+
+    def file_bytes(slug: str, _: uuid.UUID) -> int:
+        path = export_dir / memories_file(slug)
+        return path.stat().st_size if path.is_file() else 0
+
+    return personality_batches(personality_ids, file_bytes, FILE_BYTES_PER_BATCH)
+
+
+@dataclass
+class _Batch:
+    """One import's settings, and what it gathers across batches."""
+
+    conn: psycopg.Connection | None
+    provider: EmbeddingProviderResource
+    export_dir: Path
+    mappings: dict[str, SenderMapping] | None
+    people: psycopg.Connection
+    connect: Connect | None
+    log: Log
+    now: datetime
+    started: float
+    senders: set[str] = field(default_factory=set)
+    texts_to_estimate: list[str] = field(default_factory=list)  # a dry run's pending texts
+
+    def run(self, personalities: dict[str, uuid.UUID], report: ShapesImportReport, label: str) -> None:
+        """Parse, map, write and account for the files of `personalities`, into `report`."""
+        conn = self.conn
+        with _phase(report, "parse"):
+            files = _parse_files(self.export_dir, report, self.now, personalities)
+        with _phase(report, "map"):
+            resolution = _map_senders(
+                conn, self.people, files, self.mappings, report, self.now, personalities
+            )
+            self.senders |= {s for parsed in files for s in parsed.senders}
+            plans = {p.source_file: _plan_file(p, personalities[p.slug], resolution) for p in files}
+            pending = _missing_memories(conn, plans, report, personalities)
+        self.log(
+            f"{label}: {len(files)} files, {sum(f.total for f in files):,} records, "
+            f"{len(self.senders):,} senders so far ({len(report.unmapped_reasons):,} unmapped), "
+            f"{report.already_present:,} memories present, {len(pending):,} to write"
+            + (" (dry run)" if report.dry_run else "")
+        )
+        refused: dict[str, str] = {}
+        with _phase(report, "embed_and_write"):
+            if report.dry_run:
+                self.texts_to_estimate += [m.content for m in pending]
+            else:
+                refused = _embed_and_write(
+                    conn, self.connect, self.provider, pending, report, self.log, self.started, label
+                )
+        with _phase(report, "account"):
+            _account(files, plans, refused, report)
+            if not report.dry_run:
+                record_rejects(conn, self.export_dir, files, report)
 
 
 @contextmanager
@@ -185,7 +237,7 @@ def _phase(report: ShapesImportReport, name: str) -> Iterator[None]:
     try:
         yield
     finally:
-        report.phase_seconds[name] = time.perf_counter() - started
+        report.phase_seconds[name] = report.phase_seconds.get(name, 0.0) + time.perf_counter() - started
 
 
 def _map_senders(
@@ -195,25 +247,31 @@ def _map_senders(
     mappings: dict[str, SenderMapping] | None,
     report: ShapesImportReport,
     now: datetime,
+    personalities: dict[str, uuid.UUID],
 ) -> SenderResolution:
-    """Each sender's persona; a real run writes the mapping rows and re-points memories, a dry
-    run (`report.dry_run`) counts the memories it would re-point."""
+    """Each sender's persona; a real run writes the mapping rows and re-points the personalities'
+    memories, a dry run (`report.dry_run`) counts the memories it would re-point."""
     senders = {s for parsed in files for s in parsed.senders}
     resolution = resolve_senders(people, senders, mappings, kept=conn is not None)
-    report.senders = len(senders)
-    report.unmapped_reasons = dict(resolution.unmapped)
-    pids = list(report.personality_ids.values())
+    report.unmapped_reasons |= dict(resolution.unmapped)
+    pids = list(personalities.values())
     if not report.dry_run:
-        report.links = apply_links(conn, resolution, pids, now)
+        links = apply_links(conn, resolution, pids, now)
+        report.links.mappings_written += links.mappings_written
+        report.links.memories_linked += links.memories_linked
+        report.links.memories_repointed += links.memories_repointed
+        report.links.repointed_senders += links.repointed_senders
     elif conn is not None:
-        report.memories_to_relink = memories_to_repoint(conn, resolution.links, pids)
+        report.memories_to_relink += memories_to_repoint(conn, resolution.links, pids)
     return resolution
 
 
-def _parse_files(export_dir: Path, report: ShapesImportReport, now: datetime) -> list[ParsedFile]:
-    """The memories files of the report's personalities (a personality without a folder has none)."""
+def _parse_files(
+    export_dir: Path, report: ShapesImportReport, now: datetime, personalities: dict[str, uuid.UUID]
+) -> list[ParsedFile]:
+    """The memories files of `personalities` (a personality without a folder has none)."""
     files = []
-    for slug in report.personality_ids:
+    for slug in personalities:
         account = report.per_personality[slug] = PersonalityAccount()
         if not (export_dir / slug).is_dir():
             continue
@@ -277,13 +335,14 @@ def _plan_file(parsed: ParsedFile, personality_id: uuid.UUID, resolution: Sender
 
 
 def _missing_memories(
-    conn: psycopg.Connection | None, plans: dict[str, _Plan], report: ShapesImportReport
+    conn: psycopg.Connection | None,
+    plans: dict[str, _Plan],
+    report: ShapesImportReport,
+    personalities: dict[str, uuid.UUID],
 ) -> list[NewMemory]:
-    """The planned memories not in the new DB yet, oldest first."""
-    present = (
-        set() if conn is None else memory_ids(conn, list(report.personality_ids.values()), SOURCE_SHAPES)
-    )
-    slug_of = {pid: slug for slug, pid in report.personality_ids.items()}
+    """The planned memories (of `personalities`) not in the new DB yet, oldest first."""
+    present = set() if conn is None else memory_ids(conn, list(personalities.values()), SOURCE_SHAPES)
+    slug_of = {pid: slug for slug, pid in personalities.items()}
     pending = []
     for plan in plans.values():
         for memory in plan.memories:
@@ -292,7 +351,7 @@ def _missing_memories(
                 report.already_present += 1
             else:
                 pending.append(memory)
-    report.pending = len(pending)
+    report.pending += len(pending)
     pending.sort(key=lambda m: (m.created_at, m.id))
     return pending
 
@@ -305,6 +364,7 @@ def _embed_and_write(
     report: ShapesImportReport,
     log: Log,
     started: float,
+    label: str = "shapes",
 ) -> dict[str, str]:
     """Embed and write `pending`; returns the texts the provider refused, with its reason."""
     refused: dict[str, str] = {}
@@ -315,7 +375,7 @@ def _embed_and_write(
         done += outcome.size
         log(
             chunk_line(
-                "shapes",
+                label,
                 done,
                 len(pending),
                 report.cache_hits,

@@ -97,6 +97,34 @@ def test_full_rebuild_writes_one_memory_per_exchange(new_db, history, server):
     assert checks.no_duplicate_memories(new_db, ids).passed
 
 
+def test_personalities_are_paired_and_written_in_batches_of_history(new_db, history, server, monkeypatch):
+    """A rebuild holds one batch of history at a time (whole personalities, about
+    MESSAGES_PER_BATCH messages) and writes exactly what one pass over everything would."""
+    from tinybot_migration.memories import rebuild
+
+    monkeypatch.setattr(rebuild, "MESSAGES_PER_BATCH", 5)  # alpha alone is more: never split
+    read: list[int] = []
+    load = rebuild.load_messages
+
+    def load_and_count(conn, personality_ids):
+        read.append(len(personality_ids))
+        return load(conn, personality_ids)
+
+    monkeypatch.setattr(rebuild, "load_messages", load_and_count)
+    lines: list[str] = []
+    report = rebuild_memories(new_db, provider(server), ["alpha", "beta"], log=lines.append)
+    assert read == [1, 1]
+    assert any("batch 1 of 2" in line for line in lines) and any("batch 2 of 2" in line for line in lines)
+    assert (report.stats.exchanges, report.memories_written, report.pending) == (9, 9, 9)
+    assert (report.per_personality["alpha"].written, report.per_personality["beta"].written) == (6, 3)
+    assert len(report.expected_ids) == 9 and report.messages_read == 21
+    ids = list(history.personalities.values())
+    assert checks.every_exchange_has_one_memory(new_db, report.expected_ids, ids).passed
+    assert set(report.newest_paired) == set(ids)
+    again = rebuild_memories(new_db, provider(server), ["alpha", "beta"])
+    assert again.memories_written == 0 and again.already_present == 9
+
+
 def test_a_second_run_makes_zero_requests_and_writes_nothing(new_db, history, server):
     rebuild_memories(new_db, provider(server), ["alpha", "beta"])
     server.requests.clear()

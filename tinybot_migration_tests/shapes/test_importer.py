@@ -281,3 +281,35 @@ def test_a_file_with_a_byte_order_mark_is_read_whole_even_for_a_refused_record(e
     assert report.per_personality["luna"].file_error is None and report.per_personality["luna"].imported == 1
     [reject] = rows(export.conn, "shapes_rejects")
     assert reject[5]["result"] == "FORBIDDEN words"  # read back from the file, BOM and all
+
+
+def test_personalities_are_imported_in_batches_of_files_with_one_account(export, server, monkeypatch):
+    """An import holds one batch of files at a time (whole files, about FILE_BYTES_PER_BATCH bytes);
+    the report counts across batches as one pass would: senders once, every record accounted."""
+    from tinybot_migration.shapes import importer
+
+    monkeypatch.setattr(importer, "FILE_BYTES_PER_BATCH", 1)  # every file is a batch of its own
+    export.write("luna", [record([MAPPED, UNLISTED], "one"), record([SECOND], "two"), record([MAPPED], "")])
+    export.write("nova", [record([MAPPED], "one", seconds=4), record([UNLISTED], "three", seconds=5)])
+    parsed: list[str] = []
+    parse = importer.parse_memories_file
+
+    def parse_and_note(export_dir, slug, now=None):
+        parsed.append(slug)
+        return parse(export_dir, slug, now)
+
+    monkeypatch.setattr(importer, "parse_memories_file", parse_and_note)
+    lines: list[str] = []
+    dry = import_all(export, server, slugs=("luna", "nova"), dry_run=True)
+    assert dry.estimate.texts == 3 and server.requests == []  # "one" twice is one text to embed
+    report = import_all(export, server, slugs=("luna", "nova"), log=lines.append)
+    assert parsed == ["luna", "nova", "luna", "nova"]
+    assert any(line.startswith("shapes (batch 2 of 2)") for line in lines), lines
+    assert report.senders == 3 and report.memories_written == 5 and report.pending == 5
+    assert report.provider_inputs == 3 and report.links.mappings_written == 2
+    assert [(a.records, a.imported, a.rejected) for a in report.per_personality.values()] == [
+        (3, 2, 1),
+        (2, 2, 0),
+    ]
+    assert len(rows(export.conn, "shapes_rejects", "record_index")) == 1
+    assert every_record_accounted_for(export.conn, report).passed
