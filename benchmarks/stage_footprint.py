@@ -4,14 +4,15 @@
     python benchmarks/stage_footprint.py --scales 10 100 --stages relational memories shapes
 
 Each stage runs in a process of its own, on the same new database, in the order of
-`tinybot-migration run`: `relational` (every table copied and all 39 checks), `memories` (the
+`tinybot-migration run`: `relational` (every table copied and all 39 checks), `survey` (the
+`shapes_export` asset's read of every export file, in the same Dagster run), `memories` (the
 memory rebuild for every personality), `shapes` (the shapes.inc import for every personality),
 `index` (the HNSW build over every memory). The two embedding stages talk to
 benchmarks/fast_provider.py (100 ms a request, the cheap server), so what they measure is our
 code. A process that only imports the package and connects (`baseline`) shows what any stage
 starts from. Peak memory is the process's maximum resident set (`ru_maxrss` from wait4), exact,
 not sampled. Demo data is shared with the other benchmarks (benchmarks/.tinybot-bench). Figures go
-to benchmarks/results/stage_footprint_scales_<scales>.json.
+to benchmarks/results/stage_footprint_scales_<scales>[_<stages>].json.
 
 What the figures should show: no stage holds a table in Python memory, so a stage's peak at
 scale 100 exceeds its peak at scale 10 by no more than its chunks and per-personality state
@@ -40,7 +41,7 @@ from relational_copy import fresh_database, old_connection  # noqa: E402
 from tinybot_migration.demo_data import generate_demo_data, old_database_has_data  # noqa: E402
 from tinybot_migration.runtime.embedded_postgres import embedded_database_url  # noqa: E402
 
-STAGES = ("relational", "memories", "shapes", "index")
+STAGES = ("relational", "survey", "memories", "shapes", "index")
 RESULTS = BENCHMARKS / "results"
 LATENCY_SECONDS = 0.1
 
@@ -68,6 +69,13 @@ def run_relational(old_url: str, new_url: str, **_) -> dict:
     if failed:
         raise RuntimeError(f"checks failed: {failed}")
     return {"rows": sum(r.rows_read for r in results)}
+
+
+def run_survey(export_dir: str, **_) -> dict:
+    from tinybot_migration.shapes.export import memory_folders, survey_export
+
+    survey = survey_export(Path(export_dir), set(memory_folders(Path(export_dir))))
+    return {"rows": sum(f.total for f in survey.files)}
 
 
 def _provider(provider_url: str):
@@ -128,6 +136,7 @@ def run_baseline(new_url: str, **_) -> dict:
 CHILDREN = {
     "baseline": run_baseline,
     "relational": run_relational,
+    "survey": run_survey,
     "memories": run_memories,
     "shapes": run_shapes,
     "index": run_index,
@@ -232,9 +241,10 @@ def main() -> int:
         },
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"stage_footprint_scales_{'_'.join(scales)}.json").write_text(
-        json.dumps(figures, indent=2) + "\n"
-    )
+    name = f"stage_footprint_scales_{'_'.join(scales)}"
+    if args.stages != list(STAGES):
+        name += "_" + "_".join(args.stages)
+    (RESULTS / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps(figures, indent=2))
     return 0
 

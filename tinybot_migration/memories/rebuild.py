@@ -148,12 +148,7 @@ def rebuild_memories(
         pending = missing_memories(
             conn, distinct_exchanges(pair_personalities(conn, report, batch), report), report, batch
         )
-        log(
-            f"memories ({history} history){f', batch {number} of {len(batches)}' if len(batches) > 1 else ''}: "
-            f"{len(batch)} personalities, {report.messages_read:,} messages, {report.stats.contexts:,} contexts, "
-            f"{report.stats.exchanges:,} exchanges, {report.already_present:,} memories present, "
-            f"{len(pending):,} to write"
-        )
+        log(batch_line(report, number, len(batches), batch, len(pending)))
         for outcome in embed_and_write(conn, connect, provider, pending, log, chunk_size):
             absorb_chunk(report, outcome)
             done += outcome.size
@@ -170,6 +165,20 @@ def rebuild_memories(
     record_coverage(conn, report.newest_paired)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def batch_line(report: RebuildReport, number: int, batches: int, batch: dict, pending: int) -> str:
+    """The log line before a batch is written; with several batches the figures are so far."""
+    head = f"memories ({report.history} history)"
+    if batches > 1:
+        head += f", batch {number} of {batches} ({len(batch)} personalities, {pending:,} to write), so far"
+    else:
+        head += f": {len(batch)} personalities,"
+    return (
+        f"{head} {report.messages_read:,} messages, {report.stats.contexts:,} contexts, "
+        f"{report.stats.exchanges:,} exchanges, {report.already_present:,} memories present"
+        + (f", {pending:,} to write" if batches == 1 else "")
+    )
 
 
 def answers_without_memory(conn: psycopg.Connection, personality_ids: list[uuid.UUID]) -> int:

@@ -97,7 +97,7 @@ def survey_metadata(survey: ExportSurvey, folder: str, matched_in: str) -> dict:
     for parsed in sorted(files, key=lambda p: -p.total)[:PER_FOLDER_ROWS]:
         problem = parsed.error or ("matches no personality" if parsed.slug in survey.unknown_folders else "")
         lines.append(
-            f"| {parsed.slug} | {parsed.total:,} | {parsed.deleted:,} | {len(parsed.rejected):,} | "
+            f"| {parsed.slug} | {parsed.total:,} | {parsed.deleted:,} | {parsed.rejected:,} | "
             f"{len(parsed.senders):,} | {problem} |"
         )
     if len(files) > PER_FOLDER_ROWS:
@@ -108,7 +108,7 @@ def survey_metadata(survey: ExportSurvey, folder: str, matched_in: str) -> dict:
         "folders": len(files),
         "records": sum(p.total for p in files),
         "deleted": sum(p.deleted for p in files),
-        "records_rejected": sum(len(p.rejected) for p in files),
+        "records_rejected": sum(p.rejected for p in files),
         "senders": len({s for p in files for s in p.senders}),
         "mappings": survey.mappings if survey.mappings is not None else -1,
         "personalities_from": matched_in,

@@ -180,11 +180,37 @@ def jsonb_safe(value: object) -> object:
     return value
 
 
+@dataclass(frozen=True)
+class FileSurvey:
+    """What the survey keeps of one memories file: its figures, not its records (an export at 100×
+    production is a million records; holding them all took 1.5 GB)."""
+
+    slug: str
+    source_file: str
+    total: int
+    deleted: int
+    rejected: int
+    senders: frozenset[str]
+    error: str | None
+
+    @classmethod
+    def of(cls, parsed: ParsedFile) -> FileSurvey:
+        return cls(
+            parsed.slug,
+            parsed.source_file,
+            parsed.total,
+            parsed.deleted,
+            len(parsed.rejected),
+            frozenset(parsed.senders),
+            parsed.error,
+        )
+
+
 @dataclass
 class ExportSurvey:
     """What `shapes_export` reports: each folder's file read once, and the mapping file."""
 
-    files: list[ParsedFile] = field(default_factory=list)
+    files: list[FileSurvey] = field(default_factory=list)
     unknown_folders: list[str] = field(default_factory=list)  # slugs that match no personality
     mappings: int | None = None  # entries of uuid-mappings.json; None when it is missing or malformed
     mapping_error: str | None = None
@@ -197,7 +223,7 @@ class ExportSurvey:
 def survey_export(export_dir: Path, known_slugs: set[str], now: float | None = None) -> ExportSurvey:
     survey = ExportSurvey()
     for slug in memory_folders(export_dir):
-        survey.files.append(parse_memories_file(export_dir, slug, now))
+        survey.files.append(FileSurvey.of(parse_memories_file(export_dir, slug, now)))
         if slug not in known_slugs:
             survey.unknown_folders.append(slug)
     try:

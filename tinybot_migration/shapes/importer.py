@@ -160,14 +160,16 @@ def import_shapes_memories(
         assert conn is not None, "only a dry run may go without the new database"
         check_embedding_dimensions(conn, provider)
     batches = file_batches(export_dir, report.personality_ids)
-    batch = _Batch(conn, provider, export_dir, mappings, people or conn, connect, log, now, started)
+    importing = _BatchedImport(
+        conn, provider, export_dir, mappings, people or conn, connect, log, now, started
+    )
     for number, personalities in enumerate(batches, start=1):
         label = f"shapes (batch {number} of {len(batches)})" if len(batches) > 1 else "shapes"
-        batch.run(personalities, report, label)
-    report.senders = len(batch.senders)
+        importing.run(personalities, report, label)
+    report.senders = len(importing.senders)
     if dry_run:
         with _phase(report, "embed_and_write"):
-            report.estimate = estimate_cost(conn, provider, batch.texts_to_estimate)
+            report.estimate = estimate_cost(conn, provider, importing.texts_to_estimate)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -183,8 +185,9 @@ def file_batches(export_dir: Path, personality_ids: dict[str, uuid.UUID]) -> lis
 
 
 @dataclass
-class _Batch:
-    """One import's settings, and what it gathers across batches."""
+class _BatchedImport:
+    """An import that works a batch of personalities at a time: its settings, and what it gathers
+    across the batches."""
 
     conn: psycopg.Connection | None
     provider: EmbeddingProviderResource

@@ -189,6 +189,10 @@ def test_the_survey_reads_every_folder_and_names_unknown_ones_and_unreadable_fil
     (tmp_path / ".hidden").mkdir()
     survey = survey_export(tmp_path, {"luna", "broken"}, NOW)
     assert [p.slug for p in survey.files] == ["broken", "ghost", "luna"]
+    luna = survey.files[2]
+    # Figures and senders only: the records themselves are not kept.
+    assert (luna.total, luna.deleted, luna.rejected, luna.senders) == (2, 1, 0, {SENDERS[0]})
+    assert not hasattr(luna, "records")
     assert survey.unknown_folders == ["ghost"]
     assert len(survey.errors) == 1 and survey.errors[0].startswith("broken/broken_memories.json: not JSON")
     assert survey.mappings is None and survey.mapping_error is None
