@@ -37,13 +37,8 @@ def retry_deadlocks(transaction: Callable[[], T], attempts: int = DEADLOCK_ATTEM
 
 def copy_lines(copy) -> Iterator[bytes]:
     """Lines of a text-format COPY TO STDOUT, without their newline (values never contain one)."""
-    carry = b""
-    for block in copy:
-        data = carry + bytes(block) if carry else bytes(block)
-        *lines, carry = data.split(b"\n")
-        yield from lines
-    if carry:
-        yield carry
+    for row in copy_rows(copy):
+        yield row[:-1]
 
 
 def copy_rows(copy) -> Iterator[bytes]:

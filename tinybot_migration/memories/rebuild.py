@@ -139,7 +139,12 @@ def rebuild_memories(
     log = log or quiet
     check_embedding_dimensions(conn, provider)
     report = RebuildReport(personality_ids=personality_ids_for(conn, slugs), history=history)
-    batches = history_batches(conn, report.personality_ids)
+    # A delta is small by definition: one batch, without counting every personality's history.
+    batches = (
+        [report.personality_ids]
+        if history == HISTORY_DELTA
+        else history_batches(conn, report.personality_ids)
+    )
     if len(batches) > 1:
         # Each batch's writer weighs the vector index against its own share; the whole load does here.
         drop_for_bulk_load(conn, answers_without_memory(conn, list(report.personality_ids.values())), log)

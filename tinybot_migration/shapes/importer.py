@@ -207,10 +207,11 @@ class _BatchedImport:
         with _phase(report, "parse"):
             files = _parse_files(self.export_dir, report, self.now, personalities)
         with _phase(report, "map"):
+            senders = {s for parsed in files for s in parsed.senders}
+            self.senders |= senders
             resolution = _map_senders(
-                conn, self.people, files, self.mappings, report, self.now, personalities
+                conn, self.people, senders, self.mappings, report, self.now, personalities
             )
-            self.senders |= {s for parsed in files for s in parsed.senders}
             plans = {p.source_file: _plan_file(p, personalities[p.slug], resolution) for p in files}
             pending = _missing_memories(conn, plans, report, personalities)
         self.log(
@@ -246,7 +247,7 @@ def _phase(report: ShapesImportReport, name: str) -> Iterator[None]:
 def _map_senders(
     conn: psycopg.Connection | None,
     people: psycopg.Connection,
-    files: Sequence[ParsedFile],
+    senders: set[str],
     mappings: dict[str, SenderMapping] | None,
     report: ShapesImportReport,
     now: datetime,
@@ -254,7 +255,6 @@ def _map_senders(
 ) -> SenderResolution:
     """Each sender's persona; a real run writes the mapping rows and re-points the personalities'
     memories, a dry run (`report.dry_run`) counts the memories it would re-point."""
-    senders = {s for parsed in files for s in parsed.senders}
     resolution = resolve_senders(people, senders, mappings, kept=conn is not None)
     report.unmapped_reasons |= dict(resolution.unmapped)
     pids = list(personalities.values())
