@@ -11,7 +11,10 @@ from __future__ import annotations
 import hashlib
 import uuid
 from binascii import hexlify
+from collections.abc import Sequence
 from datetime import UTC, datetime
+
+import numpy as np
 
 NAMESPACE = uuid.NAMESPACE_DNS
 MEMORY_NAMESPACE = uuid.uuid5(NAMESPACE, "tinybot-memory")
@@ -155,7 +158,8 @@ def conversation_message_seed_sql(
 
 # --- fast uuid5 ---------------------------------------------------------------------------------
 # The relational copy and its id check run uuid5 once per row (436,400 messages at scale 100):
-# hashlib on prepared bytes, formatted as bytes, no UUID objects.
+# hashlib on prepared bytes, formatted as bytes, no UUID objects; whole batches of rows are
+# formatted at once by numpy, which takes the per-row Python out of everything but SHA-1 itself.
 
 _VARIANT_NIBBLE = {ord(c): b"89ab"[int(c, 16) & 0x3 :][:1] for c in "0123456789abcdef"}
 
@@ -169,6 +173,28 @@ def uuid5_bytes(seed: bytes, namespace: uuid.UUID = NAMESPACE) -> bytes:
 def uuid5_text(seed: bytes, namespace: uuid.UUID = NAMESPACE) -> str:
     """`str(uuid.uuid5(namespace, seed))` for a UTF-8 encoded seed."""
     return uuid5_bytes(seed, namespace).decode()
+
+
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+# Where each of the 16 bytes' two hex digits go in the 36 characters of a UUID's text.
+_HEX_POSITIONS = np.array([0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34])
+UUID_TEXT_WIDTH = 36
+
+
+def uuid5_batch(seeds: Sequence[bytes], namespace: uuid.UUID = NAMESPACE) -> list[bytes]:
+    """`[uuid5_bytes(seed, namespace) for seed in seeds]`, at about a third of the cost."""
+    if not seeds:
+        return []
+    prefix, sha1 = namespace.bytes, hashlib.sha1
+    digests = b"".join([sha1(prefix + seed).digest() for seed in seeds])
+    uuids = np.frombuffer(digests, dtype=np.uint8).reshape(len(seeds), 20)[:, :16].copy()
+    uuids[:, 6] = (uuids[:, 6] & 0x0F) | 0x50  # version 5
+    uuids[:, 8] = (uuids[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = np.full((len(seeds), UUID_TEXT_WIDTH), ord("-"), dtype=np.uint8)
+    text[:, _HEX_POSITIONS] = _HEX_DIGITS[uuids >> 4]
+    text[:, _HEX_POSITIONS + 1] = _HEX_DIGITS[uuids & 0x0F]
+    blob = text.tobytes()
+    return [blob[i : i + UUID_TEXT_WIDTH] for i in range(0, len(blob), UUID_TEXT_WIDTH)]
 
 
 # --- collisions ---------------------------------------------------------------------------------
@@ -201,18 +227,39 @@ class SeedAllocator:
         return self.allocate_bytes(seed).decode()
 
     def allocate_bytes(self, seed: bytes) -> bytes:
-        """The id as ASCII bytes for a UTF-8 encoded seed: the hot path of the relational copy."""
+        """The id as ASCII bytes for a UTF-8 encoded seed."""
         new_id = uuid5_bytes(seed, self._namespace)
-        if new_id not in self._taken:
-            self._taken.add(new_id)
-            return new_id
+        if new_id in self._taken:
+            return self._suffixed(seed, new_id)
+        self._taken.add(new_id)
+        return new_id
+
+    def allocate_batch(self, seeds: Sequence[bytes]) -> list[bytes]:
+        """Ids as ASCII bytes for UTF-8 encoded seeds, in order: the hot path of the relational copy.
+
+        The seeds' own uuid5s do not depend on what is taken, so they are computed for the whole
+        batch at once; only a batch holding a collision is then walked row by row.
+        """
+        new_ids = uuid5_batch(seeds, self._namespace)
+        if self._taken.isdisjoint(new_ids) and len(set(new_ids)) == len(new_ids):
+            self._taken.update(new_ids)
+            return new_ids
+        for i, new_id in enumerate(new_ids):
+            if new_id in self._taken:
+                new_ids[i] = self._suffixed(seeds[i], new_id)
+            else:
+                self._taken.add(new_id)
+        return new_ids
+
+    def _suffixed(self, seed: bytes, base_id: bytes) -> bytes:
+        """The id of a later row whose seed's own id is taken: the first free `seed:n`."""
         self.collisions += 1
-        n = self._next_suffix.get(new_id, 2)
+        n = self._next_suffix.get(base_id, 2)
         while True:
             candidate = uuid5_bytes(seed + b":%d" % n, self._namespace)
             n += 1
             if candidate not in self._taken:
-                self._next_suffix[new_id] = n
+                self._next_suffix[base_id] = n
                 self._taken.add(candidate)
                 return candidate
 

@@ -101,3 +101,32 @@ def test_a_natural_key_ending_in_a_suffix_never_merges():
     second = allocator.allocate(base)  # would be Bob:2, which is taken
     assert len({natural_suffix, first, second}) == 3
     assert second == ids.deterministic_uuid(f"{base}:3")
+
+
+def test_uuid5_batch_formats_every_id_as_uuid5_does():
+    seeds = [f"seed-{i}-é".encode() for i in range(500)] + [b"", b"\t\\"]
+    assert ids.uuid5_batch(seeds) == [str(uuid.uuid5(ids.NAMESPACE, s.decode())).encode() for s in seeds]
+    assert ids.uuid5_batch(seeds[:3], ids.MEMORY_NAMESPACE) == [
+        str(uuid.uuid5(ids.MEMORY_NAMESPACE, s.decode())).encode() for s in seeds[:3]
+    ]
+    assert ids.uuid5_batch([]) == []
+
+
+def test_a_batch_allocates_exactly_as_row_by_row_allocation_does():
+    base = ids.persona_seed(USER, "Carol")
+    # Collisions inside a batch, across batches, and a natural key ending in a suffix.
+    seeds = [s.encode() for s in [base, "a", f"{base}:2", base, "b", base, "a", f"{base}:3"]]
+    one_by_one = ids.SeedAllocator()
+    expected = [one_by_one.allocate_bytes(s) for s in seeds + seeds[:4]]
+    batched = ids.SeedAllocator()
+    got = (
+        batched.allocate_batch(seeds[:3])
+        + batched.allocate_batch(seeds[3:])
+        + batched.allocate_batch(seeds[:4])
+    )
+    assert got == expected
+    assert len(set(got)) == len(got)
+    assert batched.collisions == one_by_one.collisions > 0
+    clean = ids.SeedAllocator()
+    assert clean.allocate_batch([b"x", b"y"]) == ids.uuid5_batch([b"x", b"y"])
+    assert clean.collisions == 0

@@ -6,23 +6,28 @@ import threading
 import psycopg
 import pytest
 
-from tinybot_migration.postgres import copy_rows, copy_text_field, retry_deadlocks
+from tinybot_migration.postgres import copy_line_batches, copy_lines, copy_text_field, retry_deadlocks
 
 
-def test_copy_rows_are_whole_rows_however_the_blocks_are_cut(make_database):
-    url = make_database("copy_rows")
+def test_copy_lines_are_whole_lines_however_the_blocks_are_cut_and_batched(make_database):
+    url = make_database("copy_lines")
     values = ["plain", "tab\there", "new\nline", "", "ü"]
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         query = "COPY (SELECT i, v FROM unnest(%s::text[]) WITH ORDINALITY AS t(v, i)) TO STDOUT"
         with cur.copy(query, (values,)) as copy:
-            sent = list(copy)
-            rows = list(copy_rows(sent))
-    assert len(sent) == len(rows) == 5  # the server sends one row per message
+            sent = list(copy)  # the server's own blocks, as memoryviews
+    lines = list(copy_lines(sent))
+    assert len(sent) == len(lines) == 5  # the server sends one row per message
     joined = b"".join(bytes(block) for block in sent)
     cut = [joined[i : i + 7] for i in range(0, len(joined), 7)]
-    assert list(copy_rows(cut)) == rows
-    assert list(copy_rows([joined])) == rows
-    assert [copy_text_field(row.rstrip(b"\n").split(b"\t")[1]).decode() for row in rows] == values
+    assert list(copy_lines(cut)) == lines
+    assert list(copy_lines([joined])) == lines
+    assert list(copy_lines([joined[:-1]])) == lines  # a last line without its newline
+    for size in (1, 2, 4, 100):
+        batches = list(copy_line_batches(cut, size))
+        assert [line for batch in batches for line in batch] == lines
+        assert all(batch for batch in batches)
+    assert [copy_text_field(line.split(b"\t")[1]).decode() for line in lines] == values
 
 
 def test_a_copy_field_is_unescaped_to_its_real_bytes():

@@ -13,14 +13,16 @@ import psycopg
 from psycopg import sql
 
 from tinybot_migration.check_outcome import CheckOutcome
-from tinybot_migration.ids import expected_ids_for_group, uuid5_bytes
-from tinybot_migration.postgres import ColumnType, Connect, column_types, copy_lines, copy_text_field
+from tinybot_migration.ids import UUID_TEXT_WIDTH, expected_ids_for_group, uuid5_batch, uuid5_bytes
+from tinybot_migration.postgres import ColumnType, Connect, column_types, copy_line_batches, copy_text_field
 from tinybot_migration.relational.tables import TableSpec
 
 ROW_COUNT_PARITY = "row_count_parity"
 FOREIGN_KEYS_REMAPPED = "foreign_keys_remapped"
 IDS_MATCH_SEEDS = "ids_match_seeds"
 CONTENT_CHECKSUM_MATCHES = "content_checksum_matches"
+# Rows of the id check hashed and compared at once.
+ID_CHECK_BATCH_ROWS = 8192
 
 CHECK_DESCRIPTIONS = {
     ROW_COUNT_PARITY: "The new table holds exactly as many rows as the old one.",
@@ -127,15 +129,9 @@ def ids_match_seeds(new_conn: psycopg.Connection, spec: TableSpec) -> CheckOutco
     others: dict[bytes, list[str]] = defaultdict(list)
     rows = 0
     with new_conn.cursor() as cur, cur.copy(query) as copy:
-        for line in copy_lines(copy):
-            rows += 1
-            row_id, seed = line.split(b"\t", 1)
-            if b"\\" in seed:
-                seed = copy_text_field(seed)
-            if row_id == uuid5_bytes(seed):
-                base_ids.add(row_id)
-            else:
-                others[seed].append(row_id.decode())
+        for lines in copy_line_batches(copy, ID_CHECK_BATCH_ROWS):
+            rows += len(lines)
+            _sort_ids_by_seed(lines, base_ids, others)
     mismatched = 0
     suffixed = 0
     samples: list[str] = []
@@ -158,6 +154,28 @@ def ids_match_seeds(new_conn: psycopg.Connection, spec: TableSpec) -> CheckOutco
         description,
         {"rows_checked": rows, "ids_with_collision_suffix": suffixed, "ids_not_matching_seed": mismatched},
     )
+
+
+def _sort_ids_by_seed(lines: list[bytes], base_ids: set[bytes], others: dict[bytes, list[str]]) -> None:
+    """COPY lines `id<TAB>seed`: ids equal to their seed's uuid5 into `base_ids`, the rest by seed.
+
+    The batch's uuid5s are computed at once and compared as a whole; only a batch that differs
+    somewhere (a collision suffix, or a wrong id) is compared row by row.
+    """
+    held = [line[:UUID_TEXT_WIDTH] for line in lines]
+    seeds = [line[UUID_TEXT_WIDTH + 1 :] for line in lines]
+    for i, seed in enumerate(seeds):
+        if b"\\" in seed:
+            seeds[i] = copy_text_field(seed)
+    expected = uuid5_batch(seeds)
+    if held == expected:
+        base_ids.update(held)
+        return
+    for row_id, seed, own_id in zip(held, seeds, expected, strict=True):
+        if row_id == own_id:
+            base_ids.add(row_id)
+        else:
+            others[seed].append(row_id.decode())
 
 
 def _checksum_expression(column: ColumnType) -> sql.Composable:
