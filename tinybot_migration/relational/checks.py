@@ -14,7 +14,7 @@ from psycopg import sql
 
 from tinybot_migration.check_outcome import CheckOutcome
 from tinybot_migration.ids import UUID_TEXT_WIDTH, expected_ids_for_group, uuid5_batch, uuid5_bytes
-from tinybot_migration.postgres import ColumnType, Connect, column_types, copy_line_batches, copy_text_field
+from tinybot_migration.postgres import ColumnType, Connect, column_types, copy_line_batches, copy_text_fields
 from tinybot_migration.relational.tables import TableSpec
 
 ROW_COUNT_PARITY = "row_count_parity"
@@ -163,10 +163,7 @@ def _sort_ids_by_seed(lines: list[bytes], base_ids: set[bytes], others: dict[byt
     somewhere (a collision suffix, or a wrong id) is compared row by row.
     """
     held = [line[:UUID_TEXT_WIDTH] for line in lines]
-    seeds = [line[UUID_TEXT_WIDTH + 1 :] for line in lines]
-    for i, seed in enumerate(seeds):
-        if b"\\" in seed:
-            seeds[i] = copy_text_field(seed)
+    seeds = copy_text_fields([line[UUID_TEXT_WIDTH + 1 :] for line in lines])
     expected = uuid5_batch(seeds)
     if held == expected:
         base_ids.update(held)

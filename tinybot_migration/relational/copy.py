@@ -31,6 +31,7 @@ from tinybot_migration.postgres import (
     copy_line_batches,
     copy_lines,
     copy_text_field,
+    copy_text_fields,
     prepare_bulk_load,
 )
 from tinybot_migration.progress import Log, quiet
@@ -367,11 +368,8 @@ def _rekey_lines(lines: list[bytes], allocator: SeedAllocator) -> bytes:
     they came, and the whole batch goes through the allocator at once, with no Python per row
     beyond cutting off the seed (see `SeedAllocator.allocate_batch`)."""
     tabs = [line.index(b"\t") for line in lines]
-    seeds = [line[:tab] for line, tab in zip(lines, tabs, strict=True)]
-    for i, seed in enumerate(seeds):
-        if b"\\" in seed:
-            seeds[i] = copy_text_field(seed)
-    pieces: list[bytes | None] = [b"\n"] * (3 * len(lines))
+    seeds = copy_text_fields([line[:tab] for line, tab in zip(lines, tabs, strict=True)])
+    pieces = [b"\n"] * (3 * len(lines))
     pieces[0::3] = allocator.allocate_batch(seeds)
     pieces[1::3] = [line[tab:] for line, tab in zip(lines, tabs, strict=True)]
     return b"".join(pieces)
