@@ -47,9 +47,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.relational_copy import fresh_database  # noqa: E402
 from tinybot_migration.ids import deterministic_uuid, persona_seed, personality_seed, user_seed  # noqa: E402
+from tinybot_migration.new_database_schema import apply_new_schema  # noqa: E402
 from tinybot_migration.resources.database import open_read_only  # noqa: E402
 from tinybot_migration.runtime.embedded_postgres import binaries_dir, embedded_server  # noqa: E402
-from tinybot_migration.schema import EMBEDDING_DIMENSIONS, apply_new_schema  # noqa: E402
+from tinybot_migration.schema import EMBEDDING_DIMENSIONS  # noqa: E402
 from tinybot_migration.search.vector_index import (  # noqa: E402
     BULK_LOAD_SHARE,
     INDEX_NAME,

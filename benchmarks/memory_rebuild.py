@@ -61,11 +61,11 @@ from tinybot_migration.memories import writer as writer_module  # noqa: E402
 from tinybot_migration.memories.pairing import pair_messages  # noqa: E402
 from tinybot_migration.memories.rebuild import load_messages, memory_of, rebuild_memories  # noqa: E402
 from tinybot_migration.memories.writer import write_memories  # noqa: E402
+from tinybot_migration.new_database_schema import apply_new_schema  # noqa: E402
 from tinybot_migration.relational.copy import IdMaps, copy_table  # noqa: E402
 from tinybot_migration.relational.tables import RELATIONAL_TABLES  # noqa: E402
 from tinybot_migration.resources.embedding_provider import EmbeddingProviderResource  # noqa: E402
 from tinybot_migration.runtime.embedded_postgres import embedded_database_url, pgdata_dir  # noqa: E402
-from tinybot_migration.schema import apply_new_schema  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "text-embedding-3-small"

@@ -85,7 +85,8 @@ from pgvector.psycopg import register_vector
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.relational_copy import fresh_database  # noqa: E402
-from tinybot_migration.schema import MEMORIES, apply_new_schema  # noqa: E402
+from tinybot_migration.new_database_schema import apply_new_schema  # noqa: E402
+from tinybot_migration.schema import MEMORIES  # noqa: E402
 from tinybot_migration.search.sql import DEFAULT_CANDIDATES  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -528,7 +529,7 @@ def shipped(conn: psycopg.Connection, data: Dataset, args, searches: list[Search
         def build(search: Search) -> str:
             personality = "%(personality)s" if search.personality is not None else "NULL"
             return (
-                "SELECT id, personality_id, created_at, content, score FROM search_memories("
+                "SELECT id, personality_id, created_at, content, score FROM tinybot_migration.search_memories("
                 f"%(q)s, %(persona)s, {personality}, 15, %(min_similarity)s, %(cutoff)s, {candidates})"
             )
 

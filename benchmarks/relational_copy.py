@@ -27,12 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tinybot_migration.demo_data import generate_demo_data, old_database_has_data  # noqa: E402
 from tinybot_migration.ids import SeedAllocator  # noqa: E402
+from tinybot_migration.new_database_schema import apply_new_schema  # noqa: E402
 from tinybot_migration.postgres import column_types  # noqa: E402
 from tinybot_migration.relational.checks import run_table_checks  # noqa: E402
 from tinybot_migration.relational.copy import IdMaps, copy_table  # noqa: E402
 from tinybot_migration.relational.tables import RELATIONAL_TABLES  # noqa: E402
 from tinybot_migration.runtime.embedded_postgres import binaries_dir, embedded_database_url, embedded_server  # noqa: E402
-from tinybot_migration.schema import apply_new_schema  # noqa: E402
 
 TIMESTAMP_COLUMNS = {"created_at", "updated_at"}
 

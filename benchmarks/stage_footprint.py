@@ -50,10 +50,10 @@ LATENCY_SECONDS = 0.1
 
 
 def run_relational(old_url: str, new_url: str, **_) -> dict:
+    from tinybot_migration.new_database_schema import apply_new_schema
     from tinybot_migration.relational.checks import run_table_checks
     from tinybot_migration.relational.copy import IdMaps, copy_table
     from tinybot_migration.relational.tables import RELATIONAL_TABLES
-    from tinybot_migration.schema import apply_new_schema
 
     with old_connection(old_url) as old, psycopg.connect(new_url, autocommit=True) as new:
         apply_new_schema(new)

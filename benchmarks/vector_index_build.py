@@ -31,7 +31,7 @@ from pgvector.psycopg import register_vector
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.relational_copy import fresh_database  # noqa: E402
-from tinybot_migration.schema import apply_new_schema  # noqa: E402
+from tinybot_migration.new_database_schema import apply_new_schema  # noqa: E402
 from tinybot_migration.search.vector_index import (  # noqa: E402
     DEFAULT_EF_CONSTRUCTION,
     DEFAULT_M,

@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 import numpy as np
 
 NAMESPACE = uuid.NAMESPACE_DNS
-MEMORY_NAMESPACE = uuid.uuid5(NAMESPACE, "tinybot-memory")
+# The bot's own memory namespace (its insert deduplicates by id: any other rule duplicates silently).
+MEMORY_NAMESPACE = uuid.uuid5(NAMESPACE, "tzurot-v3-memory")
 
 _EPOCH = datetime(1970, 1, 1)
 _EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)

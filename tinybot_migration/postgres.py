@@ -92,6 +92,20 @@ class ColumnType:
     def is_timestamp(self) -> bool:
         return self.data_type.startswith("timestamp")
 
+    @property
+    def is_zoned(self) -> bool:
+        return self.data_type == "timestamp with time zone"
+
+
+def table_columns(conn: psycopg.Connection, table: str) -> set[str]:
+    """The columns `table` has in this database."""
+    rows = conn.execute(
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = %s",
+        (table,),
+    ).fetchall()
+    return {name for (name,) in rows}
+
 
 def column_types(conn: psycopg.Connection, table: str, columns: tuple[str, ...]) -> list[ColumnType]:
     """The types of `columns` of `table` as this database has them, in the order asked."""

@@ -1,69 +1,68 @@
-"""Every table of both databases, described once; both DDLs are derived from these descriptions.
+"""Every table of both databases, described once; the DDL, the precheck and the copy read these
+descriptions.
 
-The old bot database has the eleven relational tables with random UUIDv4 ids and naive
-`timestamp(3)` in UTC; the pipeline never applies its DDL to a real old database (the demo data and
-the tests use it to build a source). The new database has the same tables with `timestamptz`,
-plus the tables only it has (memories, the embedding cache, shapes.inc persona mappings, the
-schema version), and is applied idempotently by the pipeline itself before it writes anything.
+The new database is **the bot's own**: its tables are exactly what the bot's Prisma migrations
+`20250131000000_init` + `20251102225623_add_discord_message_id_to_conversation_history` make (types,
+defaults, constraint and index names, foreign-key actions), recorded in `_prisma_migrations` so the
+bot's `prisma migrate deploy` continues from there (`bot_schema.py` creates or prechecks them).
+Column types are written as `format_type` prints them, so the description is also the catalog the
+precheck compares a prepared target with.
+
+The pipeline's own tables (embedding cache, rejects, coverage, pending-memory outcomes) live in
+the schema `PROJECT_SCHEMA`, created and upgraded by ordered steps (`project_schema.py`); nothing
+of ours sits in `public` but a few added indexes, named so that no bot migration can collide.
+
+The old database has the same relational tables (naive `timestamp(3)` in UTC, random UUIDv4 ids)
+and `pending_memories` with `personality_name`; the pipeline never applies its DDL to a real old
+database (the demo data and the tests use it to build a source).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-import psycopg
-
-# Bump when the new DB's DDL changes; recorded in the new DB's `schema_version` table.
-# 2: embedding_cache; 3: embeddings stored inline (STORAGE PLAIN); 4: shapes_rejects;
-# 5: the search_memories() function; 6: memories.embedding_bits and the search's covering B-tree;
-# 7: memory_coverage, conversation_history's created_at indexes and memories.answer_id
-# (the delta rebuild and the reconciliation)
-SCHEMA_VERSION = 7
 EMBEDDING_DIMENSIONS = 1536
+# The project's own PostgreSQL schema: never in the way of the bot's migrations.
+PROJECT_SCHEMA = "tinybot_migration"
 
-# Serialises concurrent schema application (webserver, run workers, tests) on one server.
-_SCHEMA_LOCK_KEY = 0x7469_6E79  # "tiny"
-
-# The one type that differs between the databases: naive UTC in the old, timestamptz in the new.
-TIMESTAMP = "timestamp"
-_TIMESTAMP_TYPES = {"old": "timestamp(3)", "new": "timestamptz"}
+TIMESTAMP = "timestamp(3) without time zone"  # the bot's timestamps: UTC, without a zone
+CASCADE, SET_NULL = "CASCADE", "SET NULL"
 
 
 @dataclass(frozen=True)
 class Column:
     name: str
-    type: str
+    type: str  # as format_type() prints it: the DDL type and the catalog fact at once
     null: bool = False
     default: str | None = None
-    check: str | None = None
     references: str | None = None  # the parent table, whose `id` this column holds
-    generated: str | None = None  # computed by the database from other columns; never written
+    on_delete: str = CASCADE  # the bot's foreign keys all update in cascade
+    constrained: bool = True  # False: a reference the bot's schema does not enforce
+    new_only: bool = False  # not in the old database (a later bot migration added it)
+    old_only: bool = False  # only in the old database
 
-    def ddl(self, database: str) -> str:
-        parts = [self.name, _TIMESTAMP_TYPES[database] if self.type == TIMESTAMP else self.type]
-        if self.generated is not None:
-            parts.append(f"GENERATED ALWAYS AS ({self.generated}) STORED")
+    def ddl(self) -> str:
+        parts = [f'"{self.name}"', self.type]
         if not self.null:
             parts.append("NOT NULL")
         if self.default is not None:
             parts.append(f"DEFAULT {self.default}")
-        if self.check is not None:
-            parts.append(f"CHECK ({self.check})")
-        if self.references is not None:
-            parts.append(f"REFERENCES {self.references}(id)")
         return " ".join(parts)
+
+    @property
+    def foreign_key(self) -> bool:
+        return self.references is not None and self.constrained
 
 
 @dataclass(frozen=True)
 class Index:
     name: str
     columns: str  # the parenthesised part of CREATE INDEX, e.g. "channel_id, created_at DESC"
-    new_only: bool = False
-    include: str | None = None  # columns stored in the index for index-only scans
+    unique: bool = False
 
-    def ddl(self, table: str) -> str:
-        include = f" INCLUDE ({self.include})" if self.include else ""
-        return f"CREATE INDEX IF NOT EXISTS {self.name} ON {table} ({self.columns}){include};"
+    def ddl(self, table: str, schema: str = "public") -> str:
+        unique = "UNIQUE " if self.unique else ""
+        return f"CREATE {unique}INDEX IF NOT EXISTS {self.name} ON {schema}.{table} ({self.columns});"
 
 
 @dataclass(frozen=True)
@@ -71,77 +70,142 @@ class Table:
     name: str
     columns: tuple[Column, ...]
     primary_key: tuple[str, ...] = ("id",)
-    unique: tuple[tuple[str, ...], ...] = ()
-    indexes: tuple[Index, ...] = ()
+    indexes: tuple[Index, ...] = ()  # besides the primary key's, with the bot's (Prisma's) names
     plain_storage: tuple[str, ...] = ()  # columns kept inline and uncompressed (new DB)
+    schema: str = "public"
+
+    def in_database(self, database: str) -> Table:
+        """The table as the old or the new database has it."""
+        drop = "new_only" if database == "old" else "old_only"
+        columns = tuple(
+            replace(c, old_only=False, new_only=False) for c in self.columns if not getattr(c, drop)
+        )
+        names = {c.name for c in columns}
+        return Table(
+            self.name,
+            columns,
+            self.primary_key,
+            tuple(i for i in self.indexes if {c.split()[0] for c in i.columns.split(",")} <= names),
+            self.plain_storage,
+            self.schema,
+        )
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
 
     @property
     def column_names(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.columns)
+        """The new database's columns."""
+        return tuple(c.name for c in self.columns if not c.old_only)
 
     @property
     def written_columns(self) -> tuple[str, ...]:
-        """The columns a writer supplies (generated ones are the database's)."""
-        return tuple(c.name for c in self.columns if c.generated is None)
+        return self.column_names
+
+    @property
+    def unique(self) -> tuple[tuple[str, ...], ...]:
+        """Unique keys besides the primary key (Prisma makes them unique indexes, not constraints)."""
+        keys = [tuple(c.strip() for c in i.columns.split(",")) for i in self.indexes if i.unique]
+        return tuple(key for key in keys if key != self.primary_key)
 
     @property
     def foreign_keys(self) -> tuple[tuple[str, str], ...]:
         """(column, parent table) for every column that references another table."""
-        return tuple((c.name, c.references) for c in self.columns if c.references is not None)
+        return tuple(
+            (c.name, c.references) for c in self.columns if c.references is not None and not c.old_only
+        )
 
-    def ddl(self, database: str) -> str:
-        lines = [c.ddl(database) for c in self.columns if c.generated is None]
-        lines.append(f"PRIMARY KEY ({', '.join(self.primary_key)})")
-        lines += [f"UNIQUE ({', '.join(key)})" for key in self.unique]
-        statements = [f"CREATE TABLE IF NOT EXISTS {self.name} (\n    " + ",\n    ".join(lines) + "\n);"]
-        # Generated columns came with later schema versions: added, so older databases get them too.
-        statements += [
-            f"ALTER TABLE {self.name} ADD COLUMN IF NOT EXISTS {c.ddl(database)};"
+    def foreign_key_definitions(self) -> dict[str, str]:
+        """Constraint name → definition, as pg_get_constraintdef prints it."""
+        return {
+            f"{self.name}_{c.name}_fkey": (
+                f"FOREIGN KEY ({c.name}) REFERENCES {c.references}(id) ON UPDATE CASCADE ON DELETE {c.on_delete}"
+            )
             for c in self.columns
-            if c.generated is not None
-        ]
+            if c.foreign_key and not c.old_only
+        }
+
+    def create_sql(self, with_foreign_keys: bool = True) -> str:
+        lines = [c.ddl() for c in self.columns]
+        lines.append(f"CONSTRAINT {self.name}_pkey PRIMARY KEY ({', '.join(self.primary_key)})")
+        statements = [f"CREATE TABLE {self.qualified} (\n    " + ",\n    ".join(lines) + "\n);"]
+        statements += [index.ddl(self.name, self.schema) for index in self.indexes]
         statements += [
-            index.ddl(self.name) for index in self.indexes if database == "new" or not index.new_only
+            f"ALTER TABLE {self.qualified} ALTER COLUMN {c} SET STORAGE PLAIN;" for c in self.plain_storage
         ]
-        if database == "new":
-            statements += [
-                f"ALTER TABLE {self.name} ALTER COLUMN {c} SET STORAGE PLAIN;" for c in self.plain_storage
-            ]
+        if with_foreign_keys:
+            statements += self.foreign_keys_sql()
         return "\n".join(statements)
 
-
-def _timestamps(*names: str) -> tuple[Column, ...]:
-    return tuple(Column(name, TIMESTAMP) for name in names)
-
-
-def _uuid(name: str, references: str | None = None, null: bool = False) -> Column:
-    return Column(name, "uuid", null=null, references=references)
+    def foreign_keys_sql(self) -> list[str]:
+        return [
+            f"ALTER TABLE {self.qualified} ADD CONSTRAINT {name} {definition};"
+            for name, definition in self.foreign_key_definitions().items()
+        ]
 
 
-# --- the relational tables, in both databases, in foreign-key order ------------------------------
+def _timestamps(*names: str, default: bool = False) -> tuple[Column, ...]:
+    return tuple(Column(n, TIMESTAMP, default="CURRENT_TIMESTAMP" if default else None) for n in names)
+
+
+def _created_updated() -> tuple[Column, ...]:
+    return (Column("created_at", TIMESTAMP, default="CURRENT_TIMESTAMP"), Column("updated_at", TIMESTAMP))
+
+
+def _uuid(name: str, references: str | None = None, null: bool = False, on_delete: str = CASCADE) -> Column:
+    return Column(name, "uuid", null=null, references=references, on_delete=on_delete)
+
+
+def _varchar(name: str, length: int, null: bool = False, default: str | None = None) -> Column:
+    return Column(
+        name,
+        f"character varying({length})",
+        null=null,
+        default=None if default is None else f"'{default}'::character varying",
+    )
+
+
+def _text(name: str, null: bool = False) -> Column:
+    return Column(name, "text", null=null)
+
+
+def _bool(name: str, default: bool) -> Column:
+    return Column(name, "boolean", default="true" if default else "false")
+
+
+def _indexes(table: str, *keys: str, unique: tuple[str, ...] = ()) -> tuple[Index, ...]:
+    """Prisma's names: `{table}_{columns}_idx` for an index, `{table}_{columns}_key` for a unique one."""
+
+    def name(columns: str, suffix: str) -> str:
+        return f"{table}_{'_'.join(c.split()[0] for c in columns.split(','))}_{suffix}"
+
+    return (
+        *(Index(name(k, "key"), k, unique=True) for k in unique),
+        *(Index(name(k, "idx"), k) for k in keys),
+    )
+
+
+# --- the bot's tables, in both databases, in foreign-key order ------------------------------------
 
 USERS = Table(
     "users",
-    (
-        _uuid("id"),
-        Column("discord_id", "varchar(20)"),
-        Column("username", "text"),
-        *_timestamps("created_at", "updated_at"),
-    ),
-    unique=(("discord_id",),),
+    (_uuid("id"), _varchar("discord_id", 20), _varchar("username", 255), *_created_updated()),
+    indexes=_indexes("users", "discord_id", unique=("discord_id",)),
 )
 PERSONAS = Table(
     "personas",
     (
         _uuid("id"),
-        Column("name", "text"),
-        Column("description", "text", null=True),
-        Column("content", "text"),
-        Column("preferred_name", "text", null=True),
-        Column("pronouns", "text", null=True),
+        _varchar("name", 255),
+        _text("description", null=True),
+        _text("content"),
+        _varchar("preferred_name", 255, null=True),
+        _varchar("pronouns", 100, null=True),
         _uuid("owner_id", references="users"),
-        *_timestamps("created_at", "updated_at"),
+        *_created_updated(),
     ),
+    indexes=_indexes("personas", "owner_id"),
 )
 USER_DEFAULT_PERSONAS = Table(
     "user_default_personas",
@@ -151,30 +215,32 @@ USER_DEFAULT_PERSONAS = Table(
         *_timestamps("updated_at"),
     ),
     primary_key=("user_id",),
+    indexes=_indexes("user_default_personas", "persona_id", unique=("user_id",)),
 )
 SYSTEM_PROMPTS = Table(
     "system_prompts",
     (
         _uuid("id"),
-        Column("name", "text"),
-        Column("description", "text", null=True),
-        Column("content", "text"),
-        Column("is_default", "boolean", default="false"),
-        *_timestamps("created_at", "updated_at"),
+        _varchar("name", 255),
+        _text("description", null=True),
+        _text("content"),
+        _bool("is_default", False),
+        *_created_updated(),
     ),
+    indexes=_indexes("system_prompts", "is_default"),
 )
 _SETTING = "numeric(3,2)"
 LLM_CONFIGS = Table(
     "llm_configs",
     (
         _uuid("id"),
-        Column("name", "text"),
-        Column("description", "text", null=True),
+        _varchar("name", 255),
+        _text("description", null=True),
         _uuid("owner_id", references="users", null=True),
-        Column("is_global", "boolean", default="false"),
-        Column("is_default", "boolean", default="false"),
-        Column("model", "text"),
-        Column("vision_model", "text", null=True),
+        _bool("is_global", False),
+        _bool("is_default", False),
+        _varchar("model", 255),
+        _varchar("vision_model", 255, null=True),
         Column("temperature", _SETTING, null=True),
         Column("top_p", _SETTING, null=True),
         Column("top_k", "integer", null=True),
@@ -185,21 +251,22 @@ LLM_CONFIGS = Table(
         Column("memory_score_threshold", _SETTING, null=True),
         Column("memory_limit", "integer", null=True),
         Column("context_window_size", "integer", default="20"),
-        *_timestamps("created_at", "updated_at"),
+        *_created_updated(),
     ),
+    indexes=_indexes("llm_configs", "owner_id", "is_global"),
 )
 PERSONALITIES = Table(
     "personalities",
     (
         _uuid("id"),
-        Column("name", "text"),
-        Column("display_name", "text", null=True),
-        Column("slug", "text"),
-        _uuid("system_prompt_id", references="system_prompts", null=True),
-        Column("character_info", "text"),
-        Column("personality_traits", "text"),
+        _varchar("name", 255),
+        _varchar("display_name", 255, null=True),
+        _varchar("slug", 255),
+        _uuid("system_prompt_id", references="system_prompts", null=True, on_delete=SET_NULL),
+        _text("character_info"),
+        _text("personality_traits"),
         *(
-            Column(name, "text", null=True)
+            _text(name, null=True)
             for name in (
                 "personality_tone",
                 "personality_age",
@@ -211,14 +278,14 @@ PERSONALITIES = Table(
             )
         ),
         Column("custom_fields", "jsonb", null=True),
-        Column("voice_enabled", "boolean", default="false"),
+        _bool("voice_enabled", False),
         Column("voice_settings", "jsonb", null=True),
-        Column("image_enabled", "boolean", default="false"),
+        _bool("image_enabled", False),
         Column("image_settings", "jsonb", null=True),
         Column("avatar_data", "bytea", null=True),
-        *_timestamps("created_at", "updated_at"),
+        *_created_updated(),
     ),
-    unique=(("slug",),),
+    indexes=_indexes("personalities", "slug", unique=("slug",)),
 )
 PERSONALITY_DEFAULT_CONFIGS = Table(
     "personality_default_configs",
@@ -228,16 +295,18 @@ PERSONALITY_DEFAULT_CONFIGS = Table(
         *_timestamps("updated_at"),
     ),
     primary_key=("personality_id",),
+    indexes=_indexes("personality_default_configs", "llm_config_id", unique=("personality_id",)),
 )
 PERSONALITY_OWNERS = Table(
     "personality_owners",
     (
         _uuid("personality_id", references="personalities"),
         _uuid("user_id", references="users"),
-        Column("role", "text", default="'owner'"),
-        *_timestamps("created_at", "updated_at"),
+        _varchar("role", 50, default="owner"),
+        *_created_updated(),
     ),
     primary_key=("personality_id", "user_id"),
+    indexes=_indexes("personality_owners", "user_id", "personality_id"),
 )
 USER_PERSONALITY_CONFIGS = Table(
     "user_personality_configs",
@@ -245,46 +314,78 @@ USER_PERSONALITY_CONFIGS = Table(
         _uuid("id"),
         _uuid("user_id", references="users"),
         _uuid("personality_id", references="personalities"),
-        _uuid("persona_id", references="personas", null=True),
-        _uuid("llm_config_id", references="llm_configs", null=True),
-        *_timestamps("created_at", "updated_at"),
+        _uuid("persona_id", references="personas", null=True, on_delete=SET_NULL),
+        _uuid("llm_config_id", references="llm_configs", null=True, on_delete=SET_NULL),
+        *_created_updated(),
     ),
-    unique=(("user_id", "personality_id"),),
+    indexes=_indexes(
+        "user_personality_configs", "user_id", "personality_id", unique=("user_id, personality_id",)
+    ),
 )
 ACTIVATED_CHANNELS = Table(
     "activated_channels",
     (
         _uuid("id"),
-        Column("channel_id", "varchar(20)"),
+        _varchar("channel_id", 20),
         _uuid("personality_id", references="personalities"),
-        Column("auto_respond", "boolean", default="true"),
-        _uuid("created_by", references="users", null=True),
-        *_timestamps("created_at", "updated_at"),
+        _bool("auto_respond", True),
+        _uuid("created_by", references="users", null=True, on_delete=SET_NULL),
+        *_created_updated(),
     ),
-    unique=(("channel_id", "personality_id"),),
+    indexes=_indexes(
+        "activated_channels", "channel_id", "personality_id", unique=("channel_id, personality_id",)
+    ),
 )
 CONVERSATION_HISTORY = Table(
     "conversation_history",
     (
         _uuid("id"),
-        Column("channel_id", "varchar(20)"),
-        Column("guild_id", "varchar(20)", null=True),
+        _varchar("channel_id", 20),
+        _varchar("guild_id", 20, null=True),
         _uuid("personality_id", references="personalities"),
         _uuid("persona_id", references="personas"),
-        Column("role", "text", check="role IN ('user', 'assistant', 'system')"),
-        Column("content", "text"),
-        *_timestamps("created_at"),
+        _varchar("role", 20),
+        _text("content"),
+        *_timestamps("created_at", default=True),
+        # 20251102225623: the old database may not have it yet (the copy then writes NULL).
+        Column("discord_message_id", "character varying(20)", null=True, new_only=True),
     ),
-    indexes=(
-        Index("idx_conversation_history_context", "channel_id, personality_id, created_at DESC"),
-        Index("idx_conversation_history_persona", "persona_id", new_only=True),
-        # The incremental rebuild reads a personality's history after its coverage mark.
-        Index("idx_conversation_history_personality_time", "personality_id, created_at", new_only=True),
-        # The sensor's tick finds the personalities that moved since its last tick.
-        Index("idx_conversation_history_created_at", "created_at", new_only=True),
+    indexes=_indexes(
+        "conversation_history",
+        "channel_id, personality_id, created_at DESC",
+        "persona_id",
+        "discord_message_id",
+    ),
+)
+# The memory the bot never stored: its text and metadata, retried by the bot's processor. The
+# old database's rows are accounted for by `relational/pending.py`; its persona and personality are
+# not foreign keys in the bot's schema.
+PENDING_MEMORIES = Table(
+    "pending_memories",
+    (
+        _uuid("id"),
+        _uuid("conversation_history_id", references="conversation_history"),
+        Column("persona_id", "uuid", references="personas", constrained=False),
+        Column("personality_id", "uuid", references="personalities", constrained=False),
+        Column("personality_name", "text", null=True, old_only=True),
+        _text("text"),
+        Column("metadata", "jsonb"),
+        *_timestamps("created_at", default=True),
+        Column("attempts", "integer", default="0"),
+        Column("last_attempt_at", TIMESTAMP, null=True),
+        _text("error", null=True),
+    ),
+    indexes=_indexes(
+        "pending_memories",
+        "persona_id",
+        "personality_id",
+        "created_at",
+        "attempts, created_at",
+        unique=("conversation_history_id",),
     ),
 )
 
+# Copied by the relational stage, in foreign-key order (pending_memories is accounted for apart).
 RELATIONAL_TABLES: tuple[Table, ...] = (
     USERS,
     PERSONAS,
@@ -299,18 +400,11 @@ RELATIONAL_TABLES: tuple[Table, ...] = (
     CONVERSATION_HISTORY,
 )
 
-# --- the tables only the new database has -------------------------------------------------------
+# --- the bot's tables only the new database has ---------------------------------------------------
 
-SCHEMA_VERSION_TABLE = Table(
-    "schema_version",
-    (Column("version", "integer"), Column("applied_at", "timestamptz", default="now()")),
-    primary_key=("version",),
-)
 # A 1536-dim vector is 6 KB of incompressible floats: kept inline and uncompressed, writes skip a
 # futile compression attempt and TOAST, and scans and index builds skip detoasting (about 2x on
 # bulk loads here). The row still fits a page because text columns stay toastable.
-# The bot's search reads its first pass from this covering B-tree (search/sql.py).
-MEMORIES_SEARCH_INDEX = "idx_memories_search"
 MEMORIES = Table(
     "memories",
     (
@@ -318,62 +412,34 @@ MEMORIES = Table(
         # NULL: a legacy memory whose shapes.inc user is not mapped to a persona yet.
         _uuid("persona_id", references="personas", null=True),
         _uuid("personality_id", references="personalities"),
-        Column("content", "text"),
+        _text("content"),
         Column("embedding", f"vector({EMBEDDING_DIMENSIONS})", null=True),
-        Column("is_summarized", "boolean", default="false"),
+        _bool("is_summarized", False),
         Column("original_message_count", "integer", null=True),
-        Column("summarized_at", "timestamptz", null=True),
-        Column("session_id", "text", null=True),
-        Column("canon_scope", "text", null=True, check="canon_scope IN ('personal', 'session', 'global')"),
-        Column("summary_type", "text", null=True),
-        Column("channel_id", "varchar(20)", null=True),
-        Column("guild_id", "varchar(20)", null=True),
-        Column("message_ids", "text[]", default="'{}'"),
-        Column("senders", "text[]", default="'{}'"),
-        Column("created_at", "timestamptz"),
+        Column("summarized_at", TIMESTAMP, null=True),
+        _varchar("session_id", 255, null=True),
+        _varchar("canon_scope", 20, null=True),
+        _varchar("summary_type", 50, null=True),
+        _varchar("channel_id", 20, null=True),
+        _varchar("guild_id", 20, null=True),
+        Column("message_ids", "text[]", null=True),
+        Column("senders", "text[]", null=True),
+        *_timestamps("created_at", default=True),
         _uuid("legacy_shapes_user_id", null=True),
-        Column(
-            "source_system", "text", default="'tinybot'", check="source_system IN ('tinybot', 'shapes-inc')"
-        ),
-        # The embedding's signs, 192 bytes: the search's first pass ranks a persona's memories by
-        # hamming distance on these alone, read from SEARCH_INDEX without touching the 6 kB rows.
-        Column(
-            "embedding_bits",
-            f"bit({EMBEDDING_DIMENSIONS})",
-            null=True,
-            generated=f"binary_quantize(embedding)::bit({EMBEDDING_DIMENSIONS})",
-        ),
-        # The answer a rebuilt memory stands for (its last message id): the sensor's reconciliation
-        # finds answers without a memory through idx_memories_answer_id alone, never these 6 kB rows.
-        Column("answer_id", "text", null=True, generated="message_ids[cardinality(message_ids)]"),
+        _varchar("source_system", 50, default="tzurot-v3"),
     ),
-    indexes=(
-        *(
-            Index(f"idx_memories_{name}", columns)
-            for name, columns in (
-                ("persona_id", "persona_id"),
-                ("personality_id", "personality_id"),
-                ("created_at", "created_at DESC"),
-                ("legacy_shapes_user_id", "legacy_shapes_user_id"),
-                ("source_system", "source_system"),
-            )
-        ),
-        Index(MEMORIES_SEARCH_INDEX, "persona_id, personality_id, created_at", include="id, embedding_bits"),
-        Index("idx_memories_answer_id", "answer_id"),
+    indexes=_indexes(
+        "memories",
+        "persona_id",
+        "personality_id",
+        "created_at DESC",
+        "channel_id",
+        "guild_id",
+        "session_id",
+        "is_summarized",
+        "legacy_shapes_user_id",
+        "source_system",
     ),
-    plain_storage=("embedding",),
-)
-# Every text ever embedded, by (model, dimensions, h(text)): no text is paid for twice.
-EMBEDDING_CACHE = Table(
-    "embedding_cache",
-    (
-        Column("model", "text"),
-        Column("dimensions", "integer"),
-        Column("text_hash", "char(32)"),
-        Column("embedding", "vector"),
-        Column("created_at", "timestamptz", default="now()"),
-    ),
-    primary_key=("model", "dimensions", "text_hash"),
     plain_storage=("embedding",),
 )
 SHAPES_PERSONA_MAPPINGS = Table(
@@ -382,13 +448,33 @@ SHAPES_PERSONA_MAPPINGS = Table(
         _uuid("id"),
         _uuid("shapes_user_id"),
         _uuid("persona_id", references="personas"),
-        Column("mapped_at", "timestamptz"),
-        Column("mapped_by", "text", null=True),
-        Column("verification_status", "text", default="'unverified'"),
+        *_timestamps("mapped_at", default=True),
+        _uuid("mapped_by", null=True),
+        _varchar("verification_status", 50, default="unverified"),
     ),
-    unique=(("shapes_user_id",),),
+    indexes=_indexes("shapes_persona_mappings", "persona_id", unique=("shapes_user_id",)),
 )
 
+# Every table of the bot's schema at the targeted version, in the order Prisma's init creates them.
+BOT_TABLES: tuple[Table, ...] = (*RELATIONAL_TABLES, PENDING_MEMORIES, MEMORIES, SHAPES_PERSONA_MAPPINGS)
+OLD_TABLES: tuple[Table, ...] = tuple(t.in_database("old") for t in (*RELATIONAL_TABLES, PENDING_MEMORIES))
+
+# --- the pipeline's own tables, in PROJECT_SCHEMA -------------------------------------------------
+
+# Every text ever embedded, by (model, dimensions, h(text)): no text is paid for twice.
+EMBEDDING_CACHE = Table(
+    "embedding_cache",
+    (
+        Column("model", "text"),
+        Column("dimensions", "integer"),
+        Column("text_hash", "character(32)"),
+        Column("embedding", "vector"),
+        Column("created_at", "timestamp with time zone", default="now()"),
+    ),
+    primary_key=("model", "dimensions", "text_hash"),
+    plain_storage=("embedding",),
+    schema=PROJECT_SCHEMA,
+)
 # Every shapes.inc record the import could not turn into memories, with its reason and the record
 # itself: with the imported, deleted and duplicate ones, every record of the export is accounted for.
 SHAPES_REJECTS = Table(
@@ -400,92 +486,72 @@ SHAPES_REJECTS = Table(
         Column("personality_slug", "text"),
         Column("reason", "text"),
         Column("raw_record", "jsonb"),
-        Column("rejected_at", "timestamptz", default="now()"),
+        Column("rejected_at", "timestamp with time zone", default="now()"),
     ),
     primary_key=("source_file", "record_index"),
-    indexes=(Index("idx_shapes_rejects_personality_slug", "personality_slug"),),
+    indexes=(Index("shapes_rejects_personality_slug_idx", "personality_slug"),),
+    schema=PROJECT_SCHEMA,
 )
-
 # Per personality, how far the memory rebuild has covered its history: every message created
-# before `covered_through` was paired by a rebuild that succeeded. The incremental sensor and its
-# runs read only what came after (memories/coverage.py). The pipeline's own bookkeeping: not synced.
+# before `covered_through` (naive UTC, as conversation_history.created_at) was paired by a rebuild
+# that succeeded. The incremental sensor and its runs read only what came after (memories/coverage.py).
 MEMORY_COVERAGE = Table(
     "memory_coverage",
     (
-        _uuid("personality_id", references="personalities"),
-        Column("covered_through", "timestamptz"),
-        Column("updated_at", "timestamptz", default="now()"),
+        Column("personality_id", "uuid"),
+        Column("covered_through", TIMESTAMP),
+        Column("updated_at", "timestamp with time zone", default="now()"),
     ),
     primary_key=("personality_id",),
+    schema=PROJECT_SCHEMA,
+)
+# One row per old `pending_memories` row: what became of it (relational/pending.py).
+PENDING_MEMORY_OUTCOMES = Table(
+    "pending_memory_outcomes",
+    (
+        Column("old_id", "uuid"),
+        Column("outcome", "text"),  # 'resolved', 'copied' or 'rejected'
+        Column("new_id", "uuid", null=True),  # the copied row's id in public.pending_memories
+        Column("conversation_history_id", "uuid", null=True),  # its assistant message, re-keyed
+        Column("reason", "text", null=True),
+        Column("decided_at", "timestamp with time zone", default="now()"),
+    ),
+    primary_key=("old_id",),
+    schema=PROJECT_SCHEMA,
 )
 
-NEW_ONLY_TABLES: tuple[Table, ...] = (
-    MEMORIES,
+PROJECT_TABLES: tuple[Table, ...] = (
     EMBEDDING_CACHE,
-    SHAPES_PERSONA_MAPPINGS,
     SHAPES_REJECTS,
     MEMORY_COVERAGE,
+    PENDING_MEMORY_OUTCOMES,
 )
+
+# Indexes of ours on the bot's tables (the catalog allows added indexes): named apart from any
+# name Prisma would give, so no later bot migration can collide with one.
+ADDED_INDEXES: tuple[tuple[str, Index], ...] = (
+    # The incremental rebuild reads a personality's history after its coverage mark.
+    (
+        "conversation_history",
+        Index("tinybot_migration_history_personality_time", "personality_id, created_at"),
+    ),
+    # The sensor's tick finds the personalities that moved since its last tick.
+    ("conversation_history", Index("tinybot_migration_history_created_at", "created_at")),
+    # The answer a rebuilt memory stands for (its last message id): the sensor's reconciliation finds
+    # answers without a memory through this index alone, never the 6 kB rows.
+    ("memories", Index("tinybot_migration_memories_answer", "(message_ids[cardinality(message_ids)])")),
+)
+# The answer id of a memory, as the index above has it (a query must repeat it to use the index).
+MEMORY_ANSWER_ID = "message_ids[cardinality(message_ids)]"
 
 
 def old_schema_sql() -> str:
-    return "\n".join(table.ddl("old") for table in RELATIONAL_TABLES)
+    """The old database's tables (demo data and tests only; the pipeline never writes the old DB)."""
+    return "\n".join(table.create_sql() for table in OLD_TABLES)
 
 
-def new_schema_sql() -> str:
-    from tinybot_migration.search.sql import SEARCH_FUNCTION_SQL  # it needs the tables' names only
-
-    tables = (SCHEMA_VERSION_TABLE, *RELATIONAL_TABLES, *NEW_ONLY_TABLES)
-    ddl = "\n".join(table.ddl("new") for table in tables)
-    return f"CREATE EXTENSION IF NOT EXISTS vector;\n{ddl}\n{SEARCH_FUNCTION_SQL}"
-
-
-def apply_old_schema(conn: psycopg.Connection) -> None:
-    """Create the old DB's tables (demo data and tests only; the pipeline never writes the old DB)."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
-        conn.execute(old_schema_sql())
-
-
-def apply_new_schema(conn: psycopg.Connection) -> int:
-    """Create or complete the new DB's schema; safe to run concurrently and repeatedly.
-
-    Returns the schema version recorded in the database.
-    """
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
-        recorded = recorded_schema_version(conn)
-        if recorded is not None and recorded > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"the new database has schema version {recorded}, newer than this code's "
-                f"{SCHEMA_VERSION}: upgrade tinybot_migration before migrating into it"
-            )
-        if recorded == SCHEMA_VERSION:
-            return recorded
-        conn.execute(new_schema_sql())
-        conn.execute(
-            "INSERT INTO schema_version (version) VALUES (%s) ON CONFLICT DO NOTHING",
-            (SCHEMA_VERSION,),
-        )
-    return SCHEMA_VERSION
-
-
-def recorded_schema_version(conn: psycopg.Connection) -> int | None:
-    """The schema version the pipeline recorded in this database (None: never applied)."""
-    exists = conn.execute("SELECT to_regclass('public.schema_version') IS NOT NULL").fetchone()[0]
-    if not exists:
-        return None
-    return conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
-
-
-def has_new_schema(conn: psycopg.Connection) -> bool:
-    """Whether the pipeline has applied its schema to this database (a dry run applies nothing)."""
-    return recorded_schema_version(conn) is not None
-
-
-def has_rows(conn: psycopg.Connection, table: Table) -> bool:
-    """Whether the new database has its schema and `table` holds a row (a dry run before the first
-    migration reads the old database instead)."""
-    if not has_new_schema(conn):
-        return False
-    return conn.execute(f"SELECT EXISTS (SELECT 1 FROM {table.name})").fetchone()[0]
+def bot_schema_sql() -> str:
+    """The bot's schema at the targeted version, as its two Prisma migrations make it."""
+    tables = [table.in_database("new").create_sql(with_foreign_keys=False) for table in BOT_TABLES]
+    foreign_keys = [statement for table in BOT_TABLES for statement in table.foreign_keys_sql()]
+    return "\n".join(["CREATE EXTENSION IF NOT EXISTS vector;", *tables, *foreign_keys])

@@ -28,12 +28,13 @@ import unicodedata
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from tinybot_migration.demo_data import content
 from tinybot_migration.demo_data.shapes_export import (
@@ -44,13 +45,13 @@ from tinybot_migration.demo_data.shapes_export import (
     allocate,
     write_mappings_file,
 )
+from tinybot_migration.new_database_schema import apply_old_schema
 from tinybot_migration.passwords import redact_url
 from tinybot_migration.postgres import prepare_bulk_load
-from tinybot_migration.relational.tables import RELATIONAL_TABLES
-from tinybot_migration.schema import apply_old_schema
+from tinybot_migration.schema import OLD_TABLES as OLD_TABLE_DESCRIPTIONS
 
-# Old-DB tables in foreign-key order, with the columns the generator writes (same in both DBs).
-OLD_TABLES: dict[str, tuple[str, ...]] = {spec.name: spec.columns for spec in RELATIONAL_TABLES}
+# Old-DB tables in foreign-key order, with the columns the generator writes.
+OLD_TABLES: dict[str, tuple[str, ...]] = {t.name: t.column_names for t in OLD_TABLE_DESCRIPTIONS}
 
 # Rows per block (= per scale unit). The tests pin the scale-1 figures.
 USERS_PER_BLOCK = 14
@@ -73,6 +74,14 @@ DM_CONTEXTS_PER_BLOCK = 10
 _ASSISTANT_FIRST = 3
 _TRAILING_USER = 10
 _TIES = 4
+# Pending memories per block: answers whose memory the rebuild stores anyway, and assistant-first
+# messages it cannot store (the bot's processor must).
+_PENDING_ANSWERS = 4
+_PENDING_ERRORS = (
+    "Request timed out.",
+    "Connection error.",
+    "429 Rate limit reached for text-embedding-3-small",
+)
 
 # All timestamps are naive UTC with millisecond precision, derived from this fixed date.
 BASE_DATE = datetime(2025, 1, 1)
@@ -88,7 +97,7 @@ _MAX_WORKERS = 2
 # Tables big enough that their foreign keys and secondary indexes are rebuilt after the load.
 _BULK_TABLES = ("conversation_history",)
 _ADVISORY_LOCK_KEY = 0x7469_6E79_6465_6D6F  # "tinydemo": one generator per database at a time
-_NEW_DB_MARKERS = ("schema_version", "memories", "shapes_persona_mappings")
+_NEW_DB_MARKERS = ("_prisma_migrations", "memories", "shapes_persona_mappings")
 
 
 @dataclass(frozen=True)
@@ -411,6 +420,7 @@ class _Block:
         self._personality_links()
         self._channels()
         contexts = self._conversations()
+        self._pending_memories()
         with_default = {row[0] for row in self.tables["user_default_personas"]}
         mapped = [(u.discord_id, u.username) for u in self.users if u.id in with_default]
         ghosts = [
@@ -805,6 +815,57 @@ class _Block:
                 emit("user", content.user_message(rng), now)
                 now += 3_000 + int(rnd() * 60_000)
         return len(contexts)
+
+    def _pending_memories(self) -> None:
+        """Old `pending_memories`: a few answers (the rebuild stores their exchange) and every
+        assistant-first message (only the bot's processor can store it). Drawn from a random source
+        of their own, so the other tables stay as the tests pin them."""
+        rng = random.Random(f"{self.seed}:{self.index}:pending")
+        history = self.tables["conversation_history"]
+        names = {p[0]: name for p, (_, name) in zip(self.personalities, self.personality_names, strict=True)}
+
+        def context(row: tuple) -> tuple:
+            return (row[1], row[3], row[4])
+
+        answers, firsts = [], []
+        for j, row in enumerate(history):
+            if row[5] != "assistant":
+                continue
+            previous = history[j - 1] if j else None
+            if previous is None or context(previous) != context(row):
+                firsts.append(row)
+            elif previous[5] == "user":
+                answers.append(row)
+        for k, row in enumerate([*rng.sample(answers, min(_PENDING_ANSWERS, len(answers))), *firsts]):
+            message_id, channel, guild, personality, persona, _, text, at = row
+            attempts = k % 4
+            metadata = {
+                "personaId": str(persona),
+                "personalityId": str(personality),
+                "sessionId": None,
+                "canonScope": "personal",
+                "timestamp": int(at.replace(tzinfo=UTC).timestamp() * 1000),
+                "summaryType": "conversation",
+                "contextType": "channel",
+                "channelId": channel,
+                "guildId": guild,
+                "serverId": guild,
+            }
+            self.tables["pending_memories"].append(
+                (
+                    uuid.UUID(int=rng.getrandbits(128), version=4),
+                    message_id,
+                    persona,
+                    personality,
+                    names[personality],
+                    f"{{user}}: {content.user_message(rng)}\n{{assistant}}: {text}",
+                    Jsonb(metadata),
+                    at,
+                    attempts,
+                    at + timedelta(minutes=attempts) if attempts else None,
+                    rng.choice(_PENDING_ERRORS) if attempts else None,
+                )
+            )
 
 
 def _user_runs(rng: random.Random, body: int, first: int | None) -> list[int]:

@@ -75,7 +75,7 @@ def estimate_cost(
         cached = {
             text_hash
             for (text_hash,) in conn.execute(
-                "SELECT text_hash FROM embedding_cache WHERE model = %s AND dimensions = %s"
+                "SELECT text_hash FROM tinybot_migration.embedding_cache WHERE model = %s AND dimensions = %s"
                 " AND text_hash = ANY(%s)",
                 (model, dimensions, list(distinct)),
             ).fetchall()
@@ -107,7 +107,7 @@ def embed_with_cache(
     found = {
         text_hash: _as_array(vector)
         for text_hash, vector in conn.execute(
-            "SELECT text_hash, embedding FROM embedding_cache"
+            "SELECT text_hash, embedding FROM tinybot_migration.embedding_cache"
             " WHERE model = %s AND dimensions = %s AND text_hash = ANY(%s)",
             (model, dimensions, list(first_text)),
         ).fetchall()
@@ -170,7 +170,7 @@ def _store(
                     copy.write_row((hashes[i], result.vectors[i]))
             # Key order: concurrent chunks sharing texts then wait for each other, never deadlock.
             conn.execute(
-                "INSERT INTO embedding_cache (model, dimensions, text_hash, embedding)"
+                "INSERT INTO tinybot_migration.embedding_cache (model, dimensions, text_hash, embedding)"
                 " SELECT %s, %s, text_hash, embedding FROM stage_embedding_cache ORDER BY text_hash"
                 " ON CONFLICT DO NOTHING",
                 (model, dimensions),
@@ -184,5 +184,5 @@ def purge_zero_vectors(conn: psycopg.Connection) -> int:
     """Delete cache entries holding an all-zero vector (from a provider that answered zeros before
     vectors were checked), so those texts are embedded again; returns how many went."""
     return conn.execute(
-        "DELETE FROM embedding_cache WHERE vector_norm(embedding) < %s", (ZERO_NORM,)
+        "DELETE FROM tinybot_migration.embedding_cache WHERE vector_norm(embedding) < %s", (ZERO_NORM,)
     ).rowcount

@@ -39,7 +39,7 @@ from tinybot_migration.memories.checks import (
 )
 from tinybot_migration.memories.coverage import HISTORY_DELTA, HISTORY_FULL
 from tinybot_migration.memories.rebuild import RebuildReport, estimate_rebuild, rebuild_memories
-from tinybot_migration.memories.writer import SOURCE_TINYBOT, memory_count
+from tinybot_migration.memories.writer import SOURCE_BOT, memory_count
 from tinybot_migration.partitions import UnknownPersonalityError, personality_partitions
 from tinybot_migration.relational.assets import relational_assets
 from tinybot_migration.resources import EmbeddingProviderResource, NewDatabaseResource, OldDatabaseResource
@@ -212,7 +212,7 @@ def rebuilt_memories(
             ),
             no_duplicate_memories(conn, personality_ids, only_ids=only),
         ]
-        total = memory_count(conn, personality_ids, SOURCE_TINYBOT)
+        total = memory_count(conn, personality_ids, SOURCE_BOT)
     yield MaterializeResult(
         asset_key="rebuilt_memories",
         metadata=rebuild_metadata(report, total, model),

@@ -17,7 +17,7 @@ import psycopg
 
 from tinybot_migration.check_outcome import CheckOutcome
 from tinybot_migration.ids import content_hash_sql
-from tinybot_migration.memories.writer import SOURCE_TINYBOT, memory_ids, present_memory_ids
+from tinybot_migration.memories.writer import SOURCE_BOT, memory_ids, present_memory_ids
 from tinybot_migration.resources.embedding_provider import ZERO_NORM
 from tinybot_migration.schema import EMBEDDING_DIMENSIONS
 
@@ -39,7 +39,7 @@ def every_exchange_has_one_memory(
     conn: psycopg.Connection,
     expected_ids: Collection[uuid.UUID],
     personality_ids: Sequence[uuid.UUID],
-    source_system: str = SOURCE_TINYBOT,
+    source_system: str = SOURCE_BOT,
     only_ids: Collection[uuid.UUID] | None = None,
 ) -> CheckOutcome:
     present = (
@@ -65,7 +65,7 @@ def embeddings_present_with_right_dimensions(
     conn: psycopg.Connection,
     personality_ids: Sequence[uuid.UUID],
     dimensions: int = EMBEDDING_DIMENSIONS,
-    source_system: str = SOURCE_TINYBOT,
+    source_system: str = SOURCE_BOT,
     cache_model: str | None = None,
     only_ids: Collection[uuid.UUID] | None = None,
 ) -> CheckOutcome:
@@ -119,7 +119,7 @@ def _zero_cache_entries(
     only_ids: Collection[uuid.UUID] | None = None,
 ) -> int:
     return conn.execute(
-        "SELECT count(*) FROM embedding_cache c"
+        "SELECT count(*) FROM tinybot_migration.embedding_cache c"
         f" JOIN (SELECT DISTINCT {content_hash_sql('content')} AS text_hash FROM memories"
         f"       WHERE {_scope(only_ids)} AND source_system = %s) m USING (text_hash)"
         " WHERE c.model = %s AND c.dimensions = %s AND vector_norm(c.embedding) < %s",
@@ -161,7 +161,7 @@ SELECT count(*), coalesce(sum(n - 1), 0) FROM (
 def no_duplicate_memories(
     conn: psycopg.Connection,
     personality_ids: Sequence[uuid.UUID],
-    source_system: str = SOURCE_TINYBOT,
+    source_system: str = SOURCE_BOT,
     only_ids: Collection[uuid.UUID] | None = None,
 ) -> CheckOutcome:
     query, scope = (

@@ -36,7 +36,7 @@ def coverage_marks(
 ) -> dict[uuid.UUID, datetime]:
     """personality id -> covered_through, for those that have one."""
     rows = conn.execute(
-        "SELECT personality_id, covered_through FROM memory_coverage"
+        "SELECT personality_id, covered_through FROM tinybot_migration.memory_coverage"
         " WHERE personality_id = ANY(%s) AND covered_through > '-infinity'",
         (list(personality_ids),),
     ).fetchall()
@@ -58,8 +58,8 @@ def record_coverage(conn: psycopg.Connection, newest: Mapping[uuid.UUID, datetim
     if not newest:
         return
     conn.execute(
-        "INSERT INTO memory_coverage (personality_id, covered_through, updated_at)"
-        " SELECT p, coalesce(t, '-infinity'), now() FROM unnest(%s::uuid[], %s::timestamptz[]) AS n(p, t)"
+        "INSERT INTO tinybot_migration.memory_coverage (personality_id, covered_through, updated_at)"
+        " SELECT p, coalesce(t, '-infinity'), now() FROM unnest(%s::uuid[], %s::timestamp[]) AS n(p, t)"
         " ON CONFLICT (personality_id) DO UPDATE"
         " SET covered_through = greatest(memory_coverage.covered_through, excluded.covered_through),"
         " updated_at = now()",
@@ -73,7 +73,7 @@ def record_coverage(conn: psycopg.Connection, newest: Mapping[uuid.UUID, datetim
 DELTA_MESSAGES_SQL = f"""
 WITH marks AS (
     SELECT personality_id, covered_through - %(margin)s AS since
-    FROM unnest(%(ids)s::uuid[], %(marks)s::timestamptz[]) AS m(personality_id, covered_through)
+    FROM unnest(%(ids)s::uuid[], %(marks)s::timestamp[]) AS m(personality_id, covered_through)
 ), touched AS (
     SELECT DISTINCT h.channel_id, h.personality_id, h.persona_id, m.since
     FROM marks m
@@ -117,7 +117,7 @@ def load_delta_messages(
 # narrows it to some personalities (`%(ids)s`).
 _DELTA_UNCOVERED_ANSWERS_SQL = f"""
 SELECT p.slug, count(*) AS answers, max(h.created_at) AS newest
-FROM memory_coverage c
+FROM tinybot_migration.memory_coverage c
 JOIN personalities p ON p.id = c.personality_id
 JOIN conversation_history h ON h.personality_id = c.personality_id AND h.created_at > c.covered_through
 WHERE h.role = 'assistant' AND h.{_NON_EMPTY}{{scope}}
@@ -158,7 +158,7 @@ def unmarked_among(conn: psycopg.Connection, personality_ids: Sequence[uuid.UUID
     """Which of these personalities no rebuild has covered yet."""
     rows = conn.execute(
         "SELECT p FROM unnest(%s::uuid[]) AS p"
-        " WHERE NOT EXISTS (SELECT 1 FROM memory_coverage c WHERE c.personality_id = p)",
+        " WHERE NOT EXISTS (SELECT 1 FROM tinybot_migration.memory_coverage c WHERE c.personality_id = p)",
         (list(personality_ids),),
     ).fetchall()
     return [r[0] for r in rows]

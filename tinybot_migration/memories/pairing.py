@@ -21,6 +21,7 @@ from datetime import datetime
 from functools import cached_property
 
 from tinybot_migration.ids import memory_id
+from tinybot_migration.schema import MEMORY_ANSWER_ID
 
 USER_TOKEN = "{user}"
 ASSISTANT_TOKEN = "{assistant}"
@@ -133,7 +134,7 @@ def _by_context(messages: Iterable[Message]) -> Iterator[list[Message]]:
 # The same rules in SQL, for the incremental sensor's full reconciliation: answers (non-empty
 # assistant messages whose previous non-empty user/assistant message in their context is a user
 # message) that no memory covers yet, per personality. A memory's last message id is its answer
-# (`memories.answer_id`, indexed: message ids are unique, so the personality need not match too).
+# (`schema.MEMORY_ANSWER_ID`, indexed: message ids are unique, so the personality need not match too).
 # An exchange whose text repeats an earlier one shares its memory and stays listed here; the
 # sensor's run keys make that harmless (the same key is never run twice). {scope} narrows the
 # history read (the delta tick reads the personalities without a coverage mark this way).
@@ -149,10 +150,12 @@ SELECT p.slug, count(*) AS answers, max(o.created_at) AS newest
 FROM ordered o
 JOIN personalities p ON p.id = o.personality_id
 WHERE o.role = 'assistant' AND o.previous_role = 'user'
-  AND NOT EXISTS (SELECT 1 FROM memories m WHERE m.answer_id = o.id::text)
+  AND NOT EXISTS (SELECT 1 FROM memories m WHERE m.{answer_id} = o.id::text)
 GROUP BY p.slug
 ORDER BY p.slug
 """
-UNCOVERED_ANSWERS_SQL = _UNCOVERED_ANSWERS_SQL.format(scope="")
+UNCOVERED_ANSWERS_SQL = _UNCOVERED_ANSWERS_SQL.format(scope="", answer_id=MEMORY_ANSWER_ID)
 # The same for some personalities only (`%s`: their ids), read through their history's index.
-UNCOVERED_ANSWERS_OF_SQL = _UNCOVERED_ANSWERS_SQL.format(scope="\n      AND personality_id = ANY(%s)")
+UNCOVERED_ANSWERS_OF_SQL = _UNCOVERED_ANSWERS_SQL.format(
+    scope="\n      AND personality_id = ANY(%s)", answer_id=MEMORY_ANSWER_ID
+)

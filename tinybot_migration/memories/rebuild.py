@@ -34,7 +34,7 @@ from tinybot_migration.memories.coverage import (
 )
 from tinybot_migration.memories.pairing import Exchange, Message, PairingStats, pair_messages
 from tinybot_migration.memories.writer import (
-    SOURCE_TINYBOT,
+    SOURCE_BOT,
     ChunkOutcome,
     EmbeddingSpend,
     NewMemory,
@@ -44,11 +44,12 @@ from tinybot_migration.memories.writer import (
     memory_ids,
     present_memory_ids,
 )
+from tinybot_migration.new_database_schema import has_new_schema, has_rows
 from tinybot_migration.partitions import personality_batches, personality_ids_for
 from tinybot_migration.postgres import Connect
 from tinybot_migration.progress import Log, chunk_line, quiet
 from tinybot_migration.resources.embedding_provider import EmbeddingProviderResource
-from tinybot_migration.schema import CONVERSATION_HISTORY, has_new_schema, has_rows
+from tinybot_migration.schema import CONVERSATION_HISTORY
 from tinybot_migration.search.vector_index import drop_for_bulk_load
 
 CANON_SCOPE = "personal"
@@ -110,7 +111,7 @@ def memory_of(exchange: Exchange) -> NewMemory:
         content=exchange.content,
         is_summarized=False,
         created_at=answer.created_at,
-        source_system=SOURCE_TINYBOT,
+        source_system=SOURCE_BOT,
         canon_scope=CANON_SCOPE,
         summary_type=SUMMARY_TYPE,
         channel_id=answer.channel_id,
@@ -193,7 +194,7 @@ def answers_without_memory(conn: psycopg.Connection, personality_ids: list[uuid.
         "SELECT count(*) FROM conversation_history WHERE personality_id = ANY(%s) AND role = 'assistant'",
         (personality_ids,),
     ).fetchone()[0]
-    return max(0, answers - memory_count(conn, personality_ids, SOURCE_TINYBOT))
+    return max(0, answers - memory_count(conn, personality_ids, SOURCE_BOT))
 
 
 def history_batches(
@@ -315,9 +316,9 @@ def missing_memories(
     """The batch's memories not in the new DB yet, oldest first (a delta looks its few ids up; a
     full rebuild reads every id of the batch's personalities once)."""
     if report.history == HISTORY_DELTA:
-        present = present_memory_ids(conn, list(distinct), SOURCE_TINYBOT)
+        present = present_memory_ids(conn, list(distinct), SOURCE_BOT)
     else:
-        present = memory_ids(conn, list(batch.values()), SOURCE_TINYBOT)
+        present = memory_ids(conn, list(batch.values()), SOURCE_BOT)
     pending: list[Exchange] = []
     slug_of = {pid: slug for slug, pid in batch.items()}
     for memory, exchange in distinct.items():

@@ -38,7 +38,7 @@ from tinybot_migration.resources.embedding_provider import (
 )
 from tinybot_migration.search.vector_index import drop_for_bulk_load
 
-SOURCE_TINYBOT = "tinybot"
+SOURCE_BOT = "tzurot-v3"  # what the bot writes itself
 SOURCE_SHAPES = "shapes-inc"
 # Advisory locks serialising runs that write memories of the same personalities (see personality_locks).
 PERSONALITY_LOCK_CLASS = 0x7469_6E6D  # "tinm"
@@ -70,7 +70,7 @@ class NewMemory:
 
 _FIELDS = tuple(f.name for f in fields(NewMemory))
 _values = attrgetter(*_FIELDS)
-_TABLE_TYPES = {c.name: c.type for c in schema.MEMORIES.columns if c.generated is None}
+_TABLE_TYPES = {c.name: c.type for c in schema.MEMORIES.columns}
 _COPY_TYPE_NAMES = {"boolean": "bool", "integer": "int4"}
 
 

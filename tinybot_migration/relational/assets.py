@@ -24,6 +24,13 @@ from tinybot_migration.relational.checks import (
     run_table_checks,
 )
 from tinybot_migration.relational.copy import CopyResult, IdMaps, copy_table
+from tinybot_migration.relational.pending import (
+    COPIED,
+    REJECTED,
+    RESOLVED,
+    account_pending_memories,
+    pending_memories_accounted_for,
+)
 from tinybot_migration.relational.tables import PERSONALITIES, RELATIONAL_TABLES, TableSpec
 from tinybot_migration.resources import NewDatabaseResource, OldDatabaseResource
 
@@ -149,3 +156,56 @@ def build_relational_assets() -> list[AssetsDefinition]:
 
 
 relational_assets = build_relational_assets()
+
+
+PENDING_MEMORIES_ACCOUNTED_FOR = "every_pending_memory_accounted_for"
+
+
+@asset(
+    name="pending_memories",
+    group_name=RELATIONAL_GROUP,
+    deps=[relational_assets[-1]],
+    check_specs=[
+        AssetCheckSpec(
+            PENDING_MEMORIES_ACCOUNTED_FOR,
+            asset="pending_memories",
+            blocking=True,
+            description="Every old pending memory is resolved (the rebuild stores its exchange), copied "
+            "with re-keyed ids for the bot's processor, or rejected with its reason.",
+        )
+    ],
+    pool=NEW_DATABASE_POOL,
+    kinds={"postgres"},
+    description="The old DB's pending memories (interactions whose memory was never stored): each one "
+    "resolved by the rebuild or copied, re-keyed, for the bot to store after cutover.",
+)
+def pending_memories(
+    context: AssetExecutionContext, old_database: OldDatabaseResource, new_database: NewDatabaseResource
+) -> MaterializeResult:
+    with old_database.connect() as old_conn, new_database.connect() as new_conn:
+        result = account_pending_memories(old_conn, new_conn)
+        passed, description, check_metadata = pending_memories_accounted_for(old_conn, new_conn)
+        new_rows = new_conn.execute("SELECT count(*) FROM pending_memories").fetchone()[0]
+    context.log.info(
+        f"pending_memories: {result.old_rows:,} old rows: "
+        + ", ".join(f"{n:,} {outcome}" for outcome, n in sorted(result.counts.items()))
+    )
+    metadata = {
+        "dagster/row_count": new_rows,
+        "old_pending_memories": result.old_rows,
+        **{outcome: result.counts.get(outcome, 0) for outcome in (RESOLVED, COPIED, REJECTED)},
+        "rows_written": result.rows_written,
+    }
+    if result.rejection_samples:
+        metadata["rejected_examples"] = MetadataValue.md(
+            "\n".join(f"- {s}" for s in result.rejection_samples)
+        )
+    return MaterializeResult(
+        metadata=metadata,
+        check_results=[
+            CheckOutcome(PENDING_MEMORIES_ACCOUNTED_FOR, passed, description, check_metadata).as_result()
+        ],
+    )
+
+
+relational_assets.append(pending_memories)

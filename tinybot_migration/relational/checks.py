@@ -189,9 +189,9 @@ def _checksum_expression(column: ColumnType) -> sql.Composable:
     return sql.SQL("quote_nullable({})").format(text)
 
 
-def table_checksum(conn: psycopg.Connection, spec: TableSpec) -> tuple[int, str]:
-    """(rows, order-independent checksum of the content columns) for one database's copy of a table."""
-    types = column_types(conn, spec.name, spec.content_columns)
+def table_checksum(conn: psycopg.Connection, spec: TableSpec, columns: tuple[str, ...]) -> tuple[int, str]:
+    """(rows, order-independent checksum of `columns`) for one database's copy of a table."""
+    types = column_types(conn, spec.name, columns)
     row_text = sql.SQL("concat_ws(',', {})").format(
         sql.SQL(", ").join(_checksum_expression(t) for t in types)
     )
@@ -206,13 +206,16 @@ def table_checksum(conn: psycopg.Connection, spec: TableSpec) -> tuple[int, str]
 def content_checksum_matches(
     old_conn: psycopg.Connection, new_conn: psycopg.Connection, spec: TableSpec
 ) -> CheckOutcome:
-    old_rows, old_sum = table_checksum(old_conn, spec)
-    new_rows, new_sum = table_checksum(new_conn, spec)
+    # The columns the copy wrote: a column the old table lacks keeps its default.
+    copied = spec.columns_in(old_conn)
+    columns = tuple(c for c in spec.content_columns if c in copied)
+    old_rows, old_sum = table_checksum(old_conn, spec, columns)
+    new_rows, new_sum = table_checksum(new_conn, spec, columns)
     passed = old_sum == new_sum and old_rows == new_rows
     return CheckOutcome(
         CONTENT_CHECKSUM_MATCHES,
         passed,
-        f"{spec.name}: checksum of {', '.join(spec.content_columns)} "
+        f"{spec.name}: checksum of {', '.join(columns)} "
         + ("matches" if passed else f"differs (old {old_sum}, new {new_sum})"),
         {"old_checksum": old_sum, "new_checksum": new_sum},
     )

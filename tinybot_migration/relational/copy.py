@@ -8,7 +8,9 @@ Per table, in one new-DB transaction:
 
 The old server does everything it can on its own core: it remaps foreign keys (the parents' id
 maps are passed in as arrays), hashes content, formats the seed, and converts timestamps with
-`AT TIME ZONE 'UTC'` to text with an explicit offset, so no session `TimeZone` can shift them.
+text; both databases hold naive UTC `timestamp(3)`, so no session `TimeZone` can shift them (an
+old `timestamptz` column is converted `AT TIME ZONE 'UTC'`). A column only the new database has
+(one a later bot migration added) is left to its default when the old table lacks it.
 Python only runs SHA-1 (the embedded server has none) and moves lines of COPY text: values are
 never parsed, so bytes, JSON, numerics and NULLs arrive exactly as they left.
 
@@ -142,7 +144,7 @@ def old_rows_query(
         if spec.has_id and column.name == "id":
             continue
         value = new_value(column.name)
-        outputs.append(sql.SQL("{} AT TIME ZONE 'UTC'").format(value) if column.is_timestamp else value)
+        outputs.append(sql.SQL("{} AT TIME ZONE 'UTC'").format(value) if column.is_zoned else value)
     conditions = [condition for _, condition in parents.parent_found]
     query = sql.SQL(
         "COPY (SELECT {outputs} FROM {table} AS t{joins}{where} ORDER BY {order}) TO STDOUT"
@@ -252,6 +254,7 @@ class Destination:
 
     target: sql.Identifier
     bulk: bool
+    columns: tuple[str, ...]  # the columns written (those the old table has too)
     rebuild: tuple[sql.Composable, ...] = ()
 
 
@@ -270,16 +273,17 @@ def copy_table(
     started = time.perf_counter()
     log = log or quiet
     result = CopyResult(spec.name)
-    new_types = column_types(new_conn, spec.name, spec.columns)
+    columns = spec.columns_in(old_conn)
+    old_types = column_types(old_conn, spec.name, columns)
     allocator = SeedAllocator()
     # One old-DB transaction (REPEATABLE READ, as the resource opens it) for the parents' maps,
     # the rows and the count of rows left out: all three see the same snapshot.
     with old_conn.transaction():
         maps = id_maps.for_parents_of(spec)
-        query, params = old_rows_query(spec, maps, new_types, with_old_id=False)
+        query, params = old_rows_query(spec, maps, old_types, with_old_id=False)
         with new_conn.transaction():
             configure_copy_sessions(old_conn, new_conn)
-            destination = open_destination(new_conn, spec)
+            destination = open_destination(new_conn, spec, columns)
             staged = stream_rekeyed_rows(
                 old_conn, new_conn, spec, (query, params), destination, allocator, log
             )
@@ -290,7 +294,9 @@ def copy_table(
                 for statement in destination.rebuild:
                     new_conn.execute(statement)
             else:
-                result.rows_inserted, result.rows_updated = new_conn.execute(_upsert(spec)).fetchone()
+                result.rows_inserted, result.rows_updated = new_conn.execute(
+                    _upsert(spec, columns)
+                ).fetchone()
     if result.rows_written:
         new_conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(spec.name)))
     result.id_collisions_resolved = allocator.collisions
@@ -314,21 +320,21 @@ def configure_copy_sessions(old_conn: psycopg.Connection, new_conn: psycopg.Conn
     new_conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
 
 
-def open_destination(new_conn: psycopg.Connection, spec: TableSpec) -> Destination:
+def open_destination(new_conn: psycopg.Connection, spec: TableSpec, columns: tuple[str, ...]) -> Destination:
     """Lock the table, then choose the bulk load (empty table) or a staging table (rows present)."""
     table = sql.Identifier(spec.name)
     # No other writer may slip in between the emptiness test and the load.
     new_conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(table))
     empty = new_conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(table)).fetchone()[0]
     if empty:
-        return Destination(table, bulk=True, rebuild=tuple(prepare_bulk_load(new_conn, spec.name)))
+        return Destination(table, True, columns, tuple(prepare_bulk_load(new_conn, spec.name)))
     stage = sql.Identifier(f"stage_{spec.name}")
     new_conn.execute(
         sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
-            stage, _column_list(spec), table
+            stage, _column_list(columns), table
         )
     )
-    return Destination(stage, bulk=False)
+    return Destination(stage, False, columns)
 
 
 def stream_rekeyed_rows(
@@ -349,7 +355,7 @@ def stream_rekeyed_rows(
         old_cur.copy(query, params) as source,
         new_conn.cursor() as new_cur,
         new_cur.copy(
-            sql.SQL("COPY {} ({}) FROM STDIN").format(destination.target, _column_list(spec))
+            sql.SQL("COPY {} ({}) FROM STDIN").format(destination.target, _column_list(destination.columns))
         ) as target,
     ):
         for lines in copy_line_batches(source, ROWS_PER_WRITE):
@@ -375,12 +381,12 @@ def _rekey_lines(lines: list[bytes], allocator: SeedAllocator) -> bytes:
     return b"".join(pieces)
 
 
-def _column_list(spec: TableSpec) -> sql.Composed:
-    return sql.SQL(", ").join(sql.Identifier(c) for c in spec.columns)
+def _column_list(columns: tuple[str, ...]) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier(c) for c in columns)
 
 
-def _upsert(spec: TableSpec) -> sql.Composed:
-    updatable = [c for c in spec.columns if c not in spec.conflict_key]
+def _upsert(spec: TableSpec, columns: tuple[str, ...]) -> sql.Composed:
+    updatable = [c for c in columns if c not in spec.conflict_key]
     target = sql.Identifier(spec.name)
     return sql.SQL(
         "WITH written AS ("
@@ -391,7 +397,7 @@ def _upsert(spec: TableSpec) -> sql.Composed:
         " SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written"
     ).format(
         target=target,
-        columns=_column_list(spec),
+        columns=_column_list(columns),
         stage=sql.Identifier(f"stage_{spec.name}"),
         key=sql.SQL(", ").join(sql.Identifier(c) for c in spec.conflict_key),
         assignments=sql.SQL(", ").join(

@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import psycopg
+
 from tinybot_migration import ids, schema
+from tinybot_migration.postgres import table_columns
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,12 @@ class TableSpec:
     def columns(self) -> tuple[str, ...]:
         """Same names and order in both databases."""
         return self.table.column_names
+
+    def columns_in(self, old_conn: psycopg.Connection) -> tuple[str, ...]:
+        """The columns the copy writes: the new table's, less any the old table lacks (a column a
+        later bot migration added keeps its default)."""
+        present = table_columns(old_conn, self.name)
+        return tuple(c for c in self.columns if c in present)
 
     @property
     def conflict_key(self) -> tuple[str, ...]:

@@ -8,8 +8,8 @@ from contextlib import contextmanager
 import psycopg
 from pydantic import Field, PrivateAttr
 
+from tinybot_migration.new_database_schema import apply_new_schema
 from tinybot_migration.resources.database import PostgresDatabaseResource, open_connection
-from tinybot_migration.schema import apply_new_schema
 from tinybot_migration.settings import NEW_DATABASE_NAME
 
 
@@ -42,7 +42,7 @@ class NewDatabaseResource(PostgresDatabaseResource):
     @contextmanager
     def connect_read_only(self) -> Iterator[psycopg.Connection]:
         """A connection that cannot write, without applying the schema first (for dry runs: a
-        fresh database stays untouched; `schema.has_new_schema` tells whether it has tables yet)."""
+        fresh database stays untouched; `new_database_schema.has_new_schema` tells whether it has tables yet)."""
         conn = open_connection(
             self.resolved_url(),
             "new database",

@@ -23,7 +23,7 @@ from psycopg.rows import args_row
 from psycopg_pool import ConnectionPool
 
 from tinybot_migration.ids import memory_id
-from tinybot_migration.memories.writer import SOURCE_TINYBOT, NewMemory, embed_and_write
+from tinybot_migration.memories.writer import SOURCE_BOT, NewMemory, embed_and_write
 from tinybot_migration.resources.embedding_provider import EmbeddingProviderResource
 from tinybot_migration.schema import EMBEDDING_DIMENSIONS
 from tinybot_migration.search.sql import DEFAULT_LIMIT, DEFAULT_MIN_SIMILARITY
@@ -87,7 +87,7 @@ class MemorySearch:
             started = time.perf_counter()
             with conn.cursor(row_factory=args_row(FoundMemory)) as cur:
                 rows = cur.execute(
-                    "SELECT * FROM search_memories(%s, %s, %s, %s, %s, %s)",
+                    "SELECT * FROM tinybot_migration.search_memories(%s, %s, %s, %s, %s, %s)",
                     (vector, persona_id, personality_id, limit, min_similarity, exclude_newer_than),
                 ).fetchall()
             return SearchResult(rows, time.perf_counter() - started)
@@ -114,8 +114,8 @@ class MemorySearch:
             personality_id=personality_id,
             content=content,
             is_summarized=False,
-            created_at=extra.pop("created_at", None) or datetime.now(UTC),
-            source_system=SOURCE_TINYBOT,
+            created_at=extra.pop("created_at", None) or datetime.now(UTC).replace(tzinfo=None),
+            source_system=SOURCE_BOT,
             canon_scope=extra.pop("canon_scope", "personal"),
             summary_type=extra.pop("summary_type", "conversation"),
             **extra,

@@ -185,11 +185,11 @@ def _search(
 ) -> list[tuple[uuid.UUID, float]]:
     if candidates is None:
         return conn.execute(
-            "SELECT id, score FROM search_memories(%s, %s, NULL, %s, %s)",
+            "SELECT id, score FROM tinybot_migration.search_memories(%s, %s, NULL, %s, %s)",
             (sample.vector, sample.persona_id, DEFAULT_LIMIT, threshold),
         ).fetchall()
     return conn.execute(
-        "SELECT id, score FROM search_memories(%s, %s, NULL, %s, %s, NULL, %s)",
+        "SELECT id, score FROM tinybot_migration.search_memories(%s, %s, NULL, %s, %s, NULL, %s)",
         (sample.vector, sample.persona_id, DEFAULT_LIMIT, threshold, candidates),
     ).fetchall()
 
@@ -261,7 +261,8 @@ def recall_at(
 
 def _example(conn: psycopg.Connection, persona_id: uuid.UUID, text: str, vector) -> str:
     row = conn.execute(
-        "SELECT content, score FROM search_memories(%s, %s, max_rows => 1)", (vector, persona_id)
+        "SELECT content, score FROM tinybot_migration.search_memories(%s, %s, max_rows => 1)",
+        (vector, persona_id),
     ).fetchone()
     if row is None:
         return f"persona {persona_id}, query {text[:60]!r}: nothing above the threshold"

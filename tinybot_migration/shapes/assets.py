@@ -30,11 +30,12 @@ from tinybot_migration.memories.checks import (
     no_duplicate_memories,
 )
 from tinybot_migration.memories.writer import SOURCE_SHAPES, memory_count
+from tinybot_migration.new_database_schema import has_rows
 from tinybot_migration.partitions import personality_ids_for
 from tinybot_migration.relational.assets import relational_assets
 from tinybot_migration.resources import EmbeddingProviderResource, NewDatabaseResource, OldDatabaseResource
 from tinybot_migration.resources.shapes_export import ShapesExportError, ShapesExportResource
-from tinybot_migration.schema import PERSONALITIES, has_rows
+from tinybot_migration.schema import PERSONALITIES
 from tinybot_migration.shapes.checks import (
     EVERY_FILE_PARSES,
     EVERY_FOLDER_MAPS_TO_A_PERSONALITY,

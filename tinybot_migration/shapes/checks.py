@@ -81,7 +81,7 @@ def _rejects_without_row(conn: psycopg.Connection, report: ShapesImportReport) -
     if not wanted:
         return []
     rows = conn.execute(
-        "SELECT source_file, record_index FROM shapes_rejects WHERE source_file = ANY(%s)",
+        "SELECT source_file, record_index FROM tinybot_migration.shapes_rejects WHERE source_file = ANY(%s)",
         (sorted({source for source, _ in wanted}),),
     ).fetchall()
     recorded = set(rows)

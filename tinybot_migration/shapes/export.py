@@ -319,7 +319,7 @@ def _created_at(value: object, future: float) -> datetime:
         raise _Rejected(f"metadata.created_at is negative ({value!r})")
     if value > future:
         raise _Rejected(f"metadata.created_at {value!r} is in the future")
-    return datetime.fromtimestamp(value, UTC)
+    return datetime.fromtimestamp(value, UTC).replace(tzinfo=None)  # naive UTC, as the bot's timestamp(3)
 
 
 def _message_ids(value: object) -> tuple[str, ...]:

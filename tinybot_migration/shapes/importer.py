@@ -150,7 +150,7 @@ def import_shapes_memories(
     """
     started = time.perf_counter()
     log = log or quiet
-    now = now or datetime.now(UTC)
+    now = now or datetime.now(UTC).replace(tzinfo=None)  # naive UTC, as the bot's timestamp(3)
     report = ShapesImportReport(
         export_dir=str(export_dir), personality_ids=dict(personality_ids), dry_run=dry_run
     )
@@ -451,12 +451,12 @@ def record_rejects(
         ]
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(
-            "DELETE FROM shapes_rejects WHERE source_file = ANY(%s) AND (source_file, record_index) NOT IN"
+            "DELETE FROM tinybot_migration.shapes_rejects WHERE source_file = ANY(%s) AND (source_file, record_index) NOT IN"
             " (SELECT * FROM unnest(%s::text[], %s::integer[]))",
             ([p.source_file for p in files], [r[0] for r in rows], [r[1] for r in rows]),
         )
         cur.executemany(
-            "INSERT INTO shapes_rejects (source_file, record_index, record_id, personality_slug, reason, raw_record)"
+            "INSERT INTO tinybot_migration.shapes_rejects (source_file, record_index, record_id, personality_slug, reason, raw_record)"
             " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (source_file, record_index) DO UPDATE SET"
             " record_id = EXCLUDED.record_id, personality_slug = EXCLUDED.personality_slug,"
             " reason = EXCLUDED.reason, raw_record = EXCLUDED.raw_record, rejected_at = now()"

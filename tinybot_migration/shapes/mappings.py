@@ -119,8 +119,9 @@ def _upsert_mappings(conn: psycopg.Connection, links: Mapping[str, PersonaLink],
     rows = conn.execute(
         "INSERT INTO shapes_persona_mappings"
         " (id, shapes_user_id, persona_id, mapped_at, mapped_by, verification_status)"
-        " SELECT id, shapes_user_id, persona_id, %s, mapped_by, %s"
-        " FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::text[]) AS l(id, shapes_user_id, persona_id, mapped_by)"
+        # mapped_by is the bot user who mapped it: NULL for a mapping read from the export's file.
+        " SELECT id, shapes_user_id, persona_id, %s, NULL::uuid, %s"
+        " FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[]) AS l(id, shapes_user_id, persona_id)"
         " ON CONFLICT (shapes_user_id) DO UPDATE SET persona_id = EXCLUDED.persona_id,"
         " mapped_at = EXCLUDED.mapped_at, mapped_by = EXCLUDED.mapped_by,"
         " verification_status = EXCLUDED.verification_status"
@@ -132,7 +133,6 @@ def _upsert_mappings(conn: psycopg.Connection, links: Mapping[str, PersonaLink],
             [deterministic_uuid(shapes_persona_mapping_seed(s)) for s in senders],
             senders,
             [links[s].persona_id for s in senders],
-            [links[s].mapped_by for s in senders],
         ),
     ).fetchall()
     return sum(inserted for (inserted,) in rows)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from tinybot_migration.schema import recorded_schema_version
+from tinybot_migration.new_database_schema import project_schema_version
 
 MIN_PGVECTOR = (0, 8, 2)
 
@@ -34,7 +34,7 @@ def side_facts(conn: psycopg.Connection, role: str, url: str) -> SideFacts:
     return SideFacts(
         role,
         url,
-        recorded_schema_version(conn),
+        project_schema_version(conn),
         dimensions[0] if dimensions and dimensions[0] > 0 else None,
         pgvector[0] if pgvector else None,
     )

@@ -32,8 +32,7 @@ class SyncTable:
 
     @property
     def columns(self) -> tuple[str, ...]:
-        """The columns copied (generated ones are recomputed by the target)."""
-        return self.table.written_columns
+        return self.table.column_names
 
     @property
     def versioned(self) -> bool:
@@ -54,14 +53,11 @@ class SyncTable:
         """A placeholder for an array of this column's values, cast to its type (psycopg sends
         strings untyped, which `unnest` cannot resolve)."""
         [kind] = [c.type for c in self.table.columns if c.name == column]
-        kind = "timestamptz" if kind == schema.TIMESTAMP else kind
         return sql.SQL("{}::{}[]").format(sql.Placeholder(), sql.SQL(kind))
 
     @cached_property
     def vector_columns(self) -> tuple[str, ...]:
-        return tuple(
-            c.name for c in self.table.columns if c.type.startswith("vector") and c.generated is None
-        )
+        return tuple(c.name for c in self.table.columns if c.type.startswith("vector"))
 
     def row_hash(self) -> sql.Composable:
         """An md5 of the row's copied columns, the same on both sides for the same content. Vectors
