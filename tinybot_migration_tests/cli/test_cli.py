@@ -17,8 +17,8 @@ import pytest
 from tinybot_migration.demo_data import generate_demo_data
 from tinybot_migration.memories.pairing import pair_messages
 from tinybot_migration.memories.rebuild import load_messages
+from tinybot_migration.new_database_schema import apply_new_schema
 from tinybot_migration.runtime.embedded_postgres import embedded_database_url
-from tinybot_migration.schema import apply_new_schema
 from tinybot_migration_tests.helpers.verdict import SENDERS_WARNING, assert_all_checks_passed
 
 pytestmark = pytest.mark.slow  # every test here starts the CLI or a Dagster CLI as a subprocess
@@ -261,7 +261,7 @@ def test_purge_bad_embeddings_removes_zero_vectors_from_the_configured_database(
     with psycopg.connect(new_url, autocommit=True) as conn:
         apply_new_schema(conn)
         conn.execute(
-            "INSERT INTO embedding_cache (model, dimensions, text_hash, embedding) VALUES"
+            "INSERT INTO tinybot_migration.embedding_cache (model, dimensions, text_hash, embedding) VALUES"
             " ('m', 1536, repeat('0', 32), array_fill(0, ARRAY[1536])::vector),"
             " ('m', 1536, repeat('1', 32), array_fill(0.5, ARRAY[1536])::vector)"
         )
@@ -269,4 +269,4 @@ def test_purge_bad_embeddings_removes_zero_vectors_from_the_configured_database(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "removed 1 all-zero cache entries and 0 memories" in result.stdout
     with psycopg.connect(new_url) as conn:
-        assert conn.execute("SELECT count(*) FROM embedding_cache").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM tinybot_migration.embedding_cache").fetchone()[0] == 1

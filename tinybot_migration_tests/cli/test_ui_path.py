@@ -14,7 +14,7 @@ import pytest
 from tinybot_migration.memories.pairing import pair_messages
 from tinybot_migration.memories.rebuild import load_messages
 from tinybot_migration.memories.sensor import INCREMENTAL_MEMORY_JOB, memory_rebuild_sensor
-from tinybot_migration.memories.writer import SOURCE_SHAPES, SOURCE_TINYBOT
+from tinybot_migration.memories.writer import SOURCE_BOT, SOURCE_SHAPES
 from tinybot_migration.relational.partitions_sensor import personality_partitions_before_first_migration
 from tinybot_migration.runtime.embedded_postgres import embedded_database_url
 from tinybot_migration.settings import NEW_DATABASE_NAME, OLD_DATABASE_NAME
@@ -95,7 +95,7 @@ def assert_migrated(home: Path) -> None:
         [all_ids] = conn.execute("SELECT array_agg(id) FROM personalities").fetchone()
         expected = {e.memory_id for e in pair_messages(load_messages(conn, all_ids)).exchanges}
         rebuilt = {
-            r[0] for r in conn.execute("SELECT id FROM memories WHERE source_system = %s", (SOURCE_TINYBOT,))
+            r[0] for r in conn.execute("SELECT id FROM memories WHERE source_system = %s", (SOURCE_BOT,))
         }
         shapes = conn.execute(
             "SELECT count(*) FROM memories WHERE source_system = %s", (SOURCE_SHAPES,)
@@ -194,7 +194,7 @@ def test_the_ui_path_step_by_step_then_the_sensor_rebuilds_the_one_personality_t
 def personality_memories(conn: psycopg.Connection, personality_id) -> int:
     return conn.execute(
         "SELECT count(*) FROM memories WHERE personality_id = %s AND source_system = %s",
-        (personality_id, SOURCE_TINYBOT),
+        (personality_id, SOURCE_BOT),
     ).fetchone()[0]
 
 

@@ -38,7 +38,7 @@ def test_finished_batches_survive_a_failure_and_are_not_paid_again(new_db):
         server.fail_after = 2
         with pytest.raises(EmbeddingProviderError, match=r"batch [123]/3 .* failed after 2 attempt"):
             embed_with_cache(new_db, provider, TEXTS)
-        assert new_db.execute("SELECT count(*) FROM embedding_cache").fetchone()[0] == 20
+        assert new_db.execute("SELECT count(*) FROM tinybot_migration.embedding_cache").fetchone()[0] == 20
         server.fail_after = None
         server.requests.clear()
         result = embed_with_cache(new_db, provider, TEXTS)
@@ -51,7 +51,10 @@ def test_the_offline_provider_is_cached_under_its_own_name(new_db):
     provider = EmbeddingProviderResource()
     assert embed_with_cache(new_db, provider, TEXTS[:3]).provider_inputs == 3
     assert embed_with_cache(new_db, provider, TEXTS[:3]).cache_hits == 3
-    assert new_db.execute("SELECT DISTINCT model FROM embedding_cache").fetchone()[0] == "hash-1536"
+    assert (
+        new_db.execute("SELECT DISTINCT model FROM tinybot_migration.embedding_cache").fetchone()[0]
+        == "hash-1536"
+    )
 
 
 def test_a_wrong_dimension_caches_nothing(new_db):
@@ -59,7 +62,7 @@ def test_a_wrong_dimension_caches_nothing(new_db):
 
     with OpenAITestServer(dimensions=512) as server, pytest.raises(EmbeddingDimensionError):
         embed_with_cache(new_db, openai_provider(server, max_inputs_per_request=10), TEXTS)
-    assert new_db.execute("SELECT count(*) FROM embedding_cache").fetchone()[0] == 0
+    assert new_db.execute("SELECT count(*) FROM tinybot_migration.embedding_cache").fetchone()[0] == 0
 
 
 @pytest.mark.parametrize("fault", ["zero", "nan", "missing"])
@@ -72,7 +75,7 @@ def test_a_malformed_batch_is_never_cached_and_the_valid_ones_before_it_are_kept
         with pytest.raises(EmbeddingResponseError):
             embed_with_cache(new_db, provider, TEXTS)
     rows = new_db.execute(
-        "SELECT count(*), count(*) FILTER (WHERE vector_norm(embedding) < 1e-6) FROM embedding_cache"
+        "SELECT count(*), count(*) FILTER (WHERE vector_norm(embedding) < 1e-6) FROM tinybot_migration.embedding_cache"
     ).fetchone()
     assert rows == (10, 0)  # the first batch, valid, kept; the malformed one and the one after not
 
@@ -82,8 +85,8 @@ def test_purge_removes_zero_vectors_left_in_the_cache(new_db):
 
     embed_with_cache(new_db, EmbeddingProviderResource(), TEXTS[:3])
     new_db.execute(
-        "INSERT INTO embedding_cache (model, dimensions, text_hash, embedding)"
+        "INSERT INTO tinybot_migration.embedding_cache (model, dimensions, text_hash, embedding)"
         " VALUES ('text-embedding-3-small', 1536, repeat('0', 32), array_fill(0, ARRAY[1536])::vector)"
     )
     assert purge_zero_vectors(new_db) == 1
-    assert new_db.execute("SELECT count(*) FROM embedding_cache").fetchone()[0] == 3
+    assert new_db.execute("SELECT count(*) FROM tinybot_migration.embedding_cache").fetchone()[0] == 3

@@ -7,10 +7,10 @@ from dagster import DagsterEventType, DagsterInstance, build_sensor_context, ins
 from tinybot_migration.memories import sensor as sensor_module
 from tinybot_migration.memories.assets import rebuilt_memories
 from tinybot_migration.memories.sensor import memory_rebuild_sensor
+from tinybot_migration.new_database_schema import apply_new_schema
 from tinybot_migration.partitions import personality_partitions
 from tinybot_migration.resources import EmbeddingProviderResource, NewDatabaseResource, OldDatabaseResource
 from tinybot_migration.runtime.dagster_instance import PLANNED_EVENTS_ENV
-from tinybot_migration.schema import apply_new_schema
 from tinybot_migration.settings import (
     SettingWarning,
     memory_rebuild_interval_seconds,

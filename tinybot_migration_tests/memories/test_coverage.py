@@ -20,9 +20,9 @@ from tinybot_migration.memories.rebuild import (
     rebuild_memories,
 )
 from tinybot_migration.memories.sensor import memory_rebuild_sensor, uncovered_answers
+from tinybot_migration.new_database_schema import apply_new_schema
 from tinybot_migration.partitions import personality_partitions
 from tinybot_migration.resources import NewDatabaseResource
-from tinybot_migration.schema import apply_new_schema
 from tinybot_migration_tests.helpers.conversations import T0, Conversations
 from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, provider_for
 from tinybot_migration_tests.memories.test_assets import instance, metadata, run_as_requested  # noqa: F401
@@ -194,7 +194,7 @@ def test_a_personality_rebuilt_before_it_had_history_is_covered_and_its_first_an
     talk.personality("omega")
     with OpenAITestServer() as server:
         rebuild_memories(conn, provider_for(server), ["omega"])
-    covered = "SELECT covered_through = '-infinity' FROM memory_coverage WHERE personality_id = %s"
+    covered = "SELECT covered_through = '-infinity' FROM tinybot_migration.memory_coverage WHERE personality_id = %s"
     assert conn.execute(covered, (talk.personality("omega"),)).fetchone() == (True,)
     talk.exchanges("omega", 2)
     assert [(u.slug, u.answers) for u in uncovered_answers(conn, "delta")] == [("omega", 2)]

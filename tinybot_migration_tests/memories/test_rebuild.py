@@ -9,6 +9,7 @@ from tinybot_migration.ids import memory_id
 from tinybot_migration.memories import checks
 from tinybot_migration.memories.pairing import memory_content
 from tinybot_migration.memories.rebuild import estimate_rebuild, rebuild_memories
+from tinybot_migration.new_database_schema import apply_old_schema
 from tinybot_migration.partitions import UnknownPersonalityError
 from tinybot_migration.resources import NewDatabaseResource, OldDatabaseResource
 from tinybot_migration.resources.embedding_provider import (
@@ -18,7 +19,6 @@ from tinybot_migration.resources.embedding_provider import (
     EmbeddingRefusedError,
     EmbeddingResponseError,
 )
-from tinybot_migration.schema import apply_old_schema
 from tinybot_migration_tests.helpers.conversations import T0, Conversations
 from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, provider_for
 
@@ -186,7 +186,7 @@ def test_a_provider_failing_for_good_keeps_finished_batches_and_the_next_run_com
         rebuild_memories(new_db, slow, ["alpha", "beta"], chunk_size=4)
     assert API_KEY not in str(error.value)
     assert new_db.execute("SELECT count(*) FROM memories").fetchone()[0] == 4
-    assert new_db.execute("SELECT count(*) FROM embedding_cache").fetchone()[0] == 6
+    assert new_db.execute("SELECT count(*) FROM tinybot_migration.embedding_cache").fetchone()[0] == 6
     server.fail_after = None
     server.requests.clear()
     report = rebuild_memories(new_db, slow, ["alpha", "beta"], chunk_size=4)
@@ -202,7 +202,7 @@ def test_a_wrong_dimension_writes_nothing(new_db, history):
     ):
         rebuild_memories(new_db, provider(wrong), ["alpha", "beta"])
     assert new_db.execute("SELECT count(*) FROM memories").fetchone()[0] == 0
-    assert new_db.execute("SELECT count(*) FROM embedding_cache").fetchone()[0] == 0
+    assert new_db.execute("SELECT count(*) FROM tinybot_migration.embedding_cache").fetchone()[0] == 0
 
 
 def test_one_refused_exchange_is_counted_and_the_rest_is_written(new_db, history, server):
@@ -335,7 +335,7 @@ def test_nan_or_zero_vectors_fail_before_any_write_with_a_clear_error(new_db, hi
     with pytest.raises(EmbeddingResponseError, match="openai provider \\(text-embedding-3-small\\)"):
         rebuild_memories(new_db, provider(server), ["alpha", "beta"])
     assert new_db.execute("SELECT count(*) FROM memories").fetchone()[0] == 0
-    assert new_db.execute("SELECT count(*) FROM embedding_cache").fetchone()[0] == 0
+    assert new_db.execute("SELECT count(*) FROM tinybot_migration.embedding_cache").fetchone()[0] == 0
 
 
 def test_zero_vectors_already_stored_fail_the_check_until_purged(new_db, history, server):
@@ -348,7 +348,9 @@ def test_zero_vectors_already_stored_fail_the_check_until_purged(new_db, history
     new_db.execute(
         "UPDATE memories SET embedding = array_fill(0, ARRAY[1536])::vector WHERE content LIKE '%beta%'"
     )
-    new_db.execute("UPDATE embedding_cache SET embedding = array_fill(0, ARRAY[1536])::vector")
+    new_db.execute(
+        "UPDATE tinybot_migration.embedding_cache SET embedding = array_fill(0, ARRAY[1536])::vector"
+    )
     check = checks.embeddings_present_with_right_dimensions(new_db, ids, cache_model="text-embedding-3-small")
     assert not check.passed
     assert check.metadata["zero_vectors"] == 3 and check.metadata["zero_vectors_in_cache"] == 9

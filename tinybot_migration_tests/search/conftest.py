@@ -9,7 +9,7 @@ import pytest
 from pgvector.psycopg import register_vector
 
 from tinybot_migration.ids import deterministic_uuid, persona_seed, personality_seed, user_seed
-from tinybot_migration.schema import apply_new_schema
+from tinybot_migration.new_database_schema import apply_new_schema
 
 T0 = datetime(2025, 6, 1, tzinfo=UTC)
 DIM = 1536

@@ -95,7 +95,10 @@ def test_the_sql_function_gives_the_same_rows_as_the_python_search(world, search
     python_rows = search.search_memories(world["centre"], main, limit=10).memories
     sql_rows = (
         world["conn"]
-        .execute("SELECT id, score FROM search_memories(%s, %s, max_rows => 10)", (world["centre"], main))
+        .execute(
+            "SELECT id, score FROM tinybot_migration.search_memories(%s, %s, max_rows => 10)",
+            (world["centre"], main),
+        )
         .fetchall()
     )
     assert [(m.id, pytest.approx(m.score)) for m in python_rows] == [

@@ -6,8 +6,8 @@ import uuid
 import psycopg
 from dagster import AssetCheckSeverity, materialize
 
+from tinybot_migration.new_database_schema import apply_new_schema
 from tinybot_migration.resources import EmbeddingProviderResource, NewDatabaseResource
-from tinybot_migration.schema import apply_new_schema
 from tinybot_migration.search import vector_index
 from tinybot_migration.search.assets import memory_vector_index
 from tinybot_migration.search.checks import (

@@ -225,7 +225,7 @@ def test_the_accounting_check_fails_when_a_memory_or_a_reject_row_vanishes(expor
     report = import_all(export, server)
     assert every_record_accounted_for(export.conn, report).passed
     export.conn.execute("DELETE FROM memories")
-    export.conn.execute("DELETE FROM shapes_rejects")
+    export.conn.execute("DELETE FROM tinybot_migration.shapes_rejects")
     outcome = every_record_accounted_for(export.conn, report)
     assert not outcome.passed
     assert (

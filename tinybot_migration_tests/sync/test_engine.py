@@ -8,7 +8,8 @@ from datetime import timedelta
 import pytest
 
 from tinybot_migration.ids import deterministic_uuid, personality_seed
-from tinybot_migration.schema import SCHEMA_VERSION, apply_new_schema
+from tinybot_migration.new_database_schema import PROJECT_SCHEMA_VERSION as SCHEMA_VERSION
+from tinybot_migration.new_database_schema import apply_new_schema
 from tinybot_migration.sync.engine import SyncOptions, sync_tables
 from tinybot_migration.sync.precheck import SideFacts, SyncPrecheckError, precheck, side_facts
 from tinybot_migration.sync.progress import SyncProgress
@@ -47,7 +48,7 @@ def dev_prod(make_database, admin_connect):
     dev_talk.exchanges("beta", 3)
     memory(dev, DEV_MEMORY, dev_talk, "beta", "dev memory", 0.2)
     dev.execute(
-        "INSERT INTO embedding_cache (model, dimensions, text_hash, embedding)"
+        "INSERT INTO tinybot_migration.embedding_cache (model, dimensions, text_hash, embedding)"
         " SELECT 'm', 1536, lpad(i::text, 32, '0'), array_fill(i::real, ARRAY[1536])::vector"
         " FROM generate_series(1, 40) i"
     )
@@ -163,7 +164,7 @@ def test_the_precheck_names_the_side_that_differs(make_database, admin_connect):
     source, target = side_facts(a, "source (dev)", "dev-url"), side_facts(b, "target (prod)", "prod-url")
     precheck(source, target)  # the same: nothing to say
 
-    b.execute("INSERT INTO schema_version (version) VALUES (99)")
+    b.execute("INSERT INTO tinybot_migration.schema_steps (version, description) VALUES (99, 'later')")
     b.execute("ALTER TABLE memories DROP COLUMN embedding_bits CASCADE")
     b.execute("ALTER TABLE memories ALTER COLUMN embedding TYPE vector(3) USING NULL")
     with pytest.raises(SyncPrecheckError) as raised:

@@ -15,7 +15,7 @@ import pytest
 from dagster import instance_for_test
 
 from tinybot_migration.memories.rebuild import rebuild_memories
-from tinybot_migration.schema import apply_new_schema
+from tinybot_migration.new_database_schema import apply_new_schema
 from tinybot_migration.search.vector_index import ensure_vector_index, index_state
 from tinybot_migration.sync.engine import SyncOptions
 from tinybot_migration.sync.job import SyncDatabasesResource, db_sync
