@@ -100,10 +100,6 @@ class Table:
         return tuple(c.name for c in self.columns if not c.old_only)
 
     @property
-    def written_columns(self) -> tuple[str, ...]:
-        return self.column_names
-
-    @property
     def unique(self) -> tuple[tuple[str, ...], ...]:
         """Unique keys besides the primary key (Prisma makes them unique indexes, not constraints)."""
         keys = [tuple(c.strip() for c in i.columns.split(",")) for i in self.indexes if i.unique]

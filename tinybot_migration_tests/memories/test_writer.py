@@ -40,7 +40,7 @@ def test_every_column_is_written_as_given_and_a_rewrite_inserts_nothing(new_db):
     memory = legacy_memory(personality, "they like lighthouses")
     vector = hash_embedding(memory.content, 1536)
     assert write_memories(new_db, [memory], [vector]) == {personality: 1}
-    columns = [name for name in MEMORIES.written_columns if name != "embedding"]
+    columns = [name for name in MEMORIES.column_names if name != "embedding"]
     stored = new_db.execute(f"SELECT {', '.join(columns)} FROM memories").fetchone()
     expected = {name: getattr(memory, name) for name in columns}
     assert dict(zip(columns, stored, strict=True)) == expected
