@@ -58,7 +58,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             str(rank),
             f"{memory.score:.3f}",
             memory.personality_slug,
-            memory.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M"),
+            memory.created_at.strftime("%Y-%m-%d %H:%M"),  # naive UTC
             text if len(text) <= CONTENT_CHARS else text[: CONTENT_CHARS - 1] + "…",
         )
     console.print(table)

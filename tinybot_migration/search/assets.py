@@ -20,13 +20,7 @@ from tinybot_migration.search.checks import (
     search_uses_the_intended_plan,
     vector_index_present_and_valid,
 )
-from tinybot_migration.search.quality import (
-    CandidateTuning,
-    SearchQuality,
-    largest_persona_plan,
-    sample_queries,
-    tune_candidates,
-)
+from tinybot_migration.search.quality import SearchQuality, largest_persona_plan, measure_search
 from tinybot_migration.search.vector_index import (
     DEFAULT_EF_CONSTRUCTION,
     DEFAULT_M,
@@ -75,7 +69,7 @@ class VectorIndexConfig(Config):
     description=f"{INDEX_NAME}: HNSW (vector_cosine_ops) over every memory, built after both memory sources "
     "are loaded with maintenance_work_mem sized from the table, concurrently when the table serves other "
     "sessions; left in place when it exists and is valid (a large load drops it first). Then the table is "
-    "vacuumed for the search's index-only first pass, and the bot's search is measured against exact search "
+    "vacuumed and analyzed, and the bot's search is measured against exact search "
     "on sampled personas (recall@10, p50/p95 per persona size).",
 )
 def memory_vector_index(
@@ -89,16 +83,14 @@ def memory_vector_index(
             conn, config.m, config.ef_construction, config.max_build_memory_mb, context.log.info
         )
         vacuum_seconds = vacuum_for_search(conn)
-        samples = sample_queries(
+        quality = measure_search(
             conn, embedding_provider, config.personas_per_bucket, config.queries_per_persona
         )
-        tuning = tune_candidates(conn, samples, config.min_recall)
-        quality = tuning.quality
         outcomes = [
             vector_index_present_and_valid(conn),
             every_memory_has_an_embedding(conn),
             search_uses_the_intended_plan(largest_persona_plan(conn, quality), build.rows),
-            search_recall_against_exact(quality, config.min_recall, tuning.candidates),
+            search_recall_against_exact(quality, config.min_recall),
             search_latency_within_bound(quality, config.max_p95_ms),
         ]
     context.log.info(f"vector index: {build.action} over {build.rows:,} memories in {build.seconds:.1f}s")
@@ -114,18 +106,15 @@ def memory_vector_index(
             "m": config.m,
             "ef_construction": config.ef_construction,
             "definition": build.state.definition,
-            **search_metadata(quality, tuning),
+            **search_metadata(quality),
         },
         check_results=[o.as_result() for o in outcomes],
     )
 
 
-def search_metadata(quality: SearchQuality, tuning: CandidateTuning) -> dict:
-    """p50/p95 per persona size bucket, numeric so the UI plots them run over run, and the
-    first-pass candidates the tuning installed."""
+def search_metadata(quality: SearchQuality) -> dict:
+    """p50/p95 per persona size bucket, numeric so the UI plots them run over run."""
     metadata: dict = {
-        "search_candidates": tuning.candidates,
-        "search_recall_by_candidates": {str(n): round(r, 4) for n, r in tuning.recall_by_candidates.items()},
         "search_queries": quality.queries,
         "search_worst_p95_ms": round(quality.worst_p95_ms, 3),
     }

@@ -22,7 +22,7 @@ SEQUENTIAL_SCAN_MAX_ROWS = 10_000
 SEARCH_CHECK_DESCRIPTIONS = {
     VECTOR_INDEX_PRESENT_AND_VALID: f"{INDEX_NAME} exists, is an HNSW index with vector_cosine_ops, and is valid.",
     EVERY_MEMORY_HAS_AN_EMBEDDING: "No memory lacks an embedding (it would be invisible to the index and to search).",
-    SEARCH_USES_THE_INTENDED_PLAN: f"EXPLAIN of the bot's query for the largest persona reads its candidates "
+    SEARCH_USES_THE_INTENDED_PLAN: f"EXPLAIN of the search for the largest persona reads the persona's rows "
     f"from {SEARCH_INDEX}, not from a sequential scan of all memories nor from the global HNSW index.",
     SEARCH_RECALL_AGAINST_EXACT: "Over the smallest, median and largest personas, queried with their own "
     "memories' text cut in half, recall@10 against exact search (every row of the persona by exact "
@@ -67,7 +67,7 @@ def every_memory_has_an_embedding(conn: psycopg.Connection) -> CheckOutcome:
 
 
 def search_uses_the_intended_plan(plan: str | None, memories: int) -> CheckOutcome:
-    """The bot's query takes its candidates from the covering B-tree (or, on a table small enough,
+    """The search reads the persona's rows through the bot's persona B-tree (or, on a table small enough,
     from a scan of all rows): never through the global HNSW index, which loses rows under the
     persona filter."""
     if plan is None:
@@ -78,7 +78,7 @@ def search_uses_the_intended_plan(plan: str | None, memories: int) -> CheckOutco
             f"the bot's query walks {INDEX_NAME}, which loses rows under the persona filter",
         )
     elif SEARCH_INDEX in plan:
-        passed, description = True, f"the bot's query reads the persona's candidates from {SEARCH_INDEX}"
+        passed, description = True, f"the search reads the persona's rows through {SEARCH_INDEX}"
     elif memories < SEQUENTIAL_SCAN_MAX_ROWS:
         passed, description = (
             True,
@@ -94,12 +94,8 @@ def search_uses_the_intended_plan(plan: str | None, memories: int) -> CheckOutco
     )
 
 
-def search_recall_against_exact(
-    quality: SearchQuality, min_recall: float, candidates: int | None = None
-) -> CheckOutcome:
+def search_recall_against_exact(quality: SearchQuality, min_recall: float) -> CheckOutcome:
     metadata: dict = {"queries": quality.queries, "min_recall_at_10": round(quality.min_recall, 4)}
-    if candidates is not None:
-        metadata["first_pass_candidates"] = candidates
     for bucket, figures in quality.buckets.items():
         metadata[f"recall_{bucket}"] = round(figures.recall("threshold"), 4)
         metadata[f"recall_{bucket}_no_threshold"] = round(figures.recall("no_threshold"), 4)
@@ -120,8 +116,7 @@ def search_recall_against_exact(
             if below
             else f"recall@10 at least {quality.min_recall:.3f} in every bucket, with and without the threshold "
             f"({quality.queries} queries)"
-        )
-        + (f"; the first pass keeps {candidates:,} candidates" if candidates is not None else ""),
+        ),
         metadata=metadata,
     )
 

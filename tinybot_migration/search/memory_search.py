@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import numpy as np
 from pgvector.psycopg import register_vector
@@ -25,7 +25,7 @@ from psycopg_pool import ConnectionPool
 from tinybot_migration.ids import memory_id
 from tinybot_migration.memories.writer import SOURCE_BOT, NewMemory, embed_and_write
 from tinybot_migration.resources.embedding_provider import EmbeddingProviderResource
-from tinybot_migration.schema import EMBEDDING_DIMENSIONS
+from tinybot_migration.schema import EMBEDDING_DIMENSIONS, bot_timestamp
 from tinybot_migration.search.sql import DEFAULT_LIMIT, DEFAULT_MIN_SIMILARITY
 
 
@@ -114,7 +114,7 @@ class MemorySearch:
             personality_id=personality_id,
             content=content,
             is_summarized=False,
-            created_at=extra.pop("created_at", None) or datetime.now(UTC).replace(tzinfo=None),
+            created_at=bot_timestamp(extra.pop("created_at", None)),
             source_system=SOURCE_BOT,
             canon_scope=extra.pop("canon_scope", "personal"),
             summary_type=extra.pop("summary_type", "conversation"),

@@ -3,13 +3,9 @@
 Personas are sampled by size (the smallest, the median and the largest), each queried with the
 text of some of its own memories cut in half (a paraphrase by truncation, embedded through the
 cache so a re-run pays nothing). Every query runs the installed `search_memories` as the bot
-does, timed, with and without the threshold, and again as `EXACT_SEARCH_QUERY` (exact distance
-over every row of the persona, index scans off); recall@10 counts a returned memory as right when
+does, timed, with and without the threshold, and again as `SEARCH_QUERY` with index scans off
+(exact distance over every row of the persona); recall@10 counts a returned memory as right when
 its score reaches the exact tenth score (ties at the cut are not errors).
-
-`tune_candidates` then sets how many candidates the search's binary first pass keeps: the fewest,
-doubling from 400, that reach the wanted recall on these queries, installed as the function's
-default so the bot's services get it without changing a call.
 """
 
 from __future__ import annotations
@@ -26,13 +22,7 @@ from psycopg import sql
 
 from tinybot_migration.embeddings.cache import embed_with_cache
 from tinybot_migration.resources.embedding_provider import EmbeddingProviderResource
-from tinybot_migration.search.sql import (
-    DEFAULT_CANDIDATES,
-    DEFAULT_LIMIT,
-    DEFAULT_MIN_SIMILARITY,
-    EXACT_SEARCH_QUERY,
-    search_function_sql,
-)
+from tinybot_migration.search.sql import DEFAULT_LIMIT, DEFAULT_MIN_SIMILARITY, SEARCH_QUERY
 
 RECALL_AT = 10
 NO_THRESHOLD = -1.0
@@ -144,11 +134,9 @@ def measure_search(
     provider_or_samples: EmbeddingProviderResource | list[QuerySample],
     personas_per_bucket: int = 3,
     queries_per_persona: int = 5,
-    candidates: int | None = None,
     repeats: int = 3,
 ) -> SearchQuality:
-    """Latency and recall of the installed search (with its default first-pass candidates unless
-    `candidates` is given) over sampled personas; see the module docstring. Each search runs
+    """Latency and recall of the installed search over sampled personas; see the module docstring. Each search runs
     `repeats` times and counts with its median time, so that one stall of a busy machine is not
     taken for the plan's tail."""
     samples = (
@@ -165,7 +153,7 @@ def measure_search(
             timings = []
             for _ in range(max(1, repeats)):
                 started = time.perf_counter()
-                found = _search(conn, sample, threshold, candidates)
+                found = _search(conn, sample, threshold)
                 timings.append((time.perf_counter() - started) * 1000)
             figures.latencies_ms.append(float(np.median(timings)))
             figures.recalls[which].append(recall_at(found, sample.exact[threshold]))
@@ -180,17 +168,10 @@ def measure_search(
     return quality
 
 
-def _search(
-    conn: psycopg.Connection, sample: QuerySample, threshold: float, candidates: int | None
-) -> list[tuple[uuid.UUID, float]]:
-    if candidates is None:
-        return conn.execute(
-            "SELECT id, score FROM tinybot_migration.search_memories(%s, %s, NULL, %s, %s)",
-            (sample.vector, sample.persona_id, DEFAULT_LIMIT, threshold),
-        ).fetchall()
+def _search(conn: psycopg.Connection, sample: QuerySample, threshold: float) -> list[tuple[uuid.UUID, float]]:
     return conn.execute(
-        "SELECT id, score FROM tinybot_migration.search_memories(%s, %s, NULL, %s, %s, NULL, %s)",
-        (sample.vector, sample.persona_id, DEFAULT_LIMIT, threshold, candidates),
+        "SELECT id, score FROM tinybot_migration.search_memories(%s, %s, NULL, %s, %s)",
+        (sample.vector, sample.persona_id, DEFAULT_LIMIT, threshold),
     ).fetchall()
 
 
@@ -202,50 +183,11 @@ def exact_search(
     with conn.transaction():
         for setting in EXACT_SETTINGS:
             conn.execute(f"SET LOCAL {setting}")
-        rows = conn.execute(_NAMED_PARAMETERS.sub(r"%(p\1)s", EXACT_SEARCH_QUERY), params).fetchall()
+        rows = conn.execute(_NAMED_PARAMETERS.sub(r"%(p\1)s", SEARCH_QUERY), params).fetchall()
     return [(row[0], row[2]) for row in rows]
 
 
 _NAMED_PARAMETERS = re.compile(r"\$(\d+)")
-
-
-@dataclass
-class CandidateTuning:
-    candidates: int  # what the installed function now keeps by default
-    recall_by_candidates: dict[int, float]  # the lowest bucket recall at each count tried
-    quality: SearchQuality  # measured at `candidates`
-
-
-def tune_candidates(
-    conn: psycopg.Connection, samples: list[QuerySample], min_recall: float, start: int = DEFAULT_CANDIDATES
-) -> CandidateTuning:
-    """The fewest first-pass candidates, doubling from `start`, whose recall@10 reaches
-    `min_recall` in every bucket, installed as `search_memories`'s default. Embeddings whose signs
-    rank poorly (random-like vectors, such as the offline hash embedder's) need more; once the
-    count reaches the largest sampled persona the search is exact there, so the doubling stops."""
-    largest = max((s.persona_rows for s in samples), default=0)
-    tried: dict[int, float] = {}
-    candidates = start
-    while True:
-        recall = measure_search(conn, samples, candidates=candidates, repeats=1).min_recall
-        tried[candidates] = recall
-        if recall >= min_recall or candidates >= largest:
-            break
-        candidates *= 2
-    install_candidates(conn, candidates)
-    return CandidateTuning(candidates, tried, measure_search(conn, samples))
-
-
-def install_candidates(conn: psycopg.Connection, candidates: int) -> None:
-    conn.execute(search_function_sql(candidates))
-
-
-def installed_candidates(conn: psycopg.Connection) -> int:
-    """The first-pass candidates the installed `search_memories` keeps when not told."""
-    arguments = conn.execute(
-        "SELECT pg_get_function_arguments(oid) FROM pg_proc WHERE proname = 'search_memories'"
-    ).fetchone()[0]
-    return int(re.search(r"candidates integer DEFAULT (\d+)", arguments).group(1))
 
 
 def recall_at(
@@ -281,7 +223,6 @@ def search_plan(conn: psycopg.Connection, persona_id: uuid.UUID, vector) -> str:
         sql.Literal(DEFAULT_LIMIT),
         sql.Literal(DEFAULT_MIN_SIMILARITY),
         sql.SQL("NULL::timestamptz"),
-        sql.Literal(installed_candidates(conn)),
     ]
     template = body.replace("{", "{{").replace("}", "}}")
     for position in range(len(values), 0, -1):  # $10 before $1, were there ten

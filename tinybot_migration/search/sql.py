@@ -4,26 +4,26 @@ given, `created_at < cutoff` (strict), `embedding <=> q < 1 - min_similarity`, n
 `LIMIT k`, with the persona's `name` and `coalesce(display_name, name)` of the personality.
 
 `SEARCH_QUERY` is the function's body with positional parameters ($1 query vector, $2 persona,
-$3 personality or NULL, $4 rows, $5 minimum similarity, $6 newest created_at or NULL,
-$7 candidates), so the checks can EXPLAIN exactly what the function runs; `EXACT_SEARCH_QUERY`
-is the reference the checks measure it against. The search is exact over the persona's rows (read
-through the bot's `memories_persona_id_idx`): the binary first pass it had needed a generated
-column the bot's schema cannot carry, and the plan is re-decided on the bot's database in its own
-issue; until then `candidates` is accepted and has no effect.
+$3 personality or NULL, $4 rows, $5 minimum similarity, $6 newest created_at or NULL), so the
+checks can EXPLAIN exactly what the function runs and run it exactly (index scans off) as the
+reference. It orders by `distance + 0`, which no vector index can serve: the persona's rows are
+read through the bot's `memories_persona_id_idx` and ranked exactly. (Which plan serves the bot's
+own statement best at scale is decided in its own issue.)
 """
 
 from tinybot_migration.schema import EMBEDDING_DIMENSIONS, PROJECT_SCHEMA
 
 DEFAULT_LIMIT = 15
 DEFAULT_MIN_SIMILARITY = 0.15
-DEFAULT_CANDIDATES = 400
 SEARCH_INDEX = "memories_persona_id_idx"  # the bot's own index on memories.persona_id
 SEARCH_FUNCTION = f"{PROJECT_SCHEMA}.search_memories"
 
+# The bot compares with `$6::timestamptz`, which shifts with the session's TimeZone; read as UTC
+# here, it gives the bot's rows under a UTC session and the same rows under any other.
 _PERSONA_ROWS = """
         WHERE m.persona_id = $2
           AND ($3::uuid IS NULL OR m.personality_id = $3)
-          AND ($6::timestamptz IS NULL OR m.created_at < $6)"""
+          AND ($6::timestamptz IS NULL OR m.created_at < ($6 AT TIME ZONE 'UTC'))"""
 
 _SCORED = "m.id, m.content, m.created_at, m.persona_id, m.personality_id, m.source_system, 1 - (m.embedding <=> $1) AS score"
 
@@ -41,23 +41,18 @@ _NAMED = """
 """
 
 # The threshold filters before the LIMIT, as in the bot's statement.
-EXACT_SEARCH_QUERY = f"""
+SEARCH_QUERY = f"""
     WITH nearest AS MATERIALIZED (
         SELECT {_SCORED}
         FROM memories m{_PERSONA_ROWS}
           AND m.embedding <=> $1 < 1 - $5
         ORDER BY (m.embedding <=> $1) + 0
         LIMIT $4
-    ){{named}}"""
-EXACT_SEARCH_QUERY = EXACT_SEARCH_QUERY.replace("{named}", _NAMED)
-# `$7 IS NULL OR true`: the function keeps its candidates argument until the plan is re-decided.
-SEARCH_QUERY = EXACT_SEARCH_QUERY.replace(
-    "        ORDER BY", "          AND ($7::integer IS NULL OR true)\n        ORDER BY", 1
-)
+    ){_NAMED}"""
 
 
-def search_function_sql(candidates: int = DEFAULT_CANDIDATES, body: str = SEARCH_QUERY) -> str:
-    """The function's DDL; the index asset installs it again with the candidate count it tuned."""
+def search_function_sql(body: str = SEARCH_QUERY) -> str:
+    """The function's DDL (a test installs another body to see the checks fail)."""
     return f"""
 CREATE OR REPLACE FUNCTION {SEARCH_FUNCTION}(
     query vector({EMBEDDING_DIMENSIONS}),
@@ -65,8 +60,7 @@ CREATE OR REPLACE FUNCTION {SEARCH_FUNCTION}(
     personality uuid DEFAULT NULL,
     max_rows integer DEFAULT {DEFAULT_LIMIT},
     min_similarity double precision DEFAULT {DEFAULT_MIN_SIMILARITY},
-    exclude_newer_than timestamptz DEFAULT NULL,
-    candidates integer DEFAULT {int(candidates)}
+    exclude_newer_than timestamptz DEFAULT NULL
 ) RETURNS TABLE (
     id uuid, content text, score double precision, created_at timestamp(3),
     persona_id uuid, persona_name text, personality_id uuid, personality_name text,

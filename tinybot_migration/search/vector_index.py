@@ -2,10 +2,9 @@
 to the table, dropped before a load that would have to maintain it row by row, left in place by
 incremental runs.
 
-The bot's persona-filtered query does not need it (it reads the persona's candidates from the
-covering B-tree, `search/sql.py`), so dropping it for a bulk load never slows the bot down; it
-serves queries over all memories. The covering B-tree needs the table vacuumed after a load
-(`vacuum_for_search`).
+The persona-filtered search reads the persona's rows through the bot's `memories_persona_id_idx`
+(`search/sql.py`), so dropping it for a bulk load never slows that search down. After a load the
+table is vacuumed and analyzed (`vacuum_for_search`) so the planner knows its size.
 """
 
 from __future__ import annotations
@@ -110,9 +109,9 @@ def ensure_vector_index(
 
 
 def vacuum_for_search(conn: psycopg.Connection) -> float:
-    """VACUUM (ANALYZE) memories: the search's first pass is an index-only scan, which reads the
-    heap for every row on a page not yet marked all-visible (a freshly loaded table has none).
-    Cheap when nothing changed: pages already all-visible are skipped. Returns the seconds."""
+    """VACUUM (ANALYZE) memories: fresh statistics for the planner after a load, and pages marked
+    all-visible for any index-only scan. Cheap when nothing changed: pages already all-visible are
+    skipped. Returns the seconds."""
     started = time.perf_counter()
     conn.execute("VACUUM (ANALYZE) memories")
     return time.perf_counter() - started

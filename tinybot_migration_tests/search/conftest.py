@@ -1,7 +1,7 @@
 """A new database holding two personas, two personalities and 60 memories with known vectors."""
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import psycopg
@@ -11,7 +11,7 @@ from pgvector.psycopg import register_vector
 from tinybot_migration.ids import deterministic_uuid, persona_seed, personality_seed, user_seed
 from tinybot_migration.new_database_schema import apply_new_schema
 
-T0 = datetime(2025, 6, 1, tzinfo=UTC)
+T0 = datetime(2025, 6, 1)  # naive UTC, as the bot's timestamp(3)
 DIM = 1536
 
 
@@ -67,7 +67,7 @@ def world(make_database):
     with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO memories (id, persona_id, personality_id, content, embedding, created_at, source_system)"
-            " VALUES (%s, %s, %s, %s, %s, %s, 'tinybot')",
+            " VALUES (%s, %s, %s, %s, %s, %s, 'tzurot-v3')",
             rows,
         )
     yield {
