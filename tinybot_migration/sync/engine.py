@@ -123,7 +123,7 @@ def _fingerprint_query(table: SyncTable, where: sql.Composable, limit: bool) -> 
         digest=table.row_hash(),
         updated_at=sql.Identifier(UPDATED_AT) if table.versioned else sql.SQL("NULL"),
         extra=sql.SQL("").join(sql.SQL(", {}").format(sql.Identifier(c)) for c in extra),
-        table=sql.Identifier(table.name),
+        table=table.identifier,
         where=where,
         limit=sql.SQL(" LIMIT %s") if limit else sql.SQL(""),
     )
@@ -193,7 +193,7 @@ def natural_key_owners(
         ).format(
             cols=_ident_list(unique),
             key=_ident_list(table.key),
-            table=sql.Identifier(table.name),
+            table=table.identifier,
             arrays=sql.SQL(", ").join(table.typed_array(c) for c in unique),
         )
         for row in conn.execute(query, [list(c) for c in columns]).fetchall():
@@ -314,7 +314,7 @@ def apply_chunk(
         with (
             source.cursor().copy(
                 sql.SQL("COPY (SELECT {} FROM {} WHERE {}) TO STDOUT (FORMAT BINARY)").format(
-                    columns, sql.Identifier(table.name), selected
+                    columns, table.identifier, selected
                 ),
                 params,
             ) as out,
@@ -338,7 +338,7 @@ def _create_stage(
     per 6 kB vector)."""
     conn.execute(
         sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} AS SELECT {} FROM {} WITH NO DATA").format(
-            stage, columns, sql.Identifier(table.name)
+            stage, columns, table.identifier
         )
     )
     for column in table.vector_columns:
@@ -356,9 +356,7 @@ def _insert_missing(
         "INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} s WHERE {selected} ON CONFLICT DO NOTHING"
     )
     return conn.execute(
-        query.format(
-            table=sql.Identifier(table.name), cols=_ident_list(table.columns), stage=stage, selected=selected
-        ),
+        query.format(table=table.identifier, cols=_ident_list(table.columns), stage=stage, selected=selected),
         params,
     ).rowcount
 
@@ -382,7 +380,7 @@ def _update_changed(
     query = sql.SQL(
         "UPDATE {table} t SET {assign} FROM {stage} s WHERE {join} AND {selected} AND {guard}"
     ).format(
-        table=sql.Identifier(table.name),
+        table=table.identifier,
         assign=sql.SQL(", ").join(sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in changed),
         stage=stage,
         join=sql.SQL(" AND ").join(sql.SQL("t.{c} = s.{c}").format(c=sql.Identifier(c)) for c in table.key),
@@ -393,7 +391,7 @@ def _update_changed(
 
 
 def row_count(conn: psycopg.Connection, table: SyncTable) -> int:
-    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table.name))).fetchone()[0]
+    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table.identifier)).fetchone()[0]
 
 
 def sync_table(

@@ -1,5 +1,6 @@
-"""What both sides of a sync must agree on before anything is written: the schema version, the
-vector dimension and a pgvector that reads the other side's binary vectors (≥ 0.8.2)."""
+"""What both sides of a sync must agree on before anything is written: the bot's migrations (exactly
+the version the sync's table descriptions follow), the project schema's version, the vector
+dimension and a pgvector that reads the other side's binary vectors (≥ 0.8.2)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ from dataclasses import dataclass
 
 import psycopg
 
-from tinybot_migration.new_database_schema import project_schema_version
+from tinybot_migration.new_database_schema import (
+    applied_bot_migrations,
+    migration_problems,
+    project_schema_version,
+)
 
 MIN_PGVECTOR = (0, 8, 2)
 
@@ -21,6 +26,7 @@ class SideFacts:
     role: str  # "source (dev)", "target (prod)"
     url: str  # masked
     schema_version: int | None
+    bot_migration_problems: tuple[str, ...]  # how the bot's applied migrations differ from the supported ones
     dimensions: int | None
     pgvector: str | None
 
@@ -35,9 +41,14 @@ def side_facts(conn: psycopg.Connection, role: str, url: str) -> SideFacts:
         role,
         url,
         project_schema_version(conn),
+        tuple(migration_problems(applied_bot_migrations(conn))) if _has_prisma_migrations(conn) else (),
         dimensions[0] if dimensions and dimensions[0] > 0 else None,
         pgvector[0] if pgvector else None,
     )
+
+
+def _has_prisma_migrations(conn: psycopg.Connection) -> bool:
+    return conn.execute("SELECT to_regclass('public._prisma_migrations') IS NOT NULL").fetchone()[0]
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -50,6 +61,11 @@ def precheck(source: SideFacts, target: SideFacts) -> None:
     for side in (source, target):
         if side.schema_version is None:
             problems.append(f"the {side.role} {side.url} has no tinybot schema: migrate into it first")
+        if side.bot_migration_problems:
+            problems.append(
+                f"the {side.role} {side.url} is not at the bot's schema version the sync copies: "
+                + "; ".join(side.bot_migration_problems)
+            )
         if side.pgvector is None:
             problems.append(f"the {side.role} {side.url} has no pgvector extension")
         elif _version(side.pgvector) < MIN_PGVECTOR:

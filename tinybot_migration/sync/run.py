@@ -161,7 +161,7 @@ def no_orphans(target: psycopg.Connection) -> CheckOutcome:
             query = sql.SQL(
                 "SELECT count(*) FROM {t} c WHERE c.{col} IS NOT NULL"
                 " AND NOT EXISTS (SELECT 1 FROM {p} p WHERE p.id = c.{col})"
-            ).format(t=sql.Identifier(table.name), col=sql.Identifier(column), p=sql.Identifier(parent))
+            ).format(t=table.identifier, col=sql.Identifier(column), p=sql.Identifier(parent))
             count = target.execute(query).fetchone()[0]
             if count:
                 orphans.append(f"{table.name}.{column}: {count:,} without their {parent} row")

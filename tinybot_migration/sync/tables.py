@@ -27,6 +27,11 @@ class SyncTable:
         return self.table.name
 
     @property
+    def identifier(self) -> sql.Identifier:
+        """The table qualified by its schema: the bot's in public, the embedding cache in ours."""
+        return sql.Identifier(self.table.schema, self.table.name)
+
+    @property
     def key(self) -> tuple[str, ...]:
         return self.table.primary_key
 

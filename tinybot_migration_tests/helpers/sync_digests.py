@@ -14,7 +14,7 @@ def digests(conn: psycopg.Connection) -> dict[str, dict[tuple, str]]:
     out = {}
     for table in SYNC_TABLES:
         query = sql.SQL("SELECT {}, {} FROM {}").format(
-            sql.SQL(", ").join(map(sql.Identifier, table.key)), table.row_hash(), sql.Identifier(table.name)
+            sql.SQL(", ").join(map(sql.Identifier, table.key)), table.row_hash(), table.identifier
         )
         out[table.name] = {tuple(r[:-1]): r[-1] for r in conn.execute(query).fetchall()}
     return out

@@ -165,16 +165,22 @@ def test_the_precheck_names_the_side_that_differs(make_database, admin_connect):
     precheck(source, target)  # the same: nothing to say
 
     b.execute("INSERT INTO tinybot_migration.schema_steps (version, description) VALUES (99, 'later')")
-    b.execute("ALTER TABLE memories DROP COLUMN embedding_bits CASCADE")
     b.execute("ALTER TABLE memories ALTER COLUMN embedding TYPE vector(3) USING NULL")
+    b.execute(  # the bot moved on there: the sync's table descriptions no longer hold for it
+        "INSERT INTO _prisma_migrations (id, checksum, finished_at, migration_name, applied_steps_count)"
+        " VALUES (gen_random_uuid(), 'abc', now(), '20251201000000_later', 1)"
+    )
     with pytest.raises(SyncPrecheckError) as raised:
         precheck(source, side_facts(b, "target (prod)", "prod-url"))
     message = str(raised.value)
     assert f"schema versions differ: source (dev) {SCHEMA_VERSION}, target (prod) 99" in message
     assert "bring the source (dev) dev-url up to date" in message
     assert "vector(1536), target (prod) vector(3)" in message
+    assert "target (prod) prod-url is not at the bot's schema version" in message
+    assert "later migration(s) are applied (20251201000000_later)" in message
+    assert "source (dev) dev-url is not" not in message
 
-    old_vector = SideFacts("target (prod)", "prod-url", SCHEMA_VERSION, 1536, "0.8.1")
+    old_vector = SideFacts("target (prod)", "prod-url", SCHEMA_VERSION, (), 1536, "0.8.1")
     with pytest.raises(SyncPrecheckError, match=r"target \(prod\) prod-url has pgvector 0.8.1"):
         precheck(source, old_vector)
     with pytest.raises(SyncPrecheckError, match="has no tinybot schema"):

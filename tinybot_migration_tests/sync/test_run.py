@@ -72,7 +72,7 @@ def test_the_cache_arrives_so_a_rebuild_on_the_target_pays_for_nothing(dev_with_
 
 def test_a_mismatched_schema_stops_before_anything_is_written(dev_with_memories, empty_prod):
     with psycopg.connect(empty_prod, autocommit=True) as conn:
-        conn.execute("INSERT INTO schema_version (version) VALUES (99)")
+        conn.execute("INSERT INTO tinybot_migration.schema_steps (version, description) VALUES (99, 'later')")
     with pytest.raises(SyncPrecheckError, match="schema versions differ") as raised:
         run_sync("dev", "prod", SyncOptions(), environment=environment(dev_with_memories, empty_prod))
     assert SECRET not in str(raised.value) and "***" in str(raised.value)
