@@ -66,7 +66,8 @@ def test_the_migration_stages_follow_the_graph_and_cover_every_asset():
         "migration_stage_3_unpartitioned",
     ]
     assert set(stages[0].asset_keys) == {AssetKey(spec.name) for spec in RELATIONAL_TABLES} | {
-        AssetKey("shapes_export")
+        AssetKey("shapes_export"),
+        AssetKey("pending_memories"),
     }
     # The import follows the rebuild in the same run (the in-process executor keeps this order).
     assert stages[1].asset_keys == (AssetKey("rebuilt_memories"), AssetKey("shapes_memories"))

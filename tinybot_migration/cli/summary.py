@@ -41,6 +41,8 @@ def print_summary(report, estimate=None) -> None:
     for name, asset in report.assets.items():
         if "records_imported" in asset.metadata:
             console.print(_shapes_line(name, asset.metadata))
+        if "old_pending_memories" in asset.metadata:
+            console.print(_pending_line(name, asset.metadata))
         if "memories_written" in asset.metadata:
             planned = estimate.assets.get(name) if estimate is not None else None
             console.print(_memory_line(name, asset.metadata, planned.metadata if planned else None))
@@ -115,6 +117,14 @@ def _memory_line(name: str, m: dict, planned: dict | None = None) -> str:
     return line
 
 
+def _pending_line(name: str, m: dict) -> str:
+    return (
+        f"{name}: {m['old_pending_memories']:,} old pending memories: {m['resolved']:,} resolved by the rebuild, "
+        f"{m['copied']:,} copied for the bot's processor, {m['rejected']:,} rejected "
+        "(tinybot_migration.pending_memory_outcomes)"
+    )
+
+
 def _shapes_line(name: str, m: dict) -> str:
     if m["export_folder"].startswith("no export"):
         return f"{name}: nothing to import ({m['export_folder']})"
@@ -137,7 +147,7 @@ def _print_index(name: str, m: dict) -> None:
     buckets = [b for b in ("smallest", "median", "largest") if f"search_p95_ms_{b}" in m]
     if m.get("search_queries") and buckets:
         console.print(
-            f"search: {m['search_queries']} queries, {m['search_candidates']:,} first-pass candidates, recall@10 "
+            f"search: {m['search_queries']} queries, recall@10 "
             f"at least {m['search_min_recall_at_10']:.3f}; p95 "
             + " / ".join(f"{m[f'search_p95_ms_{b}']:.2f}" for b in buckets)
             + " ms at "

@@ -138,24 +138,40 @@ def _by_context(messages: Iterable[Message]) -> Iterator[list[Message]]:
 # An exchange whose text repeats an earlier one shares its memory and stays listed here; the
 # sensor's run keys make that harmless (the same key is never run twice). {scope} narrows the
 # history read (the delta tick reads the personalities without a coverage mark this way).
-_UNCOVERED_ANSWERS_SQL = """
+# The pairing rule in SQL: in pair_context's order, an assistant message right after a user message
+# (empty ones left out) answers it. `{scope}` narrows the history read.
+_ORDERED_MESSAGES = """
 WITH ordered AS (
     SELECT id, personality_id, role, created_at,
            lag(role) OVER (PARTITION BY channel_id, personality_id, persona_id
                            ORDER BY created_at, role = 'assistant', id) AS previous_role
     FROM conversation_history
     WHERE role IN ('user', 'assistant') AND content ~ '[^[:space:]]'{scope}
-)
+)"""
+_IS_ANSWER = "o.role = 'assistant' AND o.previous_role = 'user'"
+
+_UNCOVERED_ANSWERS_SQL = (
+    _ORDERED_MESSAGES
+    + f"""
 SELECT p.slug, count(*) AS answers, max(o.created_at) AS newest
 FROM ordered o
 JOIN personalities p ON p.id = o.personality_id
-WHERE o.role = 'assistant' AND o.previous_role = 'user'
-  AND NOT EXISTS (SELECT 1 FROM memories m WHERE m.{answer_id} = o.id::text)
+WHERE {_IS_ANSWER}
+  AND NOT EXISTS (SELECT 1 FROM memories m WHERE m.{{answer_id}} = o.id::text)
 GROUP BY p.slug
 ORDER BY p.slug
 """
+)
 UNCOVERED_ANSWERS_SQL = _UNCOVERED_ANSWERS_SQL.format(scope="", answer_id=MEMORY_ANSWER_ID)
 # The same for some personalities only (`%s`: their ids), read through their history's index.
 UNCOVERED_ANSWERS_OF_SQL = _UNCOVERED_ANSWERS_SQL.format(
     scope="\n      AND personality_id = ANY(%s)", answer_id=MEMORY_ANSWER_ID
+)
+# Which of some messages (`%s`: their ids, twice) answer a user message, their contexts read whole.
+ANSWERS_AMONG_SQL = (
+    _ORDERED_MESSAGES.format(
+        scope="\n      AND (channel_id, personality_id, persona_id) IN (\n"
+        "          SELECT channel_id, personality_id, persona_id FROM conversation_history WHERE id = ANY(%s))"
+    )
+    + f"\nSELECT o.id FROM ordered o WHERE {_IS_ANSWER} AND o.id = ANY(%s)\n"
 )

@@ -24,6 +24,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from tinybot_migration.ids import NAMESPACE
+from tinybot_migration.memories.pairing import ANSWERS_AMONG_SQL
 from tinybot_migration.relational.copy import IdMaps
 from tinybot_migration.schema import PENDING_MEMORY_OUTCOMES
 
@@ -32,23 +33,10 @@ RESOLVED, COPIED, REJECTED = "resolved", "copied", "rejected"
 METADATA_IDS = {"personaId": "personas", "personalityId": "personalities"}
 SAMPLES = 5
 
+
 # The answers the rebuild pairs (memories/pairing.py's rule, as the sensor has it in SQL): a
 # non-empty assistant message whose previous non-empty user/assistant message in its context
 # is a user message.
-_ANSWERS_SQL = """
-WITH ordered AS (
-    SELECT id, role,
-           lag(role) OVER (PARTITION BY channel_id, personality_id, persona_id
-                           ORDER BY created_at, role = 'assistant', id) AS previous_role
-    FROM conversation_history
-    WHERE role IN ('user', 'assistant') AND content ~ '[^[:space:]]'
-      AND (channel_id, personality_id, persona_id) IN (
-          SELECT channel_id, personality_id, persona_id FROM conversation_history WHERE id = ANY(%s))
-)
-SELECT id FROM ordered WHERE role = 'assistant' AND previous_role = 'user' AND id = ANY(%s)
-"""
-
-
 def pending_memory_id(conversation_history_id: uuid.UUID | str) -> uuid.UUID:
     """The copied row's id: one pending memory per conversation message (the bot's unique key)."""
     return uuid.uuid5(NAMESPACE, f"pending_memory:{conversation_history_id}")
@@ -85,7 +73,7 @@ def account_pending_memories(old_conn: psycopg.Connection, new_conn: psycopg.Con
     result.old_rows = len(old_rows)
     new_history_ids = [history[str(r[1])] for r in old_rows if str(r[1]) in history]
     answers = {
-        str(r[0]) for r in new_conn.execute(_ANSWERS_SQL, (new_history_ids, new_history_ids)).fetchall()
+        str(r[0]) for r in new_conn.execute(ANSWERS_AMONG_SQL, (new_history_ids, new_history_ids)).fetchall()
     }
     decisions = [_decide(row, history, personas, personalities, answers, maps) for row in old_rows]
     with new_conn.transaction():
@@ -137,8 +125,9 @@ def rekey_metadata(metadata: dict, maps: IdMaps) -> dict:
     rekeyed = dict(metadata)
     for key, table in METADATA_IDS.items():
         value = rekeyed.get(key)
-        if isinstance(value, str) and value in maps.get(table):
-            rekeyed[key] = maps.get(table)[value]
+        new_id = maps.get(table).get(value) if isinstance(value, str) else None
+        if new_id is not None:
+            rekeyed[key] = new_id
     return rekeyed
 
 
@@ -149,21 +138,21 @@ _COLUMNS = (
 
 
 def _write_copied(conn: psycopg.Connection, decisions: list[_Decision]) -> int:
-    written = 0
-    for decision in decisions:
-        # The bot may have stored (and deleted) it after cutover: a re-run restores nothing it
-        # already holds under another id, and rewrites only what differs.
-        cur = conn.execute(
+    """Insert the copied rows, or rewrite those that differ. Keyed as the bot keys them (one pending
+    memory per message): a row the bot wrote itself for the same message after cutover is left as
+    it is."""
+    with conn.cursor() as cur:
+        cur.executemany(
             f"INSERT INTO pending_memories ({_COLUMNS}) VALUES ({', '.join(['%s'] * 10)})"
-            " ON CONFLICT (id) DO UPDATE SET text = excluded.text, metadata = excluded.metadata,"
-            " created_at = excluded.created_at, error = excluded.error"
-            " WHERE (pending_memories.text, pending_memories.metadata, pending_memories.created_at,"
+            " ON CONFLICT (conversation_history_id) DO UPDATE SET text = excluded.text,"
+            " metadata = excluded.metadata, created_at = excluded.created_at, error = excluded.error"
+            " WHERE pending_memories.id = excluded.id"
+            " AND (pending_memories.text, pending_memories.metadata, pending_memories.created_at,"
             " pending_memories.error) IS DISTINCT FROM"
             " (excluded.text, excluded.metadata, excluded.created_at, excluded.error)",
-            decision.row,
+            [d.row for d in decisions],
         )
-        written += cur.rowcount
-    return written
+        return max(cur.rowcount, 0)
 
 
 def _record_outcomes(conn: psycopg.Connection, decisions: list[_Decision]) -> None:

@@ -28,6 +28,7 @@ SCALE_ONE_COUNTS = {
     "user_personality_configs": 30,
     "activated_channels": 20,
     "conversation_history": 4_364,
+    "pending_memories": 7,
 }
 _names = itertools.count(1)
 
@@ -435,7 +436,7 @@ def test_replace_never_deletes_a_folder_that_is_not_an_export(make_database, tmp
 
 def test_refuses_the_new_database(make_database, tmp_path, admin_connect):
     url = make_database("demo_newdb")
-    admin_connect(url).execute("CREATE TABLE schema_version (version integer PRIMARY KEY)")
+    admin_connect(url).execute("CREATE TABLE _prisma_migrations (id varchar(36) PRIMARY KEY)")
     with pytest.raises(ValueError, match="looks like the new database"):
         generate_demo_data(url, tmp_path / "shapes", replace=True)
 

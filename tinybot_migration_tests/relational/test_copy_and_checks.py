@@ -74,7 +74,8 @@ def test_full_migration_passes_every_check(migrated):
     assert result.success
     evaluations = result.get_asset_check_evaluations()
     expected_checks = sum(len(checks.checks_for(spec)) for spec in RELATIONAL_TABLES)
-    assert len(evaluations) == expected_checks
+    pending = [e for e in evaluations if e.check_name == "every_pending_memory_accounted_for"]
+    assert len(evaluations) == expected_checks + len(pending) and len(pending) == 1
     failed = [(e.asset_key, e.check_name, e.description) for e in evaluations if not e.passed]
     assert failed == []
     history = metadata_of(result, "conversation_history")
@@ -336,7 +337,12 @@ def test_bulk_load_rebuilds_every_constraint_and_index(migrated):
         "conversation_history_personality_id_fkey",
         "conversation_history_persona_id_fkey",
     } <= constraints
-    assert {"idx_conversation_history_context", "idx_conversation_history_persona"} <= indexes
+    assert {  # Prisma's names, as the bot's later migrations expect them
+        "conversation_history_channel_id_personality_id_created_at_idx",
+        "conversation_history_persona_id_idx",
+        "conversation_history_discord_message_id_idx",
+        "tinybot_migration_history_personality_time",
+    } <= indexes
 
 
 def test_personalities_register_their_slugs_as_memory_partitions(old_db, tinybot_home):
