@@ -20,12 +20,22 @@ database (the demo data and the tests use it to build a source).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 EMBEDDING_DIMENSIONS = 1536
 # The project's own PostgreSQL schema: never in the way of the bot's migrations.
 PROJECT_SCHEMA = "tinybot_migration"
 
 TIMESTAMP = "timestamp(3) without time zone"  # the bot's timestamps: UTC, without a zone
+
+
+def bot_timestamp(moment: datetime | None = None) -> datetime:
+    """A moment as the bot's columns hold it: naive UTC (now when not given). A naive moment is
+    taken as UTC already, the convention of both databases."""
+    moment = moment or datetime.now(UTC)
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
 CASCADE, SET_NULL = "CASCADE", "SET NULL"
 
 

@@ -17,7 +17,7 @@ def test_user_vector_from_the_issue():
 
 def test_namespaces():
     assert uuid.UUID("6ba7b810-9dad-11d1-80b4-00c04fd430c8") == ids.NAMESPACE
-    assert uuid.UUID("9f940c99-2eaf-5d7c-9fe2-14430505ad21") == ids.MEMORY_NAMESPACE
+    assert uuid.UUID("2f36c705-1427-5548-ac1c-5a3db8f633be") == ids.MEMORY_NAMESPACE
 
 
 def test_content_hash_is_sha256_prefix():
@@ -59,7 +59,7 @@ def test_pinned_vectors():
     assert ids.deterministic_uuid(ids.personality_seed("lilith")) == uuid.UUID(
         "17093904-bd46-5201-8aee-2e57652a0088"
     )
-    assert ids.memory_id(USER, USER, "x") == uuid.UUID("6b6fcf5c-0596-5f12-919b-9b7f57d770c4")
+    assert ids.memory_id(USER, USER, "x") == uuid.UUID("ec23aecc-2b8f-5866-9fca-9aac6e56c9dd")
 
 
 def test_conversation_seed_uses_epoch_microseconds_of_naive_utc_and_aware_times_alike():

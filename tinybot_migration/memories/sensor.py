@@ -49,6 +49,7 @@ from tinybot_migration.memories.coverage import (
 from tinybot_migration.memories.pairing import UNCOVERED_ANSWERS_OF_SQL, UNCOVERED_ANSWERS_SQL
 from tinybot_migration.partitions import personality_partitions, slugs_of, unregistered_personality_slugs
 from tinybot_migration.resources import NewDatabaseResource
+from tinybot_migration.schema import bot_timestamp
 from tinybot_migration.settings import memory_rebuild_interval_seconds, memory_reconcile_interval_seconds
 
 INCREMENTAL_MEMORY_JOB = "incremental_memory_rebuild"
@@ -93,7 +94,7 @@ class TickCursor:
         seen = state.get("seen_through")
         return cls(
             state.get("reconciled_at"),
-            datetime.fromisoformat(seen) if seen else None,
+            bot_timestamp(datetime.fromisoformat(seen)) if seen else None,
             tuple(uuid.UUID(i) for i in state.get("outstanding", ())),
         )
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tinybot_migration.resources.shapes_export import ShapesExportError
+from tinybot_migration.schema import bot_timestamp
 
 MAPPINGS_FILE = "uuid-mappings.json"
 MEMORIES_FILE_SUFFIX = "_memories.json"
@@ -319,7 +320,7 @@ def _created_at(value: object, future: float) -> datetime:
         raise _Rejected(f"metadata.created_at is negative ({value!r})")
     if value > future:
         raise _Rejected(f"metadata.created_at {value!r} is in the future")
-    return datetime.fromtimestamp(value, UTC).replace(tzinfo=None)  # naive UTC, as the bot's timestamp(3)
+    return bot_timestamp(datetime.fromtimestamp(value, UTC))
 
 
 def _message_ids(value: object) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -38,6 +38,7 @@ from tinybot_migration.partitions import personality_batches
 from tinybot_migration.postgres import Connect
 from tinybot_migration.progress import Log, chunk_line, quiet
 from tinybot_migration.resources.embedding_provider import EmbeddingProviderResource
+from tinybot_migration.schema import bot_timestamp
 from tinybot_migration.shapes.export import (
     ParsedFile,
     RejectedRecord,
@@ -150,7 +151,7 @@ def import_shapes_memories(
     """
     started = time.perf_counter()
     log = log or quiet
-    now = now or datetime.now(UTC).replace(tzinfo=None)  # naive UTC, as the bot's timestamp(3)
+    now = bot_timestamp(now)
     report = ShapesImportReport(
         export_dir=str(export_dir), personality_ids=dict(personality_ids), dry_run=dry_run
     )

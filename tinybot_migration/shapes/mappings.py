@@ -19,14 +19,13 @@ from tinybot_migration.ids import deterministic_uuid, shapes_persona_mapping_see
 from tinybot_migration.memories.writer import SOURCE_SHAPES
 from tinybot_migration.shapes.export import MAPPINGS_FILE, SenderMapping
 
-MAPPED_BY = f"tinybot_migration from {MAPPINGS_FILE}"
 VERIFICATION_STATUS = "unverified"  # the file's claim; the bot verifies a mapping with its user
 
 
 @dataclass(frozen=True)
 class PersonaLink:
     persona_id: uuid.UUID
-    mapped_by: str | None  # None: an existing row, kept as it is
+    from_file: bool  # False: an existing row, kept as it is
 
 
 @dataclass
@@ -73,10 +72,9 @@ def resolve_senders(
     for sender in sorted(senders):
         mapping = listed.get(sender)
         if mapping is not None and personas.get(mapping.discord_id) is not None:
-            note = f": {mapping.note}" if mapping.note else ""
-            resolution.links[sender] = PersonaLink(personas[mapping.discord_id], f"{MAPPED_BY}{note}")
+            resolution.links[sender] = PersonaLink(personas[mapping.discord_id], from_file=True)
         elif sender in recorded:
-            resolution.links[sender] = PersonaLink(recorded[sender], None)
+            resolution.links[sender] = PersonaLink(recorded[sender], from_file=False)
         elif mapping is None:
             resolution.unmapped[sender] = f"not in {MAPPINGS_FILE}"
         elif mapping.discord_id not in personas:
@@ -96,7 +94,7 @@ def apply_links(
 ) -> LinkChanges:
     """Write the mapping rows the file gives and re-point these personalities' memories, in one
     transaction. A row already naming the same persona is left as it is (its mapped_at too)."""
-    from_file = {s: link for s, link in resolution.links.items() if link.mapped_by is not None}
+    from_file = {s: link for s, link in resolution.links.items() if link.from_file}
     before = resolution.recorded
     changes = LinkChanges()
     with conn.transaction():

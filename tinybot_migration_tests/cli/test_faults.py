@@ -119,7 +119,7 @@ def test_a_run_killed_while_holding_a_slot_does_not_block_the_next(home, provide
     after = run_to_end(home, provider_server)
     assert after.returncode == 0, after.stdout + after.stderr
     assert "was left STARTED by a process that is gone" in after.stdout and "marked failed" in after.stdout
-    assert_all_checks_passed(after.stdout, 53, (SENDERS_WARNING,))
+    assert_all_checks_passed(after.stdout, 54, (SENDERS_WARNING,))
 
 
 def test_a_pool_held_by_a_live_run_is_waited_for_then_given_up_on_clearly(home, provider_server, monkeypatch):
@@ -167,4 +167,4 @@ def test_the_database_stopped_mid_run_is_said_plainly_and_running_again_resumes(
 
     again = run_to_end(home, provider_server)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert_all_checks_passed(again.stdout, 53, (SENDERS_WARNING,))
+    assert_all_checks_passed(again.stdout, 54, (SENDERS_WARNING,))

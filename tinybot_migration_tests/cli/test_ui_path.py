@@ -74,7 +74,7 @@ def assert_every_check_passed(ui: DagsterUI) -> None:
     """Every check of every asset ran against its latest materialization and passed; of the WARN
     checks, the demo export's planted unmapped senders fail, and a p95 may (it measures the machine)."""
     results = ui.latest_check_results()
-    assert len(results) == 53, sorted(results)
+    assert len(results) == 54, sorted(results)
     assert results[SENDERS_WARNING] == ("FAILED", "WARN")
     failed = {
         name: outcome

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import psycopg
 
 from tinybot_migration.ids import deterministic_uuid, persona_seed, personality_seed, user_seed
 
-T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+T0 = datetime(2025, 3, 1, 12, 0)  # naive UTC, as the bot's timestamp(3)
 
 
 class Conversations:

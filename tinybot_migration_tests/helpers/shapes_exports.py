@@ -12,7 +12,7 @@ import psycopg
 
 from tinybot_migration.ids import deterministic_uuid, persona_seed, personality_seed, user_seed
 
-T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+T0 = datetime(2024, 3, 1, 12, 0)  # naive UTC, as the bot's timestamp(3)
 SENDERS = [str(uuid.UUID(int=0xA0 + i, version=4)) for i in range(8)]
 
 
@@ -29,7 +29,7 @@ def record(
     record_id: str | None = None,
 ) -> dict:
     """One export record in the shape DESIGN §4 gives."""
-    created = T0.timestamp() + seconds
+    created = T0.replace(tzinfo=UTC).timestamp() + seconds
     msg_ids = msg_ids if msg_ids is not None else ["900000000000000001", "900000000000000002"]
     return {
         "id": record_id or f"{msg_ids[0]}/{msg_ids[-1]}",

@@ -2,7 +2,7 @@
 
 import hashlib
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from tinybot_migration.memories.pairing import (
     Message,
@@ -14,7 +14,7 @@ from tinybot_migration.memories.pairing import (
 
 PERSONALITY = uuid.UUID("11111111-1111-1111-1111-111111111111")
 PERSONA = uuid.UUID("22222222-2222-2222-2222-222222222222")
-T0 = datetime(2025, 1, 1, tzinfo=UTC)
+T0 = datetime(2025, 1, 1)  # naive UTC, as the bot's timestamp(3)
 
 
 def msg(n: int, role: str, content: str, seconds: float, channel: str = "c1", persona=PERSONA) -> Message:
@@ -105,6 +105,6 @@ def test_contexts_are_paired_separately():
 
 def test_memory_ids_follow_the_seed_rule():
     [exchange] = pair_context([msg(1, "user", "héllo 👋", 0), msg(2, "assistant", "hi", 1)])
-    namespace = uuid.uuid5(uuid.NAMESPACE_DNS, "tinybot-memory")
+    namespace = uuid.uuid5(uuid.NAMESPACE_DNS, "tzurot-v3-memory")  # the bot's namespace
     digest = hashlib.sha256(exchange.content.encode()).hexdigest()[:32]
     assert exchange.memory_id == uuid.uuid5(namespace, f"{PERSONA}:{PERSONALITY}:{digest}")

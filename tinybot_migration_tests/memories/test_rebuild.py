@@ -77,7 +77,7 @@ def test_full_rebuild_writes_one_memory_per_exchange(new_db, history, server):
     assert (scope, summary_type, source, channel, guild, summarized) == (
         "personal",
         "conversation",
-        "tinybot",
+        "tzurot-v3",
         "1000",
         "2000",
         False,
@@ -299,7 +299,7 @@ def test_the_same_exchange_twice_gives_one_memory_from_the_earlier(new_db, histo
 
 
 def test_legacy_memories_of_the_same_personalities_never_count_for_the_rebuild(new_db, history, server):
-    """The checks and the present-ids look at source_system 'tinybot' only."""
+    """The checks and the present-ids look at source_system 'tzurot-v3' only."""
     report = rebuild_memories(new_db, provider(server), ["alpha", "beta"])
     ids = list(history.personalities.values())
     # Two legacy memories with the same text for one shapes user (a duplicate pair), no embedding.
@@ -356,7 +356,7 @@ def test_zero_vectors_already_stored_fail_the_check_until_purged(new_db, history
     assert check.metadata["zero_vectors"] == 3 and check.metadata["zero_vectors_in_cache"] == 9
     assert "purge-bad-embeddings" in check.description
 
-    assert purge_zero_vectors(new_db) == 9 and delete_memories_with_zero_vectors(new_db) == {"tinybot": 3}
+    assert purge_zero_vectors(new_db) == 9 and delete_memories_with_zero_vectors(new_db) == {"tzurot-v3": 3}
     server.requests.clear()
     again = rebuild_memories(new_db, provider(server), ["alpha", "beta"])
     assert again.memories_written == 3 and again.provider_inputs == 3

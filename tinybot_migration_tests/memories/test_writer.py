@@ -1,7 +1,7 @@
 """The one memory writer takes every column of `memories`, so every source can use it unchanged."""
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 
 import numpy as np
 import psycopg
@@ -20,10 +20,10 @@ def legacy_memory(personality_id: uuid.UUID, text: str) -> NewMemory:
         personality_id=personality_id,
         content=text,
         is_summarized=True,
-        created_at=datetime(2024, 5, 1, 12, 30, tzinfo=UTC),
+        created_at=datetime(2024, 5, 1, 12, 30),
         source_system=SOURCE_SHAPES,
         original_message_count=7,
-        summarized_at=datetime(2024, 5, 2, tzinfo=UTC),
+        summarized_at=datetime(2024, 5, 2),
         session_id="session-1",
         canon_scope="session",
         summary_type="automatic",
@@ -44,8 +44,9 @@ def test_every_column_is_written_as_given_and_a_rewrite_inserts_nothing(new_db):
     stored = new_db.execute(f"SELECT {', '.join(columns)} FROM memories").fetchone()
     expected = {name: getattr(memory, name) for name in columns}
     assert dict(zip(columns, stored, strict=True)) == expected
-    bits = new_db.execute("SELECT embedding_bits = binary_quantize(embedding)::bit(1536) FROM memories")
-    assert bits.fetchone()[0]  # the database derives the search's bits from the written vector
+    stored_vector = new_db.execute("SELECT embedding::text FROM memories").fetchone()[0]
+    stored_floats = np.array(stored_vector.strip("[]").split(","), dtype=np.float32)
+    assert np.array_equal(stored_floats, np.asarray(vector, dtype=np.float32))  # float4, as written
     assert write_memories(new_db, [memory], [vector]) == {}
     assert new_db.execute("SELECT count(*) FROM memories").fetchone()[0] == 1
 

@@ -10,7 +10,7 @@ from tinybot_migration.resources.shapes_export import ShapesExportError, ShapesE
 from tinybot_migration.shapes.export import jsonb_safe, parse_memories_file, read_mappings, survey_export
 from tinybot_migration_tests.helpers.shapes_exports import SENDERS, T0, record
 
-NOW = T0.timestamp() + 86_400
+NOW = T0.replace(tzinfo=UTC).timestamp() + 86_400
 
 
 def write(folder, slug, content) -> None:
@@ -42,7 +42,7 @@ def test_a_good_record_is_read_with_every_field_converted(tmp_path):
     assert kept.senders == (SENDERS[0], SENDERS[1])  # canonical, each sender once
     assert kept.guild_id is None and kept.channel_id == "111111111111111111"  # "" -> None
     assert kept.summary_type == "manual" and kept.result == "a group chat"
-    assert kept.created_at == datetime(2024, 3, 1, 12, 0, 1, 500000, tzinfo=UTC)
+    assert kept.created_at == datetime(2024, 3, 1, 12, 0, 1, 500000)
     assert kept.message_ids == ("900000000000000001", "900000000000000002")
     assert kept.record_id == "900000000000000001/900000000000000002"
 

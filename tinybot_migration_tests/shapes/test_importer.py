@@ -104,7 +104,7 @@ def test_mapped_senders_get_a_deterministic_mapping_row_and_ghosts_none(export, 
     for row in mapped:
         assert row[0] == deterministic_uuid(shapes_persona_mapping_seed(str(row[1])))
         assert row[3] is not None and row[5] == "unverified"
-        assert row[4] == "tinybot_migration from uuid-mappings.json: matched by discord id"
+        assert row[4] is None  # mapped_by is the bot user who mapped it: nobody, for the export's file
     assert report.links.mappings_written == 2
 
 
@@ -139,7 +139,7 @@ def test_every_record_is_accounted_for_and_rejects_are_recorded_with_the_raw_rec
         2,
     )
     assert account.unaccounted == 0 and report.memories_written == 2
-    rejects = rows(export.conn, "shapes_rejects", "record_index")
+    rejects = rows(export.conn, "tinybot_migration.shapes_rejects", "record_index")
     assert [(r[0], r[1], r[3], r[4]) for r in rejects] == [
         ("luna/luna_memories.json", 4, "luna", "result holds only whitespace"),
         ("luna/luna_memories.json", 5, "luna", "result is empty"),
@@ -151,14 +151,24 @@ def test_every_record_is_accounted_for_and_rejects_are_recorded_with_the_raw_rec
 def test_a_re_run_makes_no_request_and_leaves_every_row_as_it_was(export, server):
     export.write("luna", [record([MAPPED, UNLISTED], "one"), record([SECOND], "two"), record([MAPPED], "")])
     import_all(export, server)
-    before = {t: rows(export.conn, t) for t in ("memories", "shapes_persona_mappings", "embedding_cache")}
-    before["shapes_rejects"] = rows(export.conn, "shapes_rejects", "record_index")
+    before = {
+        t: rows(export.conn, t)
+        for t in ("memories", "shapes_persona_mappings", "tinybot_migration.embedding_cache")
+    }
+    before["tinybot_migration.shapes_rejects"] = rows(
+        export.conn, "tinybot_migration.shapes_rejects", "record_index"
+    )
     sent = len(server.requests)
     again = import_all(export, server)
     assert len(server.requests) == sent and again.requests == 0 and again.memories_written == 0
     assert again.already_present == 3 and again.links.mappings_written == 0
-    after = {t: rows(export.conn, t) for t in ("memories", "shapes_persona_mappings", "embedding_cache")}
-    after["shapes_rejects"] = rows(export.conn, "shapes_rejects", "record_index")
+    after = {
+        t: rows(export.conn, t)
+        for t in ("memories", "shapes_persona_mappings", "tinybot_migration.embedding_cache")
+    }
+    after["tinybot_migration.shapes_rejects"] = rows(
+        export.conn, "tinybot_migration.shapes_rejects", "record_index"
+    )
     assert after == before
 
 
@@ -191,12 +201,15 @@ def test_a_sender_mapped_later_is_linked_in_place_without_a_request(export, serv
 def test_a_fixed_record_leaves_the_rejects_table_on_the_next_run(export, server):
     path = export.write("luna", [record([MAPPED], "fine"), record([MAPPED], "")])
     import_all(export, server)
-    assert len(rows(export.conn, "shapes_rejects")) == 1
+    assert len(rows(export.conn, "tinybot_migration.shapes_rejects")) == 1
     fixed = json.loads(path.read_text())
     fixed[1]["result"] = "now it has a text"
     path.write_text(json.dumps(fixed))
     report = import_all(export, server)
-    assert rows(export.conn, "shapes_rejects") == [] and report.per_personality["luna"].imported == 2
+    assert (
+        rows(export.conn, "tinybot_migration.shapes_rejects") == []
+        and report.per_personality["luna"].imported == 2
+    )
 
 
 def test_a_text_over_the_input_limit_is_embedded_truncated_and_kept_whole(export, server):
@@ -214,7 +227,7 @@ def test_a_text_the_provider_refuses_makes_its_records_rejected_and_the_rest_imp
     report = import_all(export, server)
     account = report.per_personality["luna"]
     assert (account.imported, account.rejected, account.unaccounted) == (1, 1, 0)
-    [reject] = rows(export.conn, "shapes_rejects")
+    [reject] = rows(export.conn, "tinybot_migration.shapes_rejects")
     assert reject[1] == 0 and reject[4].startswith("the embedding provider refused the text")
     assert reject[5]["result"] == "FORBIDDEN words"  # the raw record, read back from the file
     assert every_record_accounted_for(export.conn, report).passed
@@ -265,7 +278,12 @@ def test_a_dry_run_writes_nothing_calls_nothing_and_estimates_what_the_run_then_
     )
     dry = import_all(export, server, dry_run=True)
     assert server.requests == []
-    for table in ("memories", "shapes_persona_mappings", "shapes_rejects", "embedding_cache"):
+    for table in (
+        "memories",
+        "shapes_persona_mappings",
+        "tinybot_migration.shapes_rejects",
+        "tinybot_migration.embedding_cache",
+    ):
         assert rows(export.conn, table) == [], table
     assert (dry.estimate.texts, dry.pending) == (2, 4)
     real = import_all(export, server)
@@ -279,7 +297,7 @@ def test_a_file_with_a_byte_order_mark_is_read_whole_even_for_a_refused_record(e
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     report = import_all(export, server)
     assert report.per_personality["luna"].file_error is None and report.per_personality["luna"].imported == 1
-    [reject] = rows(export.conn, "shapes_rejects")
+    [reject] = rows(export.conn, "tinybot_migration.shapes_rejects")
     assert reject[5]["result"] == "FORBIDDEN words"  # read back from the file, BOM and all
 
 
@@ -311,5 +329,5 @@ def test_personalities_are_imported_in_batches_of_files_with_one_account(export,
         (3, 2, 1),
         (2, 2, 0),
     ]
-    assert len(rows(export.conn, "shapes_rejects", "record_index")) == 1
+    assert len(rows(export.conn, "tinybot_migration.shapes_rejects", "record_index")) == 1
     assert every_record_accounted_for(export.conn, report).passed
