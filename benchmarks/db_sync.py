@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +64,7 @@ from tinybot_migration.sync.tables import SYNC_TABLES, SYNC_TABLES_BY_NAME  # no
 RESULTS = Path(__file__).resolve().parent / "results"
 DIM = EMBEDDING_DIMENSIONS
 PEOPLE = 50  # personas (one user each) and personalities the memories are spread over
-CREATED_AT = datetime(2026, 1, 1, tzinfo=UTC)  # memory i is created i seconds later
+CREATED_AT = datetime(2026, 1, 1)  # naive UTC, as the bot's columns hold it; memory i is i seconds later
 MEMORIES = SYNC_TABLES_BY_NAME["memories"]
 PARENT_TABLES = tuple(t for t in SYNC_TABLES if t.name != MEMORIES.name)  # all empty but the parents
 SHARES = (0.1, 0.25, 0.5, 1.0)
@@ -134,7 +134,7 @@ def load(conn: psycopg.Connection, rows: int, seed: int) -> float:
         "text",
         "text",
         "text[]",
-        "timestamptz",
+        "timestamp",
     ]
     with conn.cursor() as cur, cur.copy(copy_sql) as copy:
         copy.set_types(types)

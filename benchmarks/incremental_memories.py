@@ -26,7 +26,7 @@ import statistics
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -47,6 +47,7 @@ from tinybot_migration.memories.sensor import memory_rebuild_sensor  # noqa: E40
 from tinybot_migration.partitions import personality_partitions, personality_slugs  # noqa: E402
 from tinybot_migration.resources import NewDatabaseResource  # noqa: E402
 from tinybot_migration.resources.embedding_provider import EmbeddingProviderResource  # noqa: E402
+from tinybot_migration.schema import bot_timestamp  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROVIDER = EmbeddingProviderResource(provider="hash")
@@ -78,13 +79,13 @@ def busiest_personality(conn: psycopg.Connection) -> tuple[str, uuid.UUID, str, 
 
 
 def add_exchange(conn: psycopg.Connection, personality_id, channel: str, persona_id, text: str) -> None:
-    now = datetime.now(UTC)
+    now = bot_timestamp()
     for role, content in (("user", f"{text}?"), ("assistant", f"{text}!")):
         conn.execute(
             "INSERT INTO conversation_history VALUES (%s, %s, NULL, %s, %s, %s, %s, %s)",
             (uuid.uuid4(), channel, personality_id, persona_id, role, content, now),
         )
-        now = now.replace(microsecond=(now.microsecond + 1) % 1_000_000)
+        now += timedelta(milliseconds=1)  # created_at is timestamp(3): the answer a millisecond later
 
 
 def run_as_the_asset(conn: psycopg.Connection, slug: str, history: str) -> int:
@@ -105,7 +106,7 @@ def measure_scale(scale: int, seed: int, home: Path, regenerate: bool, repeats: 
     url = migrated_new_database(scale, seed, home, regenerate, name="incremental")
     figures: dict = {"scale": scale}
     with psycopg.connect(url, autocommit=True) as conn, instance_for_test() as instance:
-        conn.execute("TRUNCATE memories, memory_coverage")
+        conn.execute("TRUNCATE memories, tinybot_migration.memory_coverage")
         slugs = personality_slugs(conn)
         figures["personalities"] = len(slugs)
         figures["messages"] = conn.execute("SELECT count(*) FROM conversation_history").fetchone()[0]
@@ -115,7 +116,7 @@ def measure_scale(scale: int, seed: int, home: Path, regenerate: bool, repeats: 
         instance.add_dynamic_partitions(personality_partitions.name, slugs)
         conn.execute("VACUUM ANALYZE conversation_history")
         conn.execute("VACUUM ANALYZE memories")
-        conn.execute("VACUUM ANALYZE memory_coverage")
+        conn.execute("VACUUM ANALYZE tinybot_migration.memory_coverage")
 
         # A delta tick carries on from the cursor the one before it left (the newest message seen).
         first = tick(instance, url, None)

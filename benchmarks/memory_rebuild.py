@@ -110,7 +110,7 @@ def embedding_benchmark_parser(description: str) -> argparse.ArgumentParser:
 
 
 def reset(conn: psycopg.Connection) -> None:
-    conn.execute("TRUNCATE memories, embedding_cache")
+    conn.execute("TRUNCATE memories, tinybot_migration.embedding_cache")
 
 
 SERVERS = {
@@ -296,7 +296,7 @@ def run_old_way(conn, server: ProviderProcess, exchanges: list) -> float:
         conn.execute(
             "INSERT INTO memories (id, persona_id, personality_id, content, embedding, canon_scope,"
             " summary_type, channel_id, guild_id, message_ids, created_at, source_system)"
-            " VALUES (%s, %s, %s, %s, %s, 'personal', 'conversation', %s, %s, %s, %s, 'tinybot')",
+            " VALUES (%s, %s, %s, %s, %s, 'personal', 'conversation', %s, %s, %s, %s, 'tzurot-v3')",
             (
                 e.memory_id,
                 a.persona_id,

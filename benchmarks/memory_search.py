@@ -9,13 +9,14 @@ drops memories newer than a cut-off, keeps a minimum similarity (0.15 by default
 nearest by cosine distance `<=>` with score = 1 - distance:
 
     SELECT … FROM memories
-    WHERE persona_id = $p [AND personality_id = $s] AND created_at <= $cutoff
+    WHERE persona_id = $p [AND personality_id = $s] AND created_at < $cutoff
       AND 1 - (embedding <=> $q) >= $min_similarity
     ORDER BY embedding <=> $q LIMIT 15
 
-Data, built once per vector kind from `--seed` (deterministic): `--rows` memories in the project's
+Data, built once per vector kind from `--seed` (deterministic): `--rows` memories in the bot's
 `memories` table (new-DB schema, embeddings `STORAGE PLAIN`, its own B-tree indexes), inserted in
-time order (created_at spread over a year, so personas interleave as live appends do), spread over
+time order (created_at spread over a year in whole milliseconds, as `timestamp(3)` holds it, so
+personas interleave as live appends do), spread over
 `--personas` personas with Zipf rank sizes (exponent 0.8: at 100k/1,000 the median persona holds ~45
 rows, the largest ~6,460) and 8 personalities (each persona favours a few). Vectors are 1536-dim
 float32 unit vectors, either
@@ -43,6 +44,9 @@ the same queries (psycopg's defaults: server-side binding, statements prepared a
 Plans (each a function that builds what it needs -- timed, sizes by `pg_relation_size` -- and returns
 its query; everything it made is dropped, and the table reloaded when it was rewritten, before the
 next plan):
+  shipped                     the installed `tinybot_migration.search_memories` (search/sql.py): the
+                              persona's rows through the bot's memories_persona_id_idx, ranked exactly;
+                              build = the index asset's VACUUM (ANALYZE)
   btree_exact                 the B-tree on persona_id (the schema's), exact distance; build = REINDEX
   btree_multicolumn_clustered B-tree (persona_id, personality_id, created_at), table CLUSTERed on it
   binary_rerank               stored `binary_quantize(embedding)::bit(1536)` column in a covering B-tree
@@ -75,7 +79,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +91,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.relational_copy import fresh_database  # noqa: E402
 from tinybot_migration.new_database_schema import apply_new_schema  # noqa: E402
 from tinybot_migration.schema import MEMORIES  # noqa: E402
-from tinybot_migration.search.sql import DEFAULT_CANDIDATES  # noqa: E402
+from tinybot_migration.search.sql import SEARCH_FUNCTION, SEARCH_INDEX  # noqa: E402
+from tinybot_migration.search.vector_index import vacuum_for_search  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATABASE = "bench_search"
@@ -97,7 +102,7 @@ RECALL_K = 10
 THRESHOLDS = (0.15, -1.0)
 ZIPF_EXPONENT = 0.8
 PERSONALITIES = 8
-T0 = datetime(2025, 1, 1, tzinfo=UTC)
+T0 = datetime(2025, 1, 1)  # naive UTC, as the bot's timestamp(3) columns hold it
 YEAR_US = 365 * 86_400 * 1_000_000
 TIE_EPS = 1e-5
 VECTOR_LITERAL = re.compile(r"'\[[^\]]*\]'")  # query vectors inlined in EXPLAIN output
@@ -166,7 +171,8 @@ def layout(args) -> dict:
     sizes[rng.permutation(args.personas)] = zipf_sizes(args.rows, args.personas)
     persona_of = np.repeat(np.arange(args.personas), sizes)
     rng.shuffle(persona_of)
-    created_us = np.sort(rng.integers(0, YEAR_US, args.rows))  # rows in time order, personas interleaved
+    # Rows in time order, personas interleaved; whole milliseconds, as timestamp(3) stores them.
+    created_us = np.sort(rng.integers(0, YEAR_US, args.rows)) // 1000 * 1000
     favourites = rng.dirichlet(np.full(PERSONALITIES, 0.5), size=args.personas)
     cumulative = favourites.cumsum(axis=1)[persona_of]
     personality_of = (rng.random(args.rows)[:, None] > cumulative).sum(axis=1).clip(0, PERSONALITIES - 1)
@@ -267,12 +273,12 @@ def load_memories(conn: psycopg.Connection, data: Dataset) -> float:
     """(Re)create `memories` as the schema declares it and binary-COPY the rows in; seconds taken."""
     started = time.perf_counter()
     conn.execute("DROP TABLE IF EXISTS memories")
-    conn.execute(MEMORIES.ddl("new"))
+    conn.execute(MEMORIES.create_sql())
     lengths = np.random.default_rng([len(data.ids), 7]).integers(100, 600, size=len(data.ids))
     with conn.cursor() as cur:
         copy_sql = "COPY memories (id, persona_id, personality_id, content, embedding, created_at) FROM STDIN (FORMAT BINARY)"
         with cur.copy(copy_sql) as copy:
-            copy.set_types(["uuid", "uuid", "uuid", "text", "vector", "timestamptz"])
+            copy.set_types(["uuid", "uuid", "uuid", "text", "vector", "timestamp"])
             for i, memory_id in enumerate(data.ids):
                 copy.write_row(
                     (
@@ -356,7 +362,7 @@ def make_searches(data: Dataset, args) -> list[Search]:
             persona = int(members[i % len(members)])
             rows = data.rows_of[persona]
             cutoff = int(rng.integers(int(YEAR_US * 0.7), YEAR_US))
-            eligible = rows[data.created_us[rows] <= cutoff]
+            eligible = rows[data.created_us[rows] < cutoff]
             source = int(rng.choice(eligible if len(eligible) else rows))
             personality = int(data.personality_of[source]) if i % 3 == 2 else None
             noise = rng.standard_normal(DIM)
@@ -388,7 +394,7 @@ def cosine_distances(data: Dataset, rows: np.ndarray, vector: np.ndarray) -> np.
 
 
 def qualifies(data: Dataset, search: Search, rows: np.ndarray) -> np.ndarray:
-    ok = (data.persona_of[rows] == search.persona) & (data.created_us[rows] <= search.cutoff_us)
+    ok = (data.persona_of[rows] == search.persona) & (data.created_us[rows] < search.cutoff_us)
     if search.personality is not None:
         ok &= data.personality_of[rows] == search.personality
     return ok
@@ -424,7 +430,7 @@ def filters(search: Search, persona: str = "%(persona)s", alias: str = "") -> st
     clauses = [f"{alias}persona_id = {persona}"]
     if search.personality is not None:
         clauses.append(f"{alias}personality_id = %(personality)s")
-    clauses.append(f"{alias}created_at <= %(cutoff)s")
+    clauses.append(f"{alias}created_at < %(cutoff)s")
     return " AND ".join(clauses)
 
 
@@ -520,34 +526,31 @@ class PlanSetup:
 
 
 def shipped(conn: psycopg.Connection, data: Dataset, args, searches: list[Search]) -> PlanSetup:
-    """What the project ships: the installed `search_memories` (search/sql.py) over the schema's
-    `embedding_bits` column and covering B-tree idx_memories_search, after the index asset's
-    VACUUM; one variant per first-pass candidate count (the function's default first)."""
-    seconds = timed(conn, ["REINDEX INDEX idx_memories_search", "VACUUM (ANALYZE) memories"])
+    """What the project ships: the installed `search_memories` (search/sql.py), exact over the
+    persona's rows read through the bot's memories_persona_id_idx, after the index asset's VACUUM.
+    The cut-off goes in as the moment it is in UTC (the function takes a timestamptz)."""
+    seconds = vacuum_for_search(conn)
 
-    def query(candidates: int) -> QueryBuilder:
-        def build(search: Search) -> str:
-            personality = "%(personality)s" if search.personality is not None else "NULL"
-            return (
-                "SELECT id, personality_id, created_at, content, score FROM tinybot_migration.search_memories("
-                f"%(q)s, %(persona)s, {personality}, 15, %(min_similarity)s, %(cutoff)s, {candidates})"
-            )
-
-        return build
+    def build(search: Search) -> str:
+        personality = "%(personality)s" if search.personality is not None else "NULL"
+        return (
+            f"SELECT id, personality_id, created_at, content, score FROM {SEARCH_FUNCTION}("
+            f"%(q)s, %(persona)s, {personality}, {LIMIT}, %(min_similarity)s, %(cutoff)s AT TIME ZONE 'UTC')"
+        )
 
     return PlanSetup(
         build_seconds=seconds,
-        index_bytes={"idx_memories_search": relation_bytes(conn, "idx_memories_search")},
-        variants=[Variant(f"shipped n={n}", (), query(n)) for n in args.shipped_candidates],
+        index_bytes={SEARCH_INDEX: relation_bytes(conn, SEARCH_INDEX)},
+        variants=[Variant("shipped", (), build)],
     )
 
 
 def btree_exact(conn: psycopg.Connection, data: Dataset, args, searches: list[Search]) -> PlanSetup:
     """The schema's B-tree on persona_id and exact distance: the bot's query unchanged."""
-    seconds = timed(conn, ["REINDEX INDEX idx_memories_persona_id", "ANALYZE memories"])
+    seconds = timed(conn, [f"REINDEX INDEX {SEARCH_INDEX}", "ANALYZE memories"])
     return PlanSetup(
         build_seconds=seconds,
-        index_bytes={"idx_memories_persona_id": relation_bytes(conn, "idx_memories_persona_id")},
+        index_bytes={SEARCH_INDEX: relation_bytes(conn, SEARCH_INDEX)},
         variants=[Variant("btree_exact", (), bot_sql)],
     )
 
@@ -623,7 +626,7 @@ def halfvec_rerank(conn, data, args, searches) -> PlanSetup:
         [
             *BUILD_SETTINGS,
             "CREATE TABLE memory_halfvec (id uuid NOT NULL, persona_id uuid, personality_id uuid NOT NULL,"
-            " created_at timestamptz NOT NULL, embedding halfvec(1536) NOT NULL)",
+            " created_at timestamp(3) NOT NULL, embedding halfvec(1536) NOT NULL)",
             "ALTER TABLE memory_halfvec ALTER COLUMN embedding SET STORAGE PLAIN",
             "INSERT INTO memory_halfvec SELECT id, persona_id, personality_id, created_at,"
             " embedding::halfvec(1536) FROM memories ORDER BY persona_id, personality_id, created_at",
@@ -648,7 +651,7 @@ def halfvec_rerank(conn, data, args, searches) -> PlanSetup:
         index_bytes={
             name: relation_bytes(conn, name),
             "memory_halfvec (heap)": relation_bytes(conn, "memory_halfvec"),
-            "idx_memories_persona_id": relation_bytes(conn, "idx_memories_persona_id"),
+            SEARCH_INDEX: relation_bytes(conn, SEARCH_INDEX),
         },
         variants=[Variant("halfvec_rerank n=100", (), build)],
     )
@@ -685,7 +688,7 @@ def hnsw_partial_large(conn, data, args, searches) -> PlanSetup:
     detail["partial_hnsw_seconds"] = round(timed(conn, [*partial, "ANALYZE memories"]), 2)
     detail["promoted_personas"] = len(promoted)
     detail["promoted_rows"] = int(data.sizes[list(promoted)].sum()) if promoted else 0
-    index_bytes = {"idx_memories_persona_id": relation_bytes(conn, "idx_memories_persona_id")}
+    index_bytes = {SEARCH_INDEX: relation_bytes(conn, SEARCH_INDEX)}
     if not args.skip_global_hnsw:
         index_bytes["idx_bench_hnsw_global"] = relation_bytes(conn, "idx_bench_hnsw_global")
     index_bytes[f"partial hnsw x{len(promoted)}"] = sum(relation_bytes(conn, n) for n in promoted.values())
@@ -744,7 +747,7 @@ def partial_index_matching(conn, data, searches, promoted, settings) -> dict:
         .replace("%(cutoff)s", "$3")
         .replace("%(min_similarity)s", "$4")
     )
-    conn.execute(f"PREPARE bench_partial(vector, uuid, timestamptz, float8) AS {prepared}")
+    conn.execute(f"PREPARE bench_partial(vector, uuid, timestamp, float8) AS {prepared}")
     vector_text = "[" + ",".join(f"{x:.8g}" for x in search.vector) + "]"
     values = (vector_text, str(params["persona"]), params["cutoff"], -1.0)
     client = psycopg.ClientCursor(conn)
@@ -934,11 +937,6 @@ def main() -> None:
     parser.add_argument("--promote-rows", type=int, default=1000, help="partial HNSW above this persona size")
     parser.add_argument("--ef-search", default="40,100,200")
     parser.add_argument("--bq-candidates", default="200,400")
-    parser.add_argument(
-        "--shipped-candidates",
-        default=str(DEFAULT_CANDIDATES),
-        help="first-pass candidates of the shipped search",
-    )
     parser.add_argument("--skip-global-hnsw", action="store_true", help="only the partial HNSW indexes")
     parser.add_argument(
         "--exact-check", type=int, default=2, help="queries per bucket checked against a seq scan"
@@ -946,7 +944,6 @@ def main() -> None:
     args = parser.parse_args()
     args.ef_search = [int(x) for x in args.ef_search.split(",")]
     args.bq_candidates = [int(x) for x in args.bq_candidates.split(",")]
-    args.shipped_candidates = [int(x) for x in args.shipped_candidates.split(",")]
     plans = [p.strip() for p in args.plans.split(",") if p.strip()]
     unknown = [p for p in plans if p not in PLANS]
     if unknown:

@@ -34,8 +34,6 @@ from tinybot_migration.relational.copy import IdMaps, copy_table  # noqa: E402
 from tinybot_migration.relational.tables import RELATIONAL_TABLES  # noqa: E402
 from tinybot_migration.runtime.embedded_postgres import binaries_dir, embedded_database_url, embedded_server  # noqa: E402
 
-TIMESTAMP_COLUMNS = {"created_at", "updated_at"}
-
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -114,27 +112,19 @@ def run_row_by_row(old_url: str, new_url: str) -> dict:
         maps: dict[str, dict[uuid.UUID, uuid.UUID]] = {}
         for spec in RELATIONAL_TABLES:
             allocator = SeedAllocator()
+            columns = spec.columns_in(old)  # a column the old table lacks keeps its default
             fk_parents = {fk.column: fk.parent for fk in spec.foreign_keys}
             # JSON travels as text: loading it into Python would turn a JSON null into SQL NULL.
-            json_columns = {
-                c.name for c in column_types(old, spec.name, spec.columns) if c.data_type == "jsonb"
-            }
+            json_columns = {c.name for c in column_types(old, spec.name, columns) if c.data_type == "jsonb"}
             insert = sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING").format(
                 sql.Identifier(spec.name),
-                sql.SQL(", ").join(map(sql.Identifier, spec.columns)),
-                sql.SQL(", ").join(
-                    sql.SQL("(%s::timestamp AT TIME ZONE 'UTC')")
-                    if c in TIMESTAMP_COLUMNS
-                    else sql.SQL("%s::jsonb")
-                    if c in json_columns
-                    else sql.SQL("%s")
-                    for c in spec.columns
-                ),
+                sql.SQL(", ").join(map(sql.Identifier, columns)),
+                sql.SQL(", ").join(sql.SQL("%s::jsonb" if c in json_columns else "%s") for c in columns),
             )
             select = sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
                 sql.SQL(", ").join(
                     sql.SQL("{}::text" if c in json_columns else "{}").format(sql.Identifier(c))
-                    for c in spec.columns
+                    for c in columns
                 ),
                 sql.Identifier(spec.name),
                 sql.SQL(spec.order_by),
@@ -142,7 +132,7 @@ def run_row_by_row(old_url: str, new_url: str) -> dict:
             mapping: dict[uuid.UUID, uuid.UUID] = {}
             with old.cursor() as read, new.cursor() as write:
                 for record in read.execute(select):
-                    row = dict(zip(spec.columns, record, strict=True))
+                    row = dict(zip(columns, record, strict=True))
                     for column, parent in fk_parents.items():
                         if row[column] is not None:
                             row[column] = maps[parent][row[column]]

@@ -61,7 +61,9 @@ OLD_INSERT = (
 def run_pipeline(
     conn, url: str, server: ProviderProcess, export_dir: Path, slugs: list[str], concurrency: int
 ) -> dict:
-    conn.execute("TRUNCATE memories, embedding_cache, shapes_persona_mappings, shapes_rejects")
+    conn.execute(
+        "TRUNCATE memories, tinybot_migration.embedding_cache, shapes_persona_mappings, tinybot_migration.shapes_rejects"
+    )
     provider = EmbeddingProviderResource(
         provider="openai", api_key=KEY, base_url=server.base_url, max_concurrent_requests=concurrency
     )

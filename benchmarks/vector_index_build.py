@@ -21,7 +21,7 @@ import json
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,7 @@ from tinybot_migration.search.vector_index import (  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DIM = 1536
-CREATED_AT = datetime(2026, 1, 1, tzinfo=UTC)
+CREATED_AT = datetime(2026, 1, 1)  # naive UTC, as the bot's timestamp(3) columns hold it
 
 
 def load(conn: psycopg.Connection, rows: int, seed: int) -> float:
@@ -61,7 +61,7 @@ def load(conn: psycopg.Connection, rows: int, seed: int) -> float:
             "COPY memories (id, personality_id, content, embedding, created_at) FROM STDIN (FORMAT BINARY)"
         )
         with cur.copy(copy_sql) as copy:
-            copy.set_types(["uuid", "uuid", "text", "vector", "timestamptz"])
+            copy.set_types(["uuid", "uuid", "text", "vector", "timestamp"])
             for start in range(0, rows, 10_000):
                 block = rng.standard_normal((min(10_000, rows - start), DIM), dtype=np.float32)
                 block /= np.linalg.norm(block, axis=1, keepdims=True)
