@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from tinybot_migration.relational.pending import pending_memory_id
 from tinybot_migration.runtime.embedded_postgres import embedded_database_url
 from tinybot_migration_tests.cli.test_cli import cli_env, run_cli
 from tinybot_migration_tests.helpers.bot_catalog import catalog_differences, prisma_migrations, read_catalog
+from tinybot_migration_tests.helpers.servers import stop_servers_under
 
 BOT_CATALOG = json.loads((Path(__file__).parent / "bot_catalog.json").read_text())
 
@@ -139,17 +141,22 @@ class Delivered:
 
 
 @pytest.fixture(scope="module")
-def delivered(tinybot_home, pg_server, tmp_path_factory) -> Delivered:
+def delivered(tmp_path_factory) -> Iterator[Delivered]:
     """The whole migration at scale 1 (demo data with its shapes.inc export), run by the CLI as a
-    user runs it."""
-    old_url = embedded_database_url("bot_old", tinybot_home)
-    new_url = embedded_database_url("bot_new", tinybot_home)
-    export = tmp_path_factory.mktemp("bot_export")
-    generate_demo_data(old_url, export, scale=1, seed=11)
-    env = cli_env(tinybot_home, OLD_DATABASE_URL=old_url, DATABASE_URL=new_url, SHAPES_EXPORT_DIR=str(export))
-    result = run_cli("run", "--log-level", "WARNING", env=env, cwd=tmp_path_factory.mktemp("bot_cwd"))
-    assert result.returncode == 0, result.stdout + result.stderr
-    return Delivered(old_url, new_url)
+    user runs it, in a home of its own: the session's Dagster instance holds the personality
+    partitions of other tests' demo data (another seed), which this source does not have."""
+    home = tmp_path_factory.mktemp("bot_home")
+    try:
+        old_url = embedded_database_url("bot_old", home)
+        new_url = embedded_database_url("bot_new", home)
+        export = tmp_path_factory.mktemp("bot_export")
+        generate_demo_data(old_url, export, scale=1, seed=11)
+        env = cli_env(home, OLD_DATABASE_URL=old_url, DATABASE_URL=new_url, SHAPES_EXPORT_DIR=str(export))
+        result = run_cli("run", "--log-level", "WARNING", env=env, cwd=tmp_path_factory.mktemp("bot_cwd"))
+        assert result.returncode == 0, result.stdout + result.stderr
+        yield Delivered(old_url, new_url)
+    finally:
+        stop_servers_under(home)
 
 
 def test_the_bots_statements_run_on_the_delivered_database(delivered, admin_connect):

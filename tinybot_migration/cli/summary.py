@@ -121,7 +121,7 @@ def _pending_line(name: str, m: dict) -> str:
     return (
         f"{name}: {m['old_pending_memories']:,} old pending memories: {m['resolved']:,} resolved by the rebuild, "
         f"{m['copied']:,} copied for the bot's processor, {m['rejected']:,} rejected "
-        "(tinybot_migration.pending_memory_outcomes)"
+        "(pending_memory_outcomes)"
     )
 
 

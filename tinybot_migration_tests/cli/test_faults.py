@@ -63,7 +63,7 @@ def run_to_end(home: Path, server: OpenAITestServer, *args: str) -> subprocess.C
 def forget_memories(home: Path) -> None:
     """So the next run's memory step has work to do (and holds its slot while doing it)."""
     with psycopg.connect(embedded_database_url("tinybot_new", home), autocommit=True) as conn:
-        conn.execute("TRUNCATE memories, embedding_cache")
+        conn.execute("TRUNCATE memories, tinybot_migration.embedding_cache")
 
 
 # The test follows the run through Dagster's own lines, which a quiet CLI keeps in its log file.

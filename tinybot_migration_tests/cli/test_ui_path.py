@@ -132,7 +132,7 @@ def test_the_ui_path_step_by_step_then_the_sensor_rebuilds_the_one_personality_t
     home, _ = demo_home
     # 1. Assets → group relational → Materialize all: one run.
     relational = ui.asset_group("relational")
-    assert len(relational) == 11
+    assert len(relational) == 12
     run = ui.wait_for_run(ui.materialize(relational)["run_id"])
     assert run["status"] == "SUCCESS", run
     # shapes_export (group shapes) is the other root the memory assets need.
