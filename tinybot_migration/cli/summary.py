@@ -15,7 +15,7 @@ console = Console(width=None if Console().is_terminal else 140)
 def print_summary(report, estimate=None) -> None:
     """The migration's summary; with `estimate` (the dry run before it), the bill it announced
     against what was spent."""
-    table = Table(title="tinybot migration")
+    table = Table()
     for column in ("asset", "old rows", "new rows", "written", "id collisions", "checks", "seconds"):
         table.add_column(column, justify="left" if column == "asset" else "right")
     for name, asset in report.assets.items():

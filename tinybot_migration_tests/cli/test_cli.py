@@ -175,7 +175,10 @@ def test_demo_from_scratch_prints_every_check_passing(tmp_path):
     assert [b[0] for b in bills] == ["rebuilt_memories", "shapes_memories"], flat
     for _, texts, tokens, texts_estimated, tokens_estimated, as_spent in bills:
         assert (texts, tokens) == (texts_estimated, tokens_estimated) and as_spent
-    assert len(result.stdout.splitlines()) <= 50  # the demo's output fits on one screen, even piped
+    # The demo's output fits on one screen, even piped. Piped progress adds a line every few seconds on a
+    # slow machine (a terminal's bars vanish), so only the lines that are not progress are counted.
+    progress = re.compile(r"^  (\d+/\d+ done|\w+: [\d,]+/[\d,]+ texts)")
+    assert len([line for line in result.stdout.splitlines() if not progress.match(line)]) <= 45, result.stdout
     assert "conversation_history" in result.stdout and "4,364" in result.stdout
     assert "rebuilt_memories: 2,135 memories (2,135 written, 0 already present)" in result.stdout
     assert "0 cache hits" in result.stdout and "tokens" in result.stdout
