@@ -7,13 +7,20 @@ import contextlib
 import functools
 import logging
 import os
+import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 from tinybot_migration.cli.dev import cmd_dev, register_partitions_from_old_database
 from tinybot_migration.cli.search import add_search_command
-from tinybot_migration.cli.summary import console, database_gone_message, print_estimate, print_summary
+from tinybot_migration.cli.summary import (
+    console,
+    database_gone_message,
+    interrupted_advice,
+    print_estimate,
+    print_summary,
+)
 from tinybot_migration.cli.sync import add_sync_command
 from tinybot_migration.settings import shapes_export_dir, tinybot_home
 
@@ -26,6 +33,9 @@ def _demo_data(scale: int, seed: int, replace: bool):
     return generate_demo_data(
         embedded_database_url(OLD_DATABASE_NAME), shapes_export_dir(), scale=scale, seed=seed, replace=replace
     )
+
+
+INTERRUPTED_EXIT = 130  # the shell's code for a command stopped by Ctrl-C
 
 
 def _written(summary) -> str:
@@ -78,6 +88,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.print(f"tinybot demo in {tinybot_home()}: {data}", highlight=False)
     # The dry run first, without its own progress: its bill is set against what was spent in the summary.
     estimate = _dry_run_report(log_level=args.log_level, progress=False)
+    if estimate is not None and estimate.interrupted:
+        raise KeyboardInterrupt
     if estimate is not None:
         console.print(f"dry run: the embedding bill estimated in {estimate.seconds:.1f}s, nothing written")
     code = _run_and_report(log_level=args.log_level, estimate=estimate)
@@ -91,6 +103,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         report = _dry_run_report(log_level=args.log_level, pool_wait_seconds=args.pool_wait_seconds)
         if report is None:
             return 1
+        if report.interrupted:
+            raise KeyboardInterrupt
         print_estimate(report)
         if args.log_level is None:
             _say_log_file()
@@ -221,6 +235,8 @@ def _run_and_report(
     print_summary(report, estimate)
     if log_level is None:
         _say_log_file()
+    if report.interrupted:
+        return INTERRUPTED_EXIT
     return 0 if report.ok else 1
 
 
@@ -305,7 +321,16 @@ def main(argv: list[str] | None = None) -> int:
     args.dagster_args = extra
     if getattr(args, "scale", 1) < 1:
         raise SystemExit("--scale must be 1 or more")
-    return args.func(args)
+    if args.command == "dev":
+        return args.func(args)  # it passes signals on to its children itself
+    # SIGTERM (a container stopping) stops a command as Ctrl-C does, and Dagster's runs treat both
+    # as an interruption: the step in flight fails, no retry, nothing more is started.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/]. {interrupted_advice(args.command)}")
+        return INTERRUPTED_EXIT
 
 
 if __name__ == "__main__":

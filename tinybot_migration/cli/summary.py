@@ -49,7 +49,9 @@ def print_summary(report, estimate=None) -> None:
         if "build_seconds" in asset.metadata:
             _print_index(name, asset.metadata)
     _print_findings(report)
-    if report.failure:
+    if report.interrupted:
+        console.print(f"[yellow]interrupted[/]: {report.failure}. {interrupted_advice()}")
+    elif report.failure:
         console.print(f"[red]run failed[/]: {report.failure}")
         if any(marker in report.failure for marker in CONNECTION_LOST_MARKERS):
             console.print(f"A database went away. {RESUME_ADVICE}")
@@ -194,6 +196,18 @@ CONNECTION_LOST_MARKERS = (
     "the connection is lost",
     "No such file or directory",
 )
+
+
+def interrupted_advice(command: str = "run") -> str:
+    """What to tell the user after Ctrl-C or SIGTERM stopped `command`."""
+    if command == "sync":
+        return "Each batch applied stays: run the same `tinybot-migration sync` again to finish it."
+    return (
+        "What was written stays (each table and each chunk of memories commits on its own) and what was "
+        "paid for is in the embedding cache: run `tinybot-migration run` again to resume."
+    )
+
+
 RESUME_ADVICE = (
     "Nothing committed is lost (each table and each chunk of memories is written in a transaction of "
     "its own): start the database again and run `tinybot-migration run` again to resume."

@@ -15,12 +15,9 @@ from dagster import (
     AssetObservation,
     AssetSpec,
     BackfillPolicy,
-    Backoff,
     Failure,
-    Jitter,
     MaterializeResult,
     MetadataValue,
-    RetryPolicy,
     multi_asset,
 )
 from pydantic import Field
@@ -138,8 +135,8 @@ MEMORY_ASSET_OPTIONS = dict(
     partitions_def=personality_partitions,
     backfill_policy=BackfillPolicy.single_run(),
     pool=EMBEDDING_POOL,
-    # A retry re-runs the whole step; the embedding cache and per-chunk commits make it cheap.
-    retry_policy=RetryPolicy(max_retries=2, delay=15, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS),
+    # No RetryPolicy: the provider retries each request itself within its deadline, and Dagster
+    # would turn Ctrl-C or SIGTERM inside the step into a retry that keeps paying.
     op_tags={DRY_RUN_TAG: TAKES_CONFIG},
 )
 
@@ -221,14 +218,15 @@ def rebuilt_memories(
 
 
 def failing_clearly(work: Callable[[], T], *also: type[Exception]) -> T:
-    """Run `work`; an error that running again cannot fix (a stale partition, the provider's final
-    answer, or one of `also`) fails the step without retries."""
+    """Run `work`; a known error (a stale partition, the provider's final answer, or one of `also`)
+    fails the step with its message alone. Chunks written stay, and what was paid is cached."""
     try:
         return work()
     except (UnknownPersonalityError, EmbeddingProviderError, *also) as error:
-        if getattr(error, "retryable", False):
-            raise  # the RetryPolicy tries again; the cache keeps what was paid for
-        raise Failure(str(error), allow_retries=False) from None
+        resumes = (
+            " (a re-run resumes: what was embedded is cached)" if getattr(error, "retryable", False) else ""
+        )
+        raise Failure(f"{error}{resumes}", allow_retries=False) from None
 
 
 memory_assets = [rebuilt_memories]

@@ -60,6 +60,7 @@ class MigrationReport:
     failure: str | None = None
     notes: list[str] = field(default_factory=list)
     dry_run: bool = False
+    interrupted: bool = False  # SIGINT or SIGTERM stopped it; a re-run resumes
 
     @property
     def checks(self) -> list[CheckReport]:
@@ -119,7 +120,7 @@ def run_migration(
     assert assets is not None, "pass the assets of the given definitions"
     reports: dict[str, AssetReport] = {}
     run_ids: list[str] = []
-    success, failure, notes = True, None, []
+    success, failure, notes, interrupted = True, None, [], False
     with nullcontext(instance) if instance is not None else DagsterInstance.get() as active:
         initialize_pool_limits(active, declared_pools(assets))
         notes += [
@@ -161,16 +162,26 @@ def run_migration(
                     run_id=run_id,
                     asset_selection=selection if dry_run else None,
                 )
+            except KeyboardInterrupt:  # between Dagster's own handlers: the run is marked as it ended
+                interrupted = True
             finally:
                 watcher.stop()
+            if interrupted:
+                success, failure = False, f"{stage.job_name} interrupted"
+                break
             run_ids.append(result.run_id)
             _collect(result, reports)
+            if was_interrupted(result):
+                success, failure, interrupted = False, f"{stage.job_name} interrupted", True
+                break
             if not result.success:
                 success, failure = False, _failure_text(result)
                 break
     order = {asset.key.to_user_string(): i for i, asset in enumerate(assets)}
     reports = dict(sorted(reports.items(), key=lambda item: order.get(item[0], len(order))))
-    return MigrationReport(run_ids, success, reports, time.perf_counter() - started, failure, notes, dry_run)
+    return MigrationReport(
+        run_ids, success, reports, time.perf_counter() - started, failure, notes, dry_run, interrupted
+    )
 
 
 def stage_selection(
@@ -242,6 +253,27 @@ def _collect(result, reports: dict[str, AssetReport]) -> None:
                 evaluation.severity.value,
             )
         )
+
+
+def was_interrupted(result) -> bool:
+    """Whether SIGINT or SIGTERM stopped the run: Dagster then fails the step it was in as an
+    interrupt, or ends the run between steps."""
+    return any(
+        (event.is_step_failure and _error_classes(event.step_failure_data.error) & INTERRUPTS)
+        or (event.event_type_value == "ENGINE_EVENT" and "interrupted" in (event.message or ""))
+        for event in result.all_events
+    )
+
+
+INTERRUPTS = {"DagsterExecutionInterruptedError", "KeyboardInterrupt"}
+
+
+def _error_classes(error) -> set[str]:
+    classes = set()
+    while error is not None:
+        classes.add(error.cls_name)
+        error = error.cause
+    return classes
 
 
 def _root_cause(error) -> str:

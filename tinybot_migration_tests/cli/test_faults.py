@@ -168,3 +168,38 @@ def test_the_database_stopped_mid_run_is_said_plainly_and_running_again_resumes(
     again = run_to_end(home, provider_server)
     assert again.returncode == 0, again.stdout + again.stderr
     assert_all_checks_passed(again.stdout, 54, (SENDERS_WARNING,))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_stops_a_paying_run_within_seconds_and_a_rerun_pays_nothing_twice(
+    home, provider_server, signum
+):
+    """Ctrl-C (to the whole group, as a terminal sends it) or SIGTERM (a container stopping) two seconds
+    into the memory stage: the step in flight ends, nothing more is requested, no Dagster retry."""
+    forget_memories(home)
+    provider_server.requests.clear()
+    provider_server.latency_seconds = 0.5
+    try:
+        stopped = start_run(home, provider_server, *DAGSTER_LINES)
+        wait_for_line(stopped, "rebuilding memories")
+        time.sleep(2)
+        os.killpg(stopped.pid, signum)
+        signalled = time.monotonic()
+        sent_before = len(provider_server.requests)
+        rest, _ = stopped.communicate(timeout=RUN_TIMEOUT)
+        seconds_to_stop = time.monotonic() - signalled
+    finally:
+        provider_server.latency_seconds = 0
+    said = " ".join(rest.split())
+    assert stopped.returncode == 130, rest
+    assert seconds_to_stop < 15, (seconds_to_stop, rest)
+    # Only requests already in flight (one per slot) may still arrive after the signal.
+    assert len(provider_server.requests) - sent_before <= 4, rest
+    assert "interrupted" in said and "run `tinybot-migration run` again to resume" in said, rest
+    assert "STEP_UP_FOR_RETRY" not in rest and "Traceback" not in rest, rest
+
+    again = run_to_end(home, provider_server)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert_all_checks_passed(again.stdout, 54, (SENDERS_WARNING,))
+    paid = [text for request in provider_server.requests for text in request]
+    assert len(paid) == len(set(paid))  # what was paid before the signal was cached, not paid again

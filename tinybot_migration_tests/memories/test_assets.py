@@ -227,18 +227,24 @@ def test_dimensions_that_do_not_fit_the_column_fail_the_run_before_any_request(i
     )
 
 
-@pytest.mark.slow
-def test_a_retryable_failure_is_retried_by_the_retry_policy_without_paying_twice(instance, new_url):
-    """The provider fails (retryably) after the first chunk; the RetryPolicy runs the step again
-    (after its delay, 0–30 s) and the second attempt embeds only what the first did not."""
+def test_a_failure_after_the_providers_retries_fails_once_and_a_rerun_pays_only_the_rest(instance, new_url):
+    """The provider fails (retryably) after the first chunk and its own retries are spent: the step
+    fails at once, without a Dagster retry (which would also retry Ctrl-C), saying a re-run resumes;
+    the re-run embeds only what the first did not."""
     instance.add_dynamic_partitions(personality_partitions.name, ["zeta", "alpha"])
     tags = {"dagster/asset_partition_range_start": "zeta", "dagster/asset_partition_range_end": "alpha"}
+    config = {"max_inputs_per_request": 4, "max_retries": 0, "max_concurrent_requests": 1}
     with OpenAITestServer() as server:
         server.fail_requests = {2}  # the first answered, the second refused (HTTP 500), the rest answered
-        result = run(instance, new_url, server, {"max_inputs_per_request": 4, "max_retries": 0}, tags=tags)
+        failed = run(instance, new_url, server, config, tags=tags)
+        assert not failed.success
+        events = [e.event_type_value for e in failed.all_events]
+        assert "STEP_UP_FOR_RETRY" not in events
+        failure = next(e for e in failed.all_events if e.event_type_value == "STEP_FAILURE")
+        assert "HTTP 500" in str(failure.event_specific_data.error)
+        assert "a re-run resumes" in str(failure.event_specific_data.error)
+        result = run(instance, new_url, server, config, tags=tags)
     assert result.success
-    events = [e.event_type_value for e in result.all_events]
-    assert events.count("STEP_UP_FOR_RETRY") == 1 and events.count("STEP_SUCCESS") == 1
     answered = [text for n, request in enumerate(server.requests, 1) if n != 2 for text in request]
     assert len(answered) == 6 and len(set(answered)) == 6  # every text paid for once
     last = metadata(result)
