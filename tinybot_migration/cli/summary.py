@@ -133,7 +133,9 @@ def _shapes_line(name: str, m: dict) -> str:
     line = (
         f"{name}: {m['records']:,} shapes.inc records: {m['records_imported']:,} imported, "
         f"{m['records_deleted']:,} deleted, {m['records_duplicate']:,} duplicates, "
-        f"{m['records_rejected']:,} rejected (shapes_rejects); {m['unmapped_senders']:,} of "
+        f"{m['records_rejected']:,} rejected"
+        + (f", {m['unreadable_files']:,} unreadable file(s)" if m.get("unreadable_files") else "")
+        + f" (shapes_rejects); {m['unmapped_senders']:,} of "
         f"{m['senders']:,} senders unmapped"
     )
     if m.get("memories_linked"):

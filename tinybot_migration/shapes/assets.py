@@ -40,14 +40,16 @@ from tinybot_migration.shapes.checks import (
     EVERY_FILE_PARSES,
     EVERY_FOLDER_MAPS_TO_A_PERSONALITY,
     EVERY_RECORD_ACCOUNTED_FOR,
+    RECORD_IDS_UNIQUE_ACROSS_FOLDERS,
     SENDERS_MAPPED_TO_PERSONAS,
     SHAPES_CHECK_DESCRIPTIONS,
     every_file_parses,
     every_folder_maps_to_a_personality,
     every_record_accounted_for,
+    record_ids_unique_across_folders,
     senders_mapped_to_personas,
 )
-from tinybot_migration.shapes.export import ExportSurvey, survey_export
+from tinybot_migration.shapes.export import ExportSurvey, shared_record_ids, survey_export
 from tinybot_migration.shapes.importer import ShapesImportReport, import_shapes_memories
 
 SHAPES_GROUP = "shapes"
@@ -127,7 +129,7 @@ def survey_metadata(survey: ExportSurvey, folder: str, matched_in: str) -> dict:
     deps=[_upstream["personalities"]],
     check_specs=[
         AssetCheckSpec(name, asset="shapes_export", description=SHAPES_CHECK_DESCRIPTIONS[name])
-        for name in (EVERY_FOLDER_MAPS_TO_A_PERSONALITY, EVERY_FILE_PARSES)
+        for name in (EVERY_FOLDER_MAPS_TO_A_PERSONALITY, EVERY_FILE_PARSES, RECORD_IDS_UNIQUE_ACROSS_FOLDERS)
     ],
     kinds={"json"},
     op_tags={DRY_RUN_TAG: READ_ONLY},
@@ -142,6 +144,7 @@ def shapes_export(
     old_database: OldDatabaseResource,
 ) -> MaterializeResult:
     folder = export_folder(context, shapes_export_folder)
+    shared: tuple[int, list] = (0, [])
     if folder is None:
         survey, matched_in = ExportSurvey(), "-"
     else:
@@ -151,9 +154,11 @@ def shapes_export(
             f"shapes export {folder}: {len(survey.files)} folders, {sum(p.total for p in survey.files):,} records, "
             f"{len(survey.errors)} unreadable files, {len(survey.unknown_folders)} unknown folders"
         )
+        shared = shared_record_ids(folder, survey)
     outcomes = [
         every_folder_maps_to_a_personality([p.slug for p in survey.files], survey.unknown_folders),
         every_file_parses(len(survey.files) + (folder is not None), survey.errors),
+        record_ids_unique_across_folders(*shared),
     ]
     return MaterializeResult(
         metadata=survey_metadata(survey, shapes_export_folder.describe(), matched_in),
@@ -184,6 +189,7 @@ def import_metadata(report: ShapesImportReport, total: int, model: str, export: 
         "records_deleted": report.total("deleted"),
         "records_duplicate": report.total("duplicates"),
         "records_rejected": report.total("rejected"),
+        "unreadable_files": sum(bool(a.file_error) for a in report.per_personality.values()),
         "memories_written": report.memories_written,
         "memories_already_present": report.already_present,
         "senders": report.senders,

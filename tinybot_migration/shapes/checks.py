@@ -22,24 +22,29 @@ EVERY_RECORD_ACCOUNTED_FOR = "every_record_accounted_for"
 SENDERS_MAPPED_TO_PERSONAS = "senders_mapped_to_personas"
 EVERY_FOLDER_MAPS_TO_A_PERSONALITY = "every_folder_maps_to_a_personality"
 EVERY_FILE_PARSES = "every_file_parses"
+RECORD_IDS_UNIQUE_ACROSS_FOLDERS = "record_ids_unique_across_folders"
 SAMPLES = 5
 TOP_SENDERS = 10
 
 SHAPES_CHECK_DESCRIPTIONS = {
     EVERY_RECORD_ACCOUNTED_FOR: "Per personality, records in the file = imported + deleted + duplicates "
     "+ rejected; every imported or duplicate record's memories are in the new DB and every rejected "
-    "record has its row in shapes_rejects.",
+    "record (and every file that could not be read, as one reject) has its row in shapes_rejects.",
     SENDERS_MAPPED_TO_PERSONAS: "Every sender maps to a persona through uuid-mappings.json (WARN: an "
     "unmapped sender's memories are kept with its shapes user id and linked when it is mapped).",
     EVERY_FOLDER_MAPS_TO_A_PERSONALITY: "Every folder of the export is named after the slug of a "
     "personality (WARN: a folder that is not is never imported).",
     EVERY_FILE_PARSES: "Every memories file is a JSON array and uuid-mappings.json is well formed.",
+    RECORD_IDS_UNIQUE_ACROSS_FOLDERS: "No record id is in more than one personality's file (WARN: each "
+    "copy is imported into its own personality, as the export has it).",
 }
 
 
 def every_record_accounted_for(conn: psycopg.Connection, report: ShapesImportReport) -> CheckOutcome:
-    problems = [f"{slug}: {a.file_error}" for slug, a in report.per_personality.items() if a.file_error]
-    problems += [
+    # An unreadable file is the export's defect, accounted for as one reject (checked below with
+    # the others), not something the import lost: it never blocks the index and the search.
+    unreadable = [a.file_error for a in report.per_personality.values() if a.file_error]
+    problems = [
         f"{slug}: {a.unaccounted:,} of {a.records:,} records in {a.source_file} unaccounted for"
         for slug, a in report.per_personality.items()
         if not a.file_error and a.unaccounted
@@ -66,10 +71,16 @@ def every_record_accounted_for(conn: psycopg.Connection, report: ShapesImportRep
         else (
             f"all {totals['records']:,} records accounted for: {totals['imported']:,} imported, "
             f"{totals['deleted']:,} deleted, {totals['duplicates']:,} duplicates, {totals['rejected']:,} rejected"
+            + (
+                f"; {len(unreadable):,} unreadable file(s), each one reject in shapes_rejects: "
+                + "; ".join(unreadable[:SAMPLES])
+                if unreadable
+                else ""
+            )
         ),
         metadata={
             **totals,
-            "unreadable_files": sum(bool(a.file_error) for a in report.per_personality.values()),
+            "unreadable_files": len(unreadable),
             "records_with_missing_memories": len(vanished),
             "rejects_without_row": len(unrecorded),
         },
@@ -137,4 +148,31 @@ def every_file_parses(files: int, errors: Sequence[str]) -> CheckOutcome:
         if errors
         else f"all {files:,} files parse",
         metadata={"files": files, "unreadable_files": len(errors)},
+    )
+
+
+def record_ids_unique_across_folders(
+    shared: int, examples: Sequence[tuple[str, Sequence[str]]]
+) -> CheckOutcome:
+    return CheckOutcome(
+        RECORD_IDS_UNIQUE_ACROSS_FOLDERS,
+        passed=not shared,
+        severity=AssetCheckSeverity.WARN,
+        description=f"{shared:,} record id(s) are in more than one personality's file, each copy imported "
+        "into its own personality: "
+        + "; ".join(f"{record_id} in {', '.join(folders)}" for record_id, folders in examples[:SAMPLES])
+        if shared
+        else "every record id is in one personality's file only",
+        metadata={
+            "shared_record_ids": shared,
+            **(
+                {
+                    "shared_examples": MetadataValue.md(
+                        "\n".join(f"- {r}: {', '.join(f)}" for r, f in examples)
+                    )
+                }
+                if examples
+                else {}
+            ),
+        },
     )

@@ -7,6 +7,7 @@ Nothing here touches a database.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -14,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+import numpy as np
 
 from tinybot_migration.resources.shapes_export import ShapesExportError
 from tinybot_migration.schema import bot_timestamp
@@ -70,6 +73,24 @@ class ParsedFile:
 class SenderMapping:
     discord_id: str
     note: str | None
+
+
+# The record_index of a reject that stands for a whole file no record of which could be read.
+WHOLE_FILE = -1
+FILE_HEAD_CHARACTERS = 200
+
+
+def file_fingerprint(path: Path) -> dict:
+    """What a whole-file reject keeps of a file it could not read: its size, SHA-256 and first
+    characters (undecodable bytes replaced), so the reject shows which version of the file failed."""
+    if not path.is_file():
+        return {"file_size": None, "sha256": None, "head": None}
+    data = path.read_bytes()
+    return {
+        "file_size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "head": data[: FILE_HEAD_CHARACTERS * 4].decode("utf-8", "replace")[:FILE_HEAD_CHARACTERS],
+    }
 
 
 def read_json(path: Path) -> object:
@@ -193,6 +214,7 @@ class FileSurvey:
     rejected: int
     senders: frozenset[str]
     error: str | None
+    record_id_hashes: np.ndarray  # int64, one per importable record with an id (8 bytes, not the id)
 
     @classmethod
     def of(cls, parsed: ParsedFile) -> FileSurvey:
@@ -204,7 +226,12 @@ class FileSurvey:
             len(parsed.rejected),
             frozenset(parsed.senders),
             parsed.error,
+            np.array([record_id_hash(r.record_id) for r in parsed.records if r.record_id], dtype=np.int64),
         )
+
+
+def record_id_hash(record_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(record_id.encode(), digest_size=8).digest(), "little", signed=True)
 
 
 @dataclass
@@ -220,6 +247,22 @@ class ExportSurvey:
     def errors(self) -> list[str]:
         return [p.error for p in self.files if p.error] + ([self.mapping_error] if self.mapping_error else [])
 
+    def files_sharing_record_ids(self) -> dict[int, list[str]]:
+        """Record ids (as hashes) that importable records of more than one folder hold -> the folders.
+        Each folder's copy is imported into its own personality: an export defect worth a word."""
+        owners = [np.full(len(f.record_id_hashes), i, dtype=np.int32) for i, f in enumerate(self.files)]
+        if not owners:
+            return {}
+        hashes, folders = np.concatenate([f.record_id_hashes for f in self.files]), np.concatenate(owners)
+        pairs = np.unique(np.stack([hashes, folders.astype(np.int64)], axis=1), axis=0)
+        shared, counts = np.unique(pairs[:, 0], return_counts=True)
+        shared = set(shared[counts > 1].tolist())
+        found: dict[int, list[str]] = {}
+        for record_hash, folder in pairs.tolist():
+            if record_hash in shared:
+                found.setdefault(record_hash, []).append(self.files[folder].slug)
+        return found
+
 
 def survey_export(export_dir: Path, known_slugs: set[str], now: float | None = None) -> ExportSurvey:
     survey = ExportSurvey()
@@ -234,6 +277,23 @@ def survey_export(export_dir: Path, known_slugs: set[str], now: float | None = N
     else:
         survey.mappings = None if mappings is None else len(mappings)
     return survey
+
+
+def shared_record_ids(
+    export_dir: Path, survey: ExportSurvey, limit: int = 20
+) -> tuple[int, list[tuple[str, list[str]]]]:
+    """How many record ids more than one folder holds, and the first `limit` of them with their
+    folders (read again from the files concerned: only their hashes were kept)."""
+    shared = survey.files_sharing_record_ids()
+    if not shared:
+        return 0, []
+    named: dict[int, str] = {}
+    for slug in sorted({slug for slugs in shared.values() for slug in slugs}):
+        for record in parse_memories_file(export_dir, slug).records:
+            record_hash = record_id_hash(record.record_id) if record.record_id else None
+            if record_hash in shared and len(named) < limit:
+                named.setdefault(record_hash, record.record_id)
+    return len(shared), sorted((record_id, shared[h]) for h, record_id in named.items())
 
 
 # --- checking one record --------------------------------------------------------------------------

@@ -40,10 +40,12 @@ from tinybot_migration.progress import Log, chunk_line, quiet
 from tinybot_migration.resources.embedding_provider import EmbeddingProviderResource
 from tinybot_migration.schema import bot_timestamp
 from tinybot_migration.shapes.export import (
+    WHOLE_FILE,
     ParsedFile,
     RejectedRecord,
     SenderMapping,
     ShapesRecord,
+    file_fingerprint,
     jsonb_safe,
     memories_file,
     parse_memories_file,
@@ -78,7 +80,7 @@ class PersonalityAccount:
     memories: int = 0  # distinct memories its imported records give (one per sender)
     written: int = 0
     already_present: int = 0
-    file_error: str | None = None
+    file_error: str | None = None  # no record could be read: the file is one reject (WHOLE_FILE)
 
     @property
     def unaccounted(self) -> int:
@@ -282,8 +284,12 @@ def _parse_files(
         parsed = parse_memories_file(export_dir, slug, now.timestamp())
         account.source_file, account.file_error = parsed.source_file, parsed.error
         account.records, account.deleted = parsed.total, parsed.deleted
-        if parsed.error is None:
-            files.append(parsed)
+        if parsed.error is not None:
+            whole = RejectedRecord(
+                WHOLE_FILE, None, parsed.error, file_fingerprint(export_dir / parsed.source_file)
+            )
+            report.rejected_records[parsed.source_file] = [whole]
+        files.append(parsed)
     return files
 
 
@@ -408,6 +414,8 @@ def _account(
     """Each kept record: imported (it gives a memory no earlier record gave), duplicate, or rejected
     (the provider refused its text); the memories of the first two are expected in the new DB."""
     for parsed in files:
+        if parsed.error is not None:
+            continue  # one reject for the whole file, made when it was read
         account = report.per_personality[parsed.slug]
         plan = plans[parsed.source_file]
         rejected = list(parsed.rejected)

@@ -19,7 +19,11 @@ from tinybot_migration.memories.pairing import pair_messages
 from tinybot_migration.memories.rebuild import load_messages
 from tinybot_migration.new_database_schema import apply_new_schema
 from tinybot_migration.runtime.embedded_postgres import embedded_database_url
-from tinybot_migration_tests.helpers.verdict import SENDERS_WARNING, assert_all_checks_passed
+from tinybot_migration_tests.helpers.verdict import (
+    MIGRATION_CHECKS,
+    SENDERS_WARNING,
+    assert_all_checks_passed,
+)
 
 pytestmark = pytest.mark.slow  # every test here starts the CLI or a Dagster CLI as a subprocess
 
@@ -52,7 +56,7 @@ def test_run_migrates_and_a_failing_check_exits_non_zero(cli_databases, tinybot_
     env = cli_env(tinybot_home, OLD_DATABASE_URL=old_url, DATABASE_URL=new_url)
     first = run_cli("run", "--log-level", "WARNING", env=env, cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert_all_checks_passed(first.stdout, 54)
+    assert_all_checks_passed(first.stdout, MIGRATION_CHECKS)
     assert "4,364" in first.stdout
     assert "shapes_memories: nothing to import (no export (SHAPES_EXPORT_DIR unset" in first.stdout
 
@@ -132,7 +136,7 @@ def test_a_password_with_at_slash_colon_and_percent_never_shows(
     )
     migrated = run_cli("run", env=env, cwd=tmp_path)
     assert migrated.returncode == 0, migrated.stdout + migrated.stderr
-    assert_all_checks_passed(migrated.stdout, 54)
+    assert_all_checks_passed(migrated.stdout, MIGRATION_CHECKS)
     assert leaks(fragments, migrated.stdout + migrated.stderr, tinybot_home) == []
 
     env["OLD_DATABASE_URL"] = f"postgresql://postgres:{secret}@/cli_old?host={socket_dir}"
@@ -155,7 +159,7 @@ def test_demo_from_scratch_prints_every_check_passing(tmp_path):
     result = run_cli("demo", env=cli_env(home), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     # The demo's export has unmapped senders on purpose: a WARN, not a failure.
-    assert_all_checks_passed(result.stdout, 54, (SENDERS_WARNING,))
+    assert_all_checks_passed(result.stdout, MIGRATION_CHECKS, (SENDERS_WARNING,))
     assert "WARN shapes_memories.senders_mapped_to_personas: 4 of 16 senders" in result.stdout
     assert (
         "shapes_memories: 9,364 shapes.inc records: 9,068 imported, 292 deleted, 2 duplicates, 2 rejected"

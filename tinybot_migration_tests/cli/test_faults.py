@@ -23,7 +23,11 @@ from tinybot_migration.runtime.run_owners import LAUNCHED_BY_CLI, LAUNCHED_BY_TA
 from tinybot_migration_tests.helpers.environment import fresh_environment
 from tinybot_migration_tests.helpers.openai_server import OpenAITestServer
 from tinybot_migration_tests.helpers.servers import stop_servers_under
-from tinybot_migration_tests.helpers.verdict import SENDERS_WARNING, assert_all_checks_passed
+from tinybot_migration_tests.helpers.verdict import (
+    MIGRATION_CHECKS,
+    SENDERS_WARNING,
+    assert_all_checks_passed,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -119,7 +123,7 @@ def test_a_run_killed_while_holding_a_slot_does_not_block_the_next(home, provide
     after = run_to_end(home, provider_server)
     assert after.returncode == 0, after.stdout + after.stderr
     assert "was left STARTED by a process that is gone" in after.stdout and "marked failed" in after.stdout
-    assert_all_checks_passed(after.stdout, 54, (SENDERS_WARNING,))
+    assert_all_checks_passed(after.stdout, MIGRATION_CHECKS, (SENDERS_WARNING,))
 
 
 def test_a_pool_held_by_a_live_run_is_waited_for_then_given_up_on_clearly(home, provider_server, monkeypatch):
@@ -167,7 +171,7 @@ def test_the_database_stopped_mid_run_is_said_plainly_and_running_again_resumes(
 
     again = run_to_end(home, provider_server)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert_all_checks_passed(again.stdout, 54, (SENDERS_WARNING,))
+    assert_all_checks_passed(again.stdout, MIGRATION_CHECKS, (SENDERS_WARNING,))
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
@@ -200,6 +204,6 @@ def test_a_signal_stops_a_paying_run_within_seconds_and_a_rerun_pays_nothing_twi
 
     again = run_to_end(home, provider_server)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert_all_checks_passed(again.stdout, 54, (SENDERS_WARNING,))
+    assert_all_checks_passed(again.stdout, MIGRATION_CHECKS, (SENDERS_WARNING,))
     paid = [text for request in provider_server.requests for text in request]
     assert len(paid) == len(set(paid))  # what was paid before the signal was cached, not paid again

@@ -21,7 +21,7 @@ from tinybot_migration.settings import NEW_DATABASE_NAME, OLD_DATABASE_NAME
 from tinybot_migration_tests.helpers.dagster_ui import DagsterUI, cli_path, start_dev
 from tinybot_migration_tests.helpers.environment import fresh_environment
 from tinybot_migration_tests.helpers.openai_server import OpenAITestServer
-from tinybot_migration_tests.helpers.verdict import LATENCY_WARNING, SENDERS_WARNING
+from tinybot_migration_tests.helpers.verdict import LATENCY_WARNING, MIGRATION_CHECKS, SENDERS_WARNING
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +74,7 @@ def assert_every_check_passed(ui: DagsterUI) -> None:
     """Every check of every asset ran against its latest materialization and passed; of the WARN
     checks, the demo export's planted unmapped senders fail, and a p95 may (it measures the machine)."""
     results = ui.latest_check_results()
-    assert len(results) == 54, sorted(results)
+    assert len(results) == MIGRATION_CHECKS, sorted(results)
     assert results[SENDERS_WARNING] == ("FAILED", "WARN")
     failed = {
         name: outcome

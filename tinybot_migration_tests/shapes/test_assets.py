@@ -28,7 +28,7 @@ def export(new_db, tmp_path) -> ShapesExport:
     shapes.person("1001")
     shapes.map(SENDERS[0], "1001")
     shapes.write("luna", [record([SENDERS[0], SENDERS[1]], "group"), record([SENDERS[0]], "", seconds=1)])
-    shapes.write("nova", [record([SENDERS[0]], "nova's", seconds=2)])
+    shapes.write("nova", [record([SENDERS[0]], "nova's", seconds=2, record_id="nova-1")])
     return shapes
 
 
@@ -78,6 +78,7 @@ def test_a_range_run_imports_every_partition_with_every_check(instance, export):
     assert checks(result) == {
         "every_folder_maps_to_a_personality": (True, "WARN"),
         "every_file_parses": (True, "WARN"),
+        "record_ids_unique_across_folders": (True, "WARN"),
         "every_record_accounted_for": (True, "ERROR"),
         "senders_mapped_to_personas": (False, "WARN"),
         "embeddings_present_with_right_dimensions": (True, "ERROR"),
@@ -92,7 +93,7 @@ def test_a_range_run_imports_every_partition_with_every_check(instance, export):
     assert (survey["folders"], survey["records"], survey["senders"]) == (2, 3, 2)
 
 
-def test_the_survey_warns_about_unknown_folders_and_unreadable_files_without_blocking(instance, export):
+def test_unknown_folders_and_unreadable_files_are_warned_about_and_never_block(instance, export):
     export.write_text("stranger", "[]")  # no personality has this slug
     export.personality("broken")
     export.write_text("broken", '{"not": "an array"}')
@@ -104,10 +105,35 @@ def test_the_survey_warns_about_unknown_folders_and_unreadable_files_without_blo
     assert not folders.passed and folders.severity.value == "WARN" and "stranger" in folders.description
     assert not files.passed and files.severity.value == "WARN"
     assert "broken/broken_memories.json: the top level is an object" in files.description
+    # The unreadable file is accounted for as one reject: the blocking check passes, the run goes on.
     accounting = evaluations["every_record_accounted_for"]
-    assert not accounting.passed and accounting.description.startswith("broken: broken/broken_memories.json")
-    assert not result.success  # the blocking accounting check failed …
-    assert metadata(result, "shapes_memories")["memories_written"] == 3  # … after the others were imported
+    assert accounting.passed and "1 unreadable file(s), each one reject in shapes_rejects: broken/" in (
+        accounting.description
+    )
+    assert result.success
+    assert metadata(result, "shapes_memories")["memories_written"] == 3
+
+
+def test_a_record_id_in_two_folders_is_imported_into_both_and_named(instance, export):
+    export.write("luna", [record([SENDERS[0]], "shared memory", record_id="rec-shared")])
+    export.write(
+        "nova",
+        [
+            record([SENDERS[0]], "shared memory", record_id="rec-shared"),
+            record([SENDERS[0]], "own", record_id="nova-own"),
+        ],
+    )
+    instance.add_dynamic_partitions(personality_partitions.name, ["luna", "nova"])
+    with OpenAITestServer() as server:
+        result = run(instance, export, server)
+    assert result.success
+    [shared] = [
+        e for e in result.get_asset_check_evaluations() if e.check_name == "record_ids_unique_across_folders"
+    ]
+    assert not shared.passed and shared.severity.value == "WARN"
+    assert "1 record id(s) are in more than one personality's file" in shared.description
+    assert "rec-shared in luna, nova" in shared.description
+    assert metadata(result, "shapes_memories")["memories_written"] == 3  # one per personality, and nova's own
 
 
 def test_a_dry_run_observes_the_bill_and_materializes_nothing(instance, export):

@@ -251,16 +251,33 @@ def test_the_accounting_check_fails_when_a_memory_or_a_reject_row_vanishes(expor
     )
 
 
-def test_an_unreadable_file_fails_its_personality_and_the_others_are_imported(export, server):
+def test_an_unreadable_file_is_one_reject_and_fixing_it_imports_its_records(export, server):
+    """A truncated file is the export's defect: one reject for the whole file (size, digest, first
+    characters), accounted for, never a failure of what the import itself did; the others import."""
     export.write("luna", [record([MAPPED], "fine")])
     export.personality("nova")
     export.write_text("nova", '[{"id": "x"},')
     report = import_all(export, server, slugs=("luna", "nova"))
     assert report.per_personality["luna"].imported == 1 and report.memories_written == 1
     outcome = every_record_accounted_for(export.conn, report)
-    assert not outcome.passed
-    assert outcome.description.startswith("nova: nova/nova_memories.json: not JSON: Expecting")
-    assert "line 1, column 14" in outcome.description
+    assert outcome.passed, outcome.description
+    assert "1 unreadable file(s), each one reject in shapes_rejects: nova/nova_memories.json: not JSON" in (
+        outcome.description
+    )
+    assert "line 1, column 14" in outcome.description and outcome.metadata["unreadable_files"] == 1
+    [reject] = rows(export.conn, "tinybot_migration.shapes_rejects")
+    assert reject[:4] == ("nova/nova_memories.json", -1, None, "nova") and "not JSON" in reject[4]
+    assert (
+        reject[5]["file_size"] == 13
+        and len(reject[5]["sha256"]) == 64
+        and reject[5]["head"] == '[{"id": "x"},'
+    )
+
+    export.write("nova", [record([MAPPED], "now readable")])
+    fixed = import_all(export, server, slugs=("luna", "nova"))
+    assert fixed.per_personality["nova"].imported == 1 and fixed.memories_written == 1
+    assert rows(export.conn, "tinybot_migration.shapes_rejects") == []
+    assert every_record_accounted_for(export.conn, fixed).passed
 
 
 def test_a_malformed_mapping_file_stops_the_import_before_anything_is_written(export, server):
