@@ -4,7 +4,9 @@ holds a pool slot, a pool held by a live run, and the database stopped mid-run. 
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -207,3 +209,57 @@ def test_a_signal_stops_a_paying_run_within_seconds_and_a_rerun_pays_nothing_twi
     assert_all_checks_passed(again.stdout, MIGRATION_CHECKS, (SENDERS_WARNING,))
     paid = [text for request in provider_server.requests for text in request]
     assert len(paid) == len(set(paid))  # what was paid before the signal was cached, not paid again
+
+
+def test_a_truncated_export_file_and_a_record_without_text_never_cost_the_index(home, provider_server):
+    """The export's defects are rejects and WARNs; the memories, the vector index (dropped for the bulk
+    load) and the search checks all still run; fixing the file and running again imports it."""
+    export = home / "shapes_export"
+    truncated, emptied = sorted(export.glob("*/*_memories.json"))[:2]
+    originals = {path: path.read_bytes() for path in (truncated, emptied)}
+    records = json.loads(originals[emptied])
+    del records[0]["result"]
+    try:
+        truncated.write_bytes(originals[truncated][: len(originals[truncated]) // 2])
+        emptied.write_text(json.dumps(records))
+        forget_memories(home)
+        broken = run_to_end(home, provider_server)
+        said = " ".join(broken.stdout.split())
+        assert broken.returncode == 0, broken.stdout + broken.stderr
+        unreadable = f"{truncated.parent.name}/{truncated.name}: not JSON"
+        assert f"WARN shapes_export.every_file_parses: {unreadable}" in said, broken.stdout
+        assert "1 unreadable file(s)" in said and "memory_vector_index" in said
+        assert re.search(r"memory_vector_index .* 5/5 passed", broken.stdout), broken.stdout
+        with psycopg.connect(embedded_database_url("tinybot_new", home), autocommit=True) as conn:
+            rejects = dict(
+                conn.execute(
+                    "SELECT record_index, reason FROM tinybot_migration.shapes_rejects WHERE source_file = %s",
+                    (f"{truncated.parent.name}/{truncated.name}",),
+                ).fetchall()
+            )
+            assert list(rejects) == [-1] and "not JSON" in rejects[-1]
+            reason = conn.execute(
+                "SELECT reason FROM tinybot_migration.shapes_rejects WHERE source_file = %s AND record_index = 0",
+                (f"{emptied.parent.name}/{emptied.name}",),
+            ).fetchone()
+            assert reason == ("result is missing",)
+            assert index_is_valid(conn)
+    finally:
+        for path, data in originals.items():
+            path.write_bytes(data)
+    fixed = run_to_end(home, provider_server)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert_all_checks_passed(fixed.stdout, MIGRATION_CHECKS, (SENDERS_WARNING,))
+    assert "unreadable" not in fixed.stdout
+    with psycopg.connect(embedded_database_url("tinybot_new", home), autocommit=True) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM tinybot_migration.shapes_rejects WHERE source_file = %s",
+            (f"{truncated.parent.name}/{truncated.name}",),
+        ).fetchone() == (0,)
+
+
+def index_is_valid(conn) -> bool:
+    return conn.execute(
+        "SELECT coalesce(bool_and(i.indisvalid), false) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " WHERE c.relname = 'idx_memories_embedding'"
+    ).fetchone()[0]
