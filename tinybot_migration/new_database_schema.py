@@ -72,8 +72,8 @@ class ProjectStep:
     statements: str
 
 
-def _project_tables_sql() -> str:
-    return "\n".join(table.create_sql() for table in schema.PROJECT_TABLES)
+def _project_tables_sql(tables: tuple[schema.Table, ...]) -> str:
+    return "\n".join(table.create_sql() for table in tables)
 
 
 def _added_indexes_sql() -> str:
@@ -86,7 +86,12 @@ PROJECT_STEPS: tuple[ProjectStep, ...] = (
         1,
         "the pipeline's own tables (embedding cache, shapes rejects, memory coverage, pending-memory "
         "outcomes), its indexes on the bot's tables, and the bot's memory query as a function",
-        f"{_project_tables_sql()}\n{_added_indexes_sql()}\n{SEARCH_FUNCTION_SQL}",
+        f"{_project_tables_sql(schema.PROJECT_TABLES_OF_STEP_1)}\n{_added_indexes_sql()}\n{SEARCH_FUNCTION_SQL}",
+    ),
+    ProjectStep(
+        2,
+        "relational_rejects: the old rows left out for a missing parent, accounted for",
+        _project_tables_sql((schema.RELATIONAL_REJECTS,)),
     ),
 )
 PROJECT_SCHEMA_VERSION = PROJECT_STEPS[-1].version

@@ -526,12 +526,29 @@ PENDING_MEMORY_OUTCOMES = Table(
     schema=PROJECT_SCHEMA,
 )
 
-PROJECT_TABLES: tuple[Table, ...] = (
+# The old database's rows the copy left out because a foreign key points at no parent (a defect of
+# the source, accounted for here and warned about, never blocking): the row as it is in the old DB.
+RELATIONAL_REJECTS = Table(
+    "relational_rejects",
+    (
+        Column("table_name", "text"),
+        Column("row_key", "text"),  # the table's conflict key in the old DB, comma-joined
+        Column("reason", "text"),
+        Column("raw_row", "jsonb"),
+        Column("rejected_at", "timestamp with time zone", default="now()"),
+    ),
+    primary_key=("table_name", "row_key"),
+    schema=PROJECT_SCHEMA,
+)
+
+# The project's tables by the step that created them (new_database_schema.PROJECT_STEPS).
+PROJECT_TABLES_OF_STEP_1: tuple[Table, ...] = (
     EMBEDDING_CACHE,
     SHAPES_REJECTS,
     MEMORY_COVERAGE,
     PENDING_MEMORY_OUTCOMES,
 )
+PROJECT_TABLES: tuple[Table, ...] = (*PROJECT_TABLES_OF_STEP_1, RELATIONAL_REJECTS)
 
 # Indexes of ours on the bot's tables (the catalog allows added indexes): named apart from any
 # name Prisma would give, so no later bot migration can collide with one.

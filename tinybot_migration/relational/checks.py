@@ -7,15 +7,18 @@ them directly on deliberately corrupted data to prove each one can fail.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
+from dagster import AssetCheckSeverity
 from psycopg import sql
 
 from tinybot_migration.check_outcome import CheckOutcome
 from tinybot_migration.ids import UUID_TEXT_WIDTH, expected_ids_for_group, uuid5_batch, uuid5_bytes
 from tinybot_migration.postgres import ColumnType, Connect, column_types, copy_line_batches, copy_text_fields
 from tinybot_migration.relational.tables import TableSpec
+from tinybot_migration.schema import RELATIONAL_REJECTS
 
 ROW_COUNT_PARITY = "row_count_parity"
 FOREIGN_KEYS_REMAPPED = "foreign_keys_remapped"
@@ -25,7 +28,8 @@ CONTENT_CHECKSUM_MATCHES = "content_checksum_matches"
 ID_CHECK_BATCH_ROWS = 8192
 
 CHECK_DESCRIPTIONS = {
-    ROW_COUNT_PARITY: "The new table holds exactly as many rows as the old one.",
+    ROW_COUNT_PARITY: "The new table holds as many rows as the old one, less the rows left out for a "
+    "missing parent, each recorded in tinybot_migration.relational_rejects (WARN when there are any).",
     FOREIGN_KEYS_REMAPPED: "Every foreign key was remapped: as many non-NULL references as in the old "
     "table, and none pointing at a missing parent.",
     IDS_MATCH_SEEDS: "Every id equals uuid5 of its seed (with :n suffixes for colliding natural keys).",
@@ -70,15 +74,36 @@ def _count(conn: psycopg.Connection, table: str) -> int:
     return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
 
 
+def left_out_rows(new_conn: psycopg.Connection, spec: TableSpec) -> list[tuple[str, dict]]:
+    """(old key, old row) of the rows the copy left out for a missing parent, as it recorded them."""
+    return new_conn.execute(
+        f"SELECT row_key, raw_row FROM {RELATIONAL_REJECTS.qualified} WHERE table_name = %s", (spec.name,)
+    ).fetchall()
+
+
 def row_count_parity(
     old_conn: psycopg.Connection, new_conn: psycopg.Connection, spec: TableSpec
 ) -> CheckOutcome:
+    """Old rows = new rows + the rows left out for a missing parent. Those are the old DB's defect,
+    accounted for in relational_rejects: a WARN that names them, never blocking; a difference they
+    do not explain is an ERROR (the copy lost something)."""
     old_rows, new_rows = _count(old_conn, spec.name), _count(new_conn, spec.name)
+    left_out = len(left_out_rows(new_conn, spec))
+    description = f"{spec.name}: {old_rows:,} old rows, {new_rows:,} new rows"
+    if left_out:
+        description += f", {left_out:,} left out for a missing parent ({RELATIONAL_REJECTS.qualified})"
+    accounted = old_rows == new_rows + left_out
     return CheckOutcome(
         ROW_COUNT_PARITY,
-        old_rows == new_rows,
-        f"{spec.name}: {old_rows:,} old rows, {new_rows:,} new rows",
-        {"old_rows": old_rows, "new_rows": new_rows, "difference": new_rows - old_rows},
+        accounted and not left_out,
+        description,
+        {
+            "old_rows": old_rows,
+            "new_rows": new_rows,
+            "rows_left_out": left_out,
+            "difference": new_rows + left_out - old_rows,
+        },
+        severity=AssetCheckSeverity.WARN if accounted else AssetCheckSeverity.ERROR,
     )
 
 
@@ -87,6 +112,7 @@ def foreign_keys_remapped(
 ) -> CheckOutcome:
     problems: list[str] = []
     metadata: dict[str, int] = {}
+    left_out = [row for _, row in left_out_rows(new_conn, spec)]
     for fk in spec.foreign_keys:
         count_refs = sql.SQL("SELECT count({}) FROM {}").format(
             sql.Identifier(fk.column), sql.Identifier(spec.name)
@@ -106,8 +132,12 @@ def foreign_keys_remapped(
         metadata[f"{fk.column}_old_refs"] = old_refs
         metadata[f"{fk.column}_new_refs"] = new_refs
         metadata[f"{fk.column}_orphans"] = orphans
-        if old_refs != new_refs:
-            problems.append(f"{fk.column}: {old_refs:,} references in the old table, {new_refs:,} in the new")
+        left_out_refs = sum(row.get(fk.column) is not None for row in left_out)
+        if old_refs != new_refs + left_out_refs:
+            problems.append(
+                f"{fk.column}: {old_refs:,} references in the old table, {new_refs:,} in the new"
+                + (f" and {left_out_refs:,} in rows left out" if left_out_refs else "")
+            )
         if orphans:
             problems.append(f"{fk.column}: {orphans:,} rows point at no row of {fk.parent}")
     description = "; ".join(problems) or f"{spec.name}: every foreign key remapped"
@@ -189,16 +219,26 @@ def _checksum_expression(column: ColumnType) -> sql.Composable:
     return sql.SQL("quote_nullable({})").format(text)
 
 
-def table_checksum(conn: psycopg.Connection, spec: TableSpec, columns: tuple[str, ...]) -> tuple[int, str]:
-    """(rows, order-independent checksum of `columns`) for one database's copy of a table."""
+def table_checksum(
+    conn: psycopg.Connection, spec: TableSpec, columns: tuple[str, ...], leave_out: Sequence[str] = ()
+) -> tuple[int, str]:
+    """(rows, order-independent checksum of `columns`) for one database's copy of a table; without
+    the rows whose conflict key (comma-joined, as relational_rejects records it) is in `leave_out`."""
     types = column_types(conn, spec.name, columns)
     row_text = sql.SQL("concat_ws(',', {})").format(
         sql.SQL(", ").join(_checksum_expression(t) for t in types)
     )
+    where = sql.SQL("")
+    if leave_out:
+        key = sql.SQL(" || ',' || ").join(
+            sql.SQL("t.{}").format(sql.Identifier(c)) for c in spec.conflict_key
+        )
+        where = sql.SQL(" WHERE NOT ({})::text = ANY(%s)").format(key)
     rows, total = conn.execute(
         sql.SQL(
-            "SELECT count(*), coalesce(sum(('x' || substr(md5({}), 1, 15))::bit(60)::bigint), 0) FROM {}"
-        ).format(row_text, sql.Identifier(spec.name))
+            "SELECT count(*), coalesce(sum(('x' || substr(md5({}), 1, 15))::bit(60)::bigint), 0) FROM {} AS t{}"
+        ).format(row_text, sql.Identifier(spec.name), where),
+        (list(leave_out),) if leave_out else None,
     ).fetchone()
     return rows, f"{int(total) % (1 << 64):016x}"
 
@@ -209,7 +249,8 @@ def content_checksum_matches(
     # The columns the copy wrote: a column the old table lacks keeps its default.
     copied = spec.columns_in(old_conn)
     columns = tuple(c for c in spec.content_columns if c in copied)
-    old_rows, old_sum = table_checksum(old_conn, spec, columns)
+    left_out = [key for key, _ in left_out_rows(new_conn, spec)]  # they have no copy to compare
+    old_rows, old_sum = table_checksum(old_conn, spec, columns, left_out)
     new_rows, new_sum = table_checksum(new_conn, spec, columns)
     passed = old_sum == new_sum and old_rows == new_rows
     return CheckOutcome(

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
+from tinybot_migration import schema
 from tinybot_migration.ids import SeedAllocator
 from tinybot_migration.postgres import (
     ColumnType,
@@ -56,6 +57,7 @@ class CopyResult:
     id_collisions_resolved: int = 0
     rows_rejected: int = 0  # a foreign key whose parent is not in the parent table
     rejection_samples: list[str] = field(default_factory=list)
+    rejected_rows: list[tuple[str, str, str]] = field(default_factory=list)  # (key, reason, row as JSON)
     seconds: float = 0.0
 
     @property
@@ -197,7 +199,8 @@ def count_missing_parents(
     )
     rows = old_conn.execute(
         sql.SQL(
-            "SELECT ({key})::text, concat_ws('; ', {problems}) FROM {table} AS t{joins} WHERE NOT ({all_found})"
+            "SELECT ({key})::text, concat_ws('; ', {problems}), to_jsonb(t)::text"
+            " FROM {table} AS t{joins} WHERE NOT ({all_found})"
         ).format(
             key=sql.SQL(" || ',' || ").join(
                 sql.SQL("t.{}").format(sql.Identifier(c)) for c in spec.conflict_key
@@ -210,9 +213,30 @@ def count_missing_parents(
         parents.params,
     ).fetchall()
     result.rows_rejected = len(rows)
+    result.rejected_rows = rows
     result.rejection_samples = [
-        f"{spec.name} row {key}: {problem}" for key, problem in rows[:MAX_REJECTION_SAMPLES]
+        f"{spec.name} row {key}: {problem}" for key, problem, _ in rows[:MAX_REJECTION_SAMPLES]
     ]
+
+
+def record_rejected_rows(new_conn: psycopg.Connection, spec: TableSpec, result: CopyResult) -> None:
+    """Make `relational_rejects` hold exactly this copy's left-out rows of the table (a row whose
+    parent has since appeared, or that is gone from the old DB, leaves it)."""
+    rejects = schema.RELATIONAL_REJECTS.qualified
+    keys = [key for key, _, _ in result.rejected_rows]
+    new_conn.execute(
+        f"DELETE FROM {rejects} WHERE table_name = %s AND NOT row_key = ANY(%s)", (spec.name, keys)
+    )
+    if result.rejected_rows:
+        with new_conn.cursor() as cur:
+            cur.executemany(  # a row rejected again for the same reason keeps its rejected_at
+                f"INSERT INTO {rejects} (table_name, row_key, reason, raw_row) VALUES (%s, %s, %s, %s::jsonb)"
+                " ON CONFLICT (table_name, row_key) DO UPDATE SET reason = EXCLUDED.reason,"
+                " raw_row = EXCLUDED.raw_row, rejected_at = now()"
+                f" WHERE ({schema.RELATIONAL_REJECTS.name}.reason, {schema.RELATIONAL_REJECTS.name}.raw_row)"
+                " IS DISTINCT FROM (EXCLUDED.reason, EXCLUDED.raw_row)",
+                [(spec.name, key, reason, raw) for key, reason, raw in result.rejected_rows],
+            )
 
 
 class IdMaps:
@@ -288,6 +312,7 @@ def copy_table(
                 old_conn, new_conn, spec, (query, params), destination, allocator, log
             )
             count_rejected_rows(old_conn, spec, maps, staged, result)
+            record_rejected_rows(new_conn, spec, result)
             result.rows_read = staged + result.rows_rejected
             if destination.bulk:
                 result.rows_inserted = staged
