@@ -7,7 +7,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from typing import TypeVar
@@ -34,6 +34,34 @@ def retry_deadlocks(transaction: Callable[[], T], attempts: int = DEADLOCK_ATTEM
                 raise
             time.sleep(random.uniform(0.05, 0.2) * attempt)
     raise AssertionError("unreachable")
+
+
+# Session advisory locks of the project's (first key), so two runs or syncs never run the same DDL
+# at once: the second waits, then finds the work done.
+LOCK_CLASS = 0x7469_6E64  # "tind"
+VECTOR_INDEX_LOCK = (LOCK_CLASS, 1)  # building or dropping idx_memories_embedding
+SYNC_TARGET_LOCK = (LOCK_CLASS, 2)  # a sync writing into this database
+LOCK_POLL_SECONDS = 1.0
+
+
+@contextmanager
+def advisory_lock(
+    conn: psycopg.Connection, lock: tuple[int, int], waiting: str, log: Callable[[str], None]
+) -> Iterator[None]:
+    """Hold a session advisory lock on `conn` (autocommit) while the block runs; say `waiting` once
+    if another session holds it. It is polled, never waited on inside a statement: a session blocked
+    in pg_advisory_lock holds a snapshot, and CREATE INDEX CONCURRENTLY in the session holding the
+    lock would wait for that snapshot: a deadlock."""
+    said = False
+    while not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", lock).fetchone()[0]:
+        if not said:
+            log(waiting)
+            said = True
+        time.sleep(LOCK_POLL_SECONDS)
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s, %s)", lock)
 
 
 def copy_line_batches(copy, size: int) -> Iterator[list[bytes]]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from tinybot_migration.postgres import VECTOR_INDEX_LOCK, advisory_lock
 from tinybot_migration.progress import Log, quiet
 from tinybot_migration.schema import EMBEDDING_DIMENSIONS
 
@@ -82,6 +83,16 @@ def ensure_vector_index(
     """Build the index unless a valid one exists (an invalid one, left by an interrupted concurrent
     build, is dropped first). `conn` must be in autocommit mode."""
     log = log or quiet
+    with advisory_lock(conn, VECTOR_INDEX_LOCK, BUILD_ELSEWHERE, log):
+        return _ensure_vector_index(conn, m, ef_construction, max_build_memory_mb, log)
+
+
+BUILD_ELSEWHERE = f"vector index: another run is building or dropping {INDEX_NAME}; waiting for it"
+
+
+def _ensure_vector_index(
+    conn: psycopg.Connection, m: int, ef_construction: int, max_build_memory_mb: int, log: Log
+) -> IndexBuild:
     rows = conn.execute("SELECT count(*) FROM memories WHERE embedding IS NOT NULL").fetchone()[0]
     state = index_state(conn)
     if state.exists and state.valid:
@@ -130,6 +141,15 @@ def drop_for_bulk_load(
     share = BULK_LOAD_SHARE if share is None else share
     min_rows = BULK_LOAD_MIN_ROWS if min_rows is None else min_rows
     if incoming < min_rows or not index_state(conn).exists:
+        return False
+    with advisory_lock(conn, VECTOR_INDEX_LOCK, BUILD_ELSEWHERE, log or quiet):
+        return _drop_for_bulk_load(conn, incoming, share, min_rows, log)
+
+
+def _drop_for_bulk_load(
+    conn: psycopg.Connection, incoming: int, share: float, min_rows: int, log: Log | None
+) -> bool:
+    if not index_state(conn).exists:
         return False
     existing = conn.execute(
         "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'memories'::regclass"

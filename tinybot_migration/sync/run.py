@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import psycopg
@@ -17,6 +18,7 @@ from psycopg import sql
 
 from tinybot_migration.check_outcome import CheckOutcome
 from tinybot_migration.passwords import redact_url
+from tinybot_migration.postgres import SYNC_TARGET_LOCK, advisory_lock
 from tinybot_migration.progress import Log, quiet
 from tinybot_migration.resources.database import open_connection, open_read_only
 from tinybot_migration.schema import EMBEDDING_DIMENSIONS
@@ -96,15 +98,37 @@ def run_sync(
         )
         mode = "dry run: nothing is written" if options.dry_run else f"prefer {options.prefer} on conflicts"
         log(f"sync {redact_url(source_url)} → {redact_url(target_url)} ({mode})")
-        dropped = not options.dry_run and _drop_index_for_a_bulk_load(source_conn, target_conn, log)
-        tables = sync_tables(source_conn, target_conn, options, progress=progress or SyncProgress(log))
-        report = SyncReport(source, target, options, tables)
-        if not options.dry_run and (dropped or _index_missing(target_conn)):
-            report.index = ensure_vector_index(target_conn, log=log)
-        if not options.dry_run:
-            log("checking the target: counts against the summary, orphans, embeddings, both sides again")
-            report.checks = checks_after_sync(source_conn, target_conn, tables)
+        # Two syncs into one target take turns: side by side they deadlock on the same rows and
+        # the index, and each one's counts would move under the other's writes.
+        with (
+            nullcontext()
+            if options.dry_run
+            else advisory_lock(
+                target_conn, SYNC_TARGET_LOCK, f"another sync into {target} is running; waiting for it", log
+            )
+        ):
+            report = _sync_locked(source, target, source_conn, target_conn, options, log, progress)
     report.seconds = time.perf_counter() - started
+    return report
+
+
+def _sync_locked(
+    source: str,
+    target: str,
+    source_conn: psycopg.Connection,
+    target_conn: psycopg.Connection,
+    options: SyncOptions,
+    log: Log,
+    progress: SyncProgress | None,
+) -> SyncReport:
+    dropped = not options.dry_run and _drop_index_for_a_bulk_load(source_conn, target_conn, log)
+    tables = sync_tables(source_conn, target_conn, options, progress=progress or SyncProgress(log))
+    report = SyncReport(source, target, options, tables)
+    if not options.dry_run and (dropped or _index_missing(target_conn)):
+        report.index = ensure_vector_index(target_conn, log=log)
+    if not options.dry_run:
+        log("checking the target: counts against the summary, orphans, embeddings, both sides again")
+        report.checks = checks_after_sync(source_conn, target_conn, tables)
     return report
 
 

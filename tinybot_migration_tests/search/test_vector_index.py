@@ -1,12 +1,15 @@
 """The vector index: built after the load with sized memory and used for an unfiltered query,
 left in place when valid, rebuilt when invalid, dropped before a large load, and its checks."""
 
+import threading
+import time
 import uuid
 
 import psycopg
 from dagster import AssetCheckSeverity, materialize
 
 from tinybot_migration.new_database_schema import apply_new_schema
+from tinybot_migration.postgres import VECTOR_INDEX_LOCK
 from tinybot_migration.resources import EmbeddingProviderResource, NewDatabaseResource
 from tinybot_migration.search import vector_index
 from tinybot_migration.search.assets import memory_vector_index
@@ -162,3 +165,26 @@ def test_recall_counts_a_tie_at_the_cut_as_a_match():
     assert recall_at([(a, 0.9), (c, 0.5)], [(a, 0.9), (b, 0.5)], k=2) == 1.0  # c ties b at the cut
     assert recall_at([(a, 0.9)], [(a, 0.9), (b, 0.5)], k=2) == 0.5
     assert recall_at([], []) == 1.0 and recall_at([(a, 0.2)], []) == 0.0
+
+
+def test_two_builds_at_once_take_turns_the_second_finds_the_index_built(world):
+    """Two runs reaching the index at once: side by side, CREATE INDEX CONCURRENTLY against the
+    other's deadlocked. The advisory lock makes the second wait, say so, and leave the index in place."""
+    url = world["conn"].info.dsn
+    said: list[str] = []
+    builds: list = []
+
+    def build() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            builds.append(ensure_vector_index(conn, log=said.append))
+
+    with psycopg.connect(url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s, %s)", VECTOR_INDEX_LOCK)  # a build in progress
+        second = threading.Thread(target=build)
+        second.start()
+        time.sleep(1.5)
+        assert builds == [] and any("another run is building or dropping" in line for line in said)
+        assert ensure_vector_index(holder).action == "built"  # the holder's own build (its lock nests)
+        holder.execute("SELECT pg_advisory_unlock(%s, %s)", VECTOR_INDEX_LOCK)
+        second.join(timeout=30)
+    assert [b.action for b in builds] == ["left in place"] and index_state(world["conn"]).valid

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -229,3 +230,34 @@ def test_the_terminal_display_draws_a_bar_per_table(dev_with_memories, empty_pro
     assert report.ok
     drawn = screen.getvalue()
     assert "memories" in drawn and "9 inserted, 0 updated" in drawn and "conversation_history" in drawn
+
+
+def test_two_syncs_into_one_target_take_turns_and_both_succeed(make_database, empty_prod):
+    """Side by side they deadlocked on the rows and the index and printed negative counts; now the
+    second waits for the first, says so, and finds nothing left to do."""
+    dev = dev_with_random_memories(make_database, "run_dev_twice", 1000)
+    env = environment(dev, empty_prod)
+    reports: dict[str, object] = {}
+    said: dict[str, list[str]] = {"first": [], "second": []}
+
+    def sync(name: str) -> None:
+        reports[name] = run_sync("dev", "prod", SyncOptions(), log=said[name].append, environment=env)
+
+    threads = [threading.Thread(target=sync, args=(name,)) for name in ("first", "second")]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.2)
+    for thread in threads:
+        thread.join(timeout=240)
+    assert set(reports) == {"first", "second"} and all(r.ok for r in reports.values())
+    waited = [
+        name for name, lines in said.items() if any("another sync into prod is running" in s for s in lines)
+    ]
+    assert waited == ["second"], said
+    counts = [(t.inserted, t.updated) for r in reports.values() for t in r.tables]
+    assert all(n >= 0 for pair in counts for n in pair)
+    memories = {name: {t.table: t for t in r.tables}["memories"].inserted for name, r in reports.items()}
+    assert memories == {"first": 1000, "second": 0}
+    assert memory_count(empty_prod) == 1000
+    with psycopg.connect(empty_prod) as conn:
+        assert index_state(conn).valid
