@@ -156,6 +156,25 @@ def _progress_display():
         yield
 
 
+CONFIGURATION_EXIT = 2  # a setting is wrong: nothing was started
+
+
+class ConfigurationError(SystemExit):
+    """The settings keep a run from working; each problem was said."""
+
+
+def _require_configuration() -> None:
+    """Stop before any write when a setting the run needs is wrong, each problem one line."""
+    from tinybot_migration.runtime.preflight import configuration_problems
+
+    problems = configuration_problems()
+    for problem in problems:
+        console.print(f"[red]configuration[/]: {problem}", highlight=False, soft_wrap=True)
+    if problems:
+        console.print("nothing was started or written; fix the settings above and run again")
+        raise ConfigurationError(CONFIGURATION_EXIT)
+
+
 def _migration_report(
     log_level: str | None = None, pool_wait_seconds: float | None = None, progress: bool = True, **options
 ):
@@ -167,6 +186,7 @@ def _migration_report(
     from tinybot_migration.runtime.runner import DEFAULT_POOL_WAIT_SECONDS, run_migration
 
     logging.getLogger().addFilter(_STORAGE_RETRIES_ONCE)  # the same filter object is added once
+    _require_configuration()
     quiet = log_level is None
     if progress:
         _print_databases()

@@ -28,6 +28,7 @@ from tinybot_migration.search.vector_index import (
     INDEX_NAME,
     ensure_vector_index,
     vacuum_for_search,
+    vector_index_lock,
 )
 from tinybot_migration.shapes.assets import shapes_memories
 
@@ -78,7 +79,8 @@ def memory_vector_index(
     new_database: NewDatabaseResource,
     embedding_provider: EmbeddingProviderResource,
 ) -> MaterializeResult:
-    with new_database.connect() as conn:
+    # Two runs measure one at a time too: side by side, both would pay for the same query texts.
+    with new_database.connect() as conn, vector_index_lock(conn, context.log.info):
         build = ensure_vector_index(
             conn, config.m, config.ef_construction, config.max_build_memory_mb, context.log.info
         )

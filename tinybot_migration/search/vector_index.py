@@ -10,6 +10,7 @@ table is vacuumed and analyzed (`vacuum_for_search`) so the planner knows its si
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import psycopg
@@ -83,11 +84,16 @@ def ensure_vector_index(
     """Build the index unless a valid one exists (an invalid one, left by an interrupted concurrent
     build, is dropped first). `conn` must be in autocommit mode."""
     log = log or quiet
-    with advisory_lock(conn, VECTOR_INDEX_LOCK, BUILD_ELSEWHERE, log):
+    with vector_index_lock(conn, log):
         return _ensure_vector_index(conn, m, ef_construction, max_build_memory_mb, log)
 
 
-BUILD_ELSEWHERE = f"vector index: another run is building or dropping {INDEX_NAME}; waiting for it"
+BUILD_ELSEWHERE = f"vector index: another run is building, dropping or measuring {INDEX_NAME}; waiting for it"
+
+
+def vector_index_lock(conn: psycopg.Connection, log: Log | None = None) -> AbstractContextManager[None]:
+    """Held while the index is built, dropped or measured: one run at a time (it nests in a session)."""
+    return advisory_lock(conn, VECTOR_INDEX_LOCK, BUILD_ELSEWHERE, log or quiet)
 
 
 def _ensure_vector_index(
@@ -142,7 +148,7 @@ def drop_for_bulk_load(
     min_rows = BULK_LOAD_MIN_ROWS if min_rows is None else min_rows
     if incoming < min_rows or not index_state(conn).exists:
         return False
-    with advisory_lock(conn, VECTOR_INDEX_LOCK, BUILD_ELSEWHERE, log or quiet):
+    with vector_index_lock(conn, log):
         return _drop_for_bulk_load(conn, incoming, share, min_rows, log)
 
 

@@ -6,8 +6,10 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -101,7 +103,7 @@ def test_a_password_never_appears_in_errors(tinybot_home, pg_server, tmp_path):
         DATABASE_URL=f"postgresql://postgres:{secret}@/no_such_database?host={socket_dir}",
     )
     result = run_cli("run", env=env, cwd=tmp_path)
-    assert result.returncode == 1
+    assert result.returncode == 2  # found by the checks before the run: nothing started
     output = result.stdout + result.stderr
     assert "no_such_database" in output and "***" in output
     assert secret not in output
@@ -141,9 +143,39 @@ def test_a_password_with_at_slash_colon_and_percent_never_shows(
 
     env["OLD_DATABASE_URL"] = f"postgresql://postgres:{secret}@/cli_old?host={socket_dir}"
     refused = run_cli("run", env=env, cwd=tmp_path)
-    assert refused.returncode == 1
+    assert refused.returncode == 2
     assert "percent-encode" in refused.stdout and "%40" in refused.stdout
     assert leaks(fragments, refused.stdout + refused.stderr, tinybot_home) == []
+
+
+def test_configuration_errors_fail_first_each_in_one_line_before_anything_is_written(tinybot_home, tmp_path):
+    """The real provider without its key, an export folder that is not there, a new DB whose port
+    nothing listens on: all said in the first seconds, naming the setting, nothing started."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: connections are refused
+        env = cli_env(
+            tinybot_home,
+            EMBEDDING_PROVIDER="openai",
+            OPENAI_API_KEY="",
+            SHAPES_EXPORT_DIR=str(tmp_path / "missing_export"),
+            DATABASE_URL=f"postgresql://migrator:secret@127.0.0.1:{port}/tinybot",
+        )
+        started = time.monotonic()
+        result = run_cli("run", env=env, cwd=tmp_path)
+        seconds = time.monotonic() - started
+    lines = [line for line in result.stdout.splitlines() if line.startswith("configuration: ")]
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert len(lines) == 3, result.stdout
+    assert "EMBEDDING_PROVIDER=openai needs OPENAI_API_KEY" in lines[0]
+    assert f"SHAPES_EXPORT_DIR is {tmp_path / 'missing_export'}, which is not a folder" in lines[1]
+    assert "cannot connect to the new database at postgresql://migrator:***@127.0.0.1" in lines[2]
+    assert "nothing accepts connections there" in lines[2] and "[DATABASE_URL]" in lines[2]
+    assert "secret" not in result.stdout + result.stderr and "Traceback" not in result.stderr
+    assert (
+        "nothing was started or written" in result.stdout and "asset" not in result.stdout
+    )  # no summary table
+    assert seconds < 60
 
 
 def test_demo_data_refuses_a_configured_old_database(tinybot_home, tmp_path):
