@@ -263,3 +263,30 @@ def index_is_valid(conn) -> bool:
         "SELECT coalesce(bool_and(i.indisvalid), false) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
         " WHERE c.relname = 'idx_memories_embedding'"
     ).fetchone()[0]
+
+
+def test_two_runs_at_once_both_succeed_and_pay_each_text_once(tmp_path, provider_server):
+    """Side by side from the start: the index build deadlocked one of them before; now the memory
+    writers, the index and its measurement take turns, and every text is paid for once."""
+    home = tmp_path / "twice"
+    env = fault_env(home, provider_server)
+    subprocess.run([*CLI, "demo-data"], env=env, check=True, capture_output=True, timeout=RUN_TIMEOUT)
+    provider_server.requests.clear()
+    try:
+        runs = []
+        for _ in range(2):
+            runs.append(
+                subprocess.Popen(
+                    [*CLI, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+                )
+            )
+            time.sleep(1)
+        outputs = [run.communicate(timeout=RUN_TIMEOUT * 2)[0] for run in runs]
+    finally:
+        stop_servers_under(home)
+    for run, output in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, output
+        assert_all_checks_passed(output, MIGRATION_CHECKS, (SENDERS_WARNING,))
+        assert "Deadlock" not in output and "Traceback" not in output
+    paid = [text for request in provider_server.requests for text in request]
+    assert paid and len(paid) == len(set(paid))
