@@ -15,7 +15,10 @@ from tinybot_migration.resources import (
     OldDatabaseResource,
     ShapesExportResource,
 )
-from tinybot_migration.resources.embedding_provider import PROVIDER_ENVIRONMENT
+from tinybot_migration.resources.embedding_provider import (
+    PROVIDER_ENVIRONMENT,
+    provider_numbers_from_environment,
+)
 from tinybot_migration.runtime.run_display import CLI_LOGGER, cli_logger
 from tinybot_migration.runtime.stages import build_migration_jobs
 from tinybot_migration.search import definitions as search
@@ -51,7 +54,9 @@ defs = Definitions.merge(
             "old_database": OldDatabaseResource(url=_from_env("OLD_DATABASE_URL")),
             "new_database": NewDatabaseResource(url=_from_env("DATABASE_URL")),
             "shapes_export_folder": ShapesExportResource(path=_from_env("SHAPES_EXPORT_DIR")),
-            "embedding_provider": EmbeddingProviderResource(**_settings_from_env(**PROVIDER_ENVIRONMENT)),
+            "embedding_provider": EmbeddingProviderResource(
+                **_settings_from_env(**PROVIDER_ENVIRONMENT), **provider_numbers_from_environment()
+            ),
         },
     ),
 )

@@ -26,5 +26,19 @@ def chunk_progress(line: str) -> tuple[int, int, int] | None:
     return None if match is None else tuple(int(g.replace(",", "")) for g in match.groups())
 
 
+# A line the CLI shows as it happens even when Dagster's lines go to the log file: something a person
+# may want to act on (a provider retrying, a run waiting for another).
+NOTICE_MARK = "⚠ "
+
+
+def notice_line(text: str) -> str:
+    return NOTICE_MARK + text
+
+
+def notice_text(line: str) -> str | None:
+    """The text of a `notice_line`, or None for any other line."""
+    return line[len(NOTICE_MARK) :] if line.startswith(NOTICE_MARK) else None
+
+
 def quiet(_line: str) -> None:
     """A `Log` that drops every line."""

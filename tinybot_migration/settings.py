@@ -59,6 +59,17 @@ def memory_reconcile_interval_seconds() -> int:
     )
 
 
+MINIMUM_EMBEDDING_DEADLINE_SECONDS = 5
+
+
+def embedding_deadline_seconds() -> int | None:
+    """EMBEDDING_DEADLINE_SECONDS: how long a provider that stopped answering is waited for (once a
+    run), or None for the provider's default."""
+    if not os.environ.get("EMBEDDING_DEADLINE_SECONDS", "").strip():
+        return None
+    return _seconds_setting("EMBEDDING_DEADLINE_SECONDS", 120, MINIMUM_EMBEDDING_DEADLINE_SECONDS)
+
+
 def _seconds_setting(name: str, default: int, minimum: int) -> int:
     """The variable's whole seconds, or the default with a warning when the value is unusable.
 

@@ -56,6 +56,9 @@ class PlainProgress:
         if done >= total or self._due():
             self._say(f"  {step}: {done:,}/{total:,} texts, {rate:,}/s")
 
+    def notice(self, step: str, text: str) -> None:
+        self._say(f"  {step}: {text}")
+
     def _due(self) -> bool:
         return time.monotonic() - self._last_line >= LINE_SECONDS
 
@@ -106,6 +109,9 @@ class RichProgress:
         if task is None:
             task = self._chunks[step] = self.progress.add_task(step, total=total)
         self.progress.update(task, completed=done, total=total, description=f"{step}: texts, {rate:,}/s")
+
+    def notice(self, step: str, text: str) -> None:
+        self.progress.console.print(f"{step}: {text}", highlight=False)  # above the bars, and it stays
 
 
 def progress_for(console: Console) -> PlainProgress | RichProgress:

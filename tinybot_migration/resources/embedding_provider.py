@@ -35,8 +35,9 @@ from tinybot_migration.embeddings.batches import (
     truncate_for_embedding,
 )
 from tinybot_migration.embeddings.hash_embedder import hash_embedding
-from tinybot_migration.progress import Log
+from tinybot_migration.progress import Log, notice_line
 from tinybot_migration.schema import EMBEDDING_DIMENSIONS
+from tinybot_migration.settings import embedding_deadline_seconds
 
 DEFAULT_MODEL = "text-embedding-3-small"
 DIMENSIONS = EMBEDDING_DIMENSIONS
@@ -48,6 +49,8 @@ INPUT_REJECTED_STATUS = {400, 413, 422}
 # How often a request waiting for a slot looks again (slots are shared across threads and loops).
 SLOT_POLL_SECONDS = 0.002
 _slots_lock = threading.Lock()
+# (base_url, model) -> when a batch missed its deadline, in this process (see _refuse_if_stalled).
+_stalled: dict[tuple[str | None, str], float] = {}
 
 
 class EmbeddingProviderError(RuntimeError):
@@ -167,6 +170,12 @@ PROVIDER_ENVIRONMENT = {
 }
 
 
+def provider_numbers_from_environment() -> dict:
+    """The provider's numeric settings the environment sets (not secrets: plain values, not EnvVar)."""
+    deadline = embedding_deadline_seconds()
+    return {} if deadline is None else {"batch_deadline_seconds": deadline}
+
+
 class EmbeddingProviderResource(ConfigurableResource):
     """Embeddings for memories.
 
@@ -187,7 +196,9 @@ class EmbeddingProviderResource(ConfigurableResource):
     max_backoff_seconds: float = Field(default=60.0)
     request_timeout_seconds: float = Field(default=60.0, description="the longest one request may take")
     batch_deadline_seconds: float = Field(
-        default=300.0, description="the longest one batch may take, every retry included; then the run fails"
+        default=120.0,
+        description="the longest one batch may take, every retry included; then the run fails, and every "
+        "later call in the same process fails at once (a provider that stopped answering is waited for once)",
     )
     max_refusal_requests: int = Field(
         default=64, description="requests one embed call may spend isolating texts the provider refuses"
@@ -209,7 +220,8 @@ class EmbeddingProviderResource(ConfigurableResource):
                 field: os.environ[name]
                 for field, name in PROVIDER_ENVIRONMENT.items()
                 if os.environ.get(name)
-            }
+            },
+            **provider_numbers_from_environment(),
         )
 
     @asynccontextmanager
@@ -260,7 +272,22 @@ class EmbeddingProviderResource(ConfigurableResource):
         result.seconds = time.perf_counter() - started
         return result
 
+    def _stall_key(self) -> tuple[str | None, str]:
+        return (self.base_url, self.model)
+
+    def _refuse_if_stalled(self) -> None:
+        """A provider that missed a batch deadline earlier in this process (this run) is not waited
+        for again: every memory asset after the first fails at once."""
+        since = _stalled.get(self._stall_key())
+        if since is not None:
+            raise EmbeddingDeadlineError(
+                f"the openai provider ({self.model}) gave no answer within the batch deadline of "
+                f"{self.batch_deadline_seconds:g}s {time.time() - since:.0f}s ago in this run; not waiting again: "
+                "check OPENAI_BASE_URL and the provider's status, then run again"
+            )
+
     async def _embed_openai(self, texts: list[str], log: Log | None) -> EmbeddingResult:
+        self._refuse_if_stalled()
         batches = plan_batches(texts, self.max_inputs_per_request, self.max_tokens_per_request)
         result = EmbeddingResult(
             np.zeros((len(texts), self.dimensions), np.float32),
@@ -328,6 +355,7 @@ class EmbeddingProviderResource(ConfigurableResource):
                     raise error from None
                 delay = self._backoff(attempt, exc)
                 if time.monotonic() + delay >= deadline:
+                    _stalled[self._stall_key()] = time.time()
                     raise EmbeddingDeadlineError(
                         f"embedding {where} with {self.model}: no answer within the batch deadline of "
                         f"{self.batch_deadline_seconds:g}s after {attempt + 1} attempt(s) ("
@@ -338,7 +366,11 @@ class EmbeddingProviderResource(ConfigurableResource):
                 result.retries += 1
                 if call.log is not None:
                     call.log(
-                        f"embedding {where}: {reason}, retry {attempt + 1}/{self.max_retries} in {delay:.1f}s"
+                        notice_line(
+                            f"embedding {where} with {self.model}: {reason}, retry {attempt + 1} of "
+                            f"{self.max_retries} in {delay:.1f}s (gives up in "
+                            f"{max(0.0, deadline - time.monotonic()):.0f}s)"
+                        )
                     )
                 await asyncio.sleep(delay)
                 attempt += 1

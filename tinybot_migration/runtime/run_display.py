@@ -18,7 +18,7 @@ from typing import Protocol
 
 from dagster import Field, InitLoggerContext, logger
 
-from tinybot_migration.progress import chunk_progress
+from tinybot_migration.progress import chunk_progress, notice_text
 
 CLI_LOGGER = "tinybot_cli"
 ROW_COUNT = "dagster/row_count"
@@ -28,6 +28,7 @@ class ProgressDisplay(Protocol):
     def stage(self, name: str, steps: int) -> None: ...
     def step_done(self, step: str, rows: int | None) -> None: ...
     def chunk(self, step: str, done: int, total: int, rate: int) -> None: ...
+    def notice(self, step: str, text: str) -> None: ...
 
 
 _display: list[ProgressDisplay | None] = [None]
@@ -62,9 +63,12 @@ class ProgressHandler(logging.Handler):
         step = meta.get("step_key") or ""
         event = meta.get("dagster_event")
         if event is None:
-            chunk = chunk_progress(meta.get("orig_message") or "")
+            message = meta.get("orig_message") or ""
+            chunk = chunk_progress(message)
             if chunk is not None:
                 display.chunk(step, *chunk)
+            elif (text := notice_text(message)) is not None:
+                display.notice(step, text)
             return
         kind = event.event_type_value
         if kind == "ASSET_MATERIALIZATION":

@@ -290,3 +290,18 @@ def test_two_runs_at_once_both_succeed_and_pay_each_text_once(tmp_path, provider
         assert "Deadlock" not in output and "Traceback" not in output
     paid = [text for request in provider_server.requests for text in request]
     assert paid and len(paid) == len(set(paid))
+
+
+def test_the_providers_retries_show_on_the_terminal_as_they_happen(home, provider_server):
+    """Dagster's own lines go to the log file; a retry is something to see at once."""
+    forget_memories(home)
+    provider_server.script(429, {"Retry-After": "1"}, times=2)
+    result = run_to_end(home, provider_server)
+    assert result.returncode == 0, result.stdout + result.stderr
+    retries = [line for line in result.stdout.splitlines() if ", retry " in line]
+    assert len(retries) == 2, result.stdout
+    assert all(
+        re.search(r"^  rebuilt_memories: embedding batch \d+/\d+ .*HTTP 429, retry \d of 6 in 1\.0s", r)
+        for r in retries
+    )
+    assert_all_checks_passed(result.stdout, MIGRATION_CHECKS, (SENDERS_WARNING,))

@@ -10,6 +10,7 @@ from tinybot_migration.embeddings.batches import (
     truncate_for_embedding,
 )
 from tinybot_migration.embeddings.hash_embedder import hash_embedding
+from tinybot_migration.progress import notice_text
 from tinybot_migration.resources.embedding_provider import (
     PROBE_TEXT,
     EmbeddingDeadlineError,
@@ -213,3 +214,25 @@ def test_a_provider_that_never_answers_fails_within_the_batch_deadline_saying_wh
     message = str(failure.value)
     assert elapsed < 2.0 and not failure.value.retryable
     assert "batch deadline of 1s" in message and "× APITimeoutError" in message and "0.3s" in message
+
+
+def test_a_stalled_provider_is_waited_for_once_per_run_and_each_retry_is_said_as_it_happens():
+    """The second memory asset of a run does not wait out the deadline again; each retry is a
+    notice line (the CLI shows those on the terminal) saying what, how long and how many left."""
+    import time
+
+    said: list[str] = []
+    with OpenAITestServer() as server:
+        server.hang_seconds = 30
+        stalled = provider(server, request_timeout_seconds=0.3, batch_deadline_seconds=1.0)
+        with pytest.raises(EmbeddingDeadlineError):
+            stalled.embed(TEXTS[:3], log=said.append)
+        requests = len(server.requests)
+        started = time.monotonic()
+        with pytest.raises(EmbeddingDeadlineError) as again:
+            provider(server, request_timeout_seconds=0.3, batch_deadline_seconds=1.0).embed(TEXTS[3:6])
+        assert time.monotonic() - started < 0.5 and len(server.requests) == requests  # nothing sent
+    assert "not waiting again" in str(again.value)
+    retries = [notice_text(line) for line in said if notice_text(line) is not None]
+    assert retries and all(", retry " in r and " of 6 in " in r and "gives up in" in r for r in retries)
+    assert "APITimeoutError" in retries[0] and "text-embedding-3-small" in retries[0]
