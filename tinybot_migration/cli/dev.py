@@ -3,7 +3,8 @@
 `dagster dev` is started from this interpreter's own environment (so a bare
 `/path/to/venv/bin/tinybot-migration dev`, as a systemd unit or supervisor runs it, needs no
 activated virtualenv) in a process group of its own, and SIGINT/SIGTERM are forwarded to that whole
-group, so the webserver and daemon never outlive this process.
+group; this process exits only after every process it started has (psutil finds them, in the group
+or not), so the webserver and daemon never outlive it.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
+
+import psutil
 
 from tinybot_migration.cli.summary import console
 
 # How long the webserver and daemon get to stop after the signal before they are killed.
 STOP_GRACE_SECONDS = 20
+DESCENDANT_POLL_SECONDS = 1.0  # how often the processes it started are noted while it runs
 SUPERSEDED_NOTICE_FILTER = "ignore:Function `dev_command` is superseded"
 
 
@@ -74,27 +79,59 @@ def _offer_partitions_before_first_migration(instance) -> None:
 
 
 def serve_until_stopped(process: subprocess.Popen) -> int:
-    """Wait for `process`; on SIGINT or SIGTERM, pass the signal to its whole group and wait for it."""
+    """Wait for `process`; on SIGINT or SIGTERM, pass the signal to its whole group, and return only
+    once it and every process it started have exited (killed after STOP_GRACE_SECONDS)."""
     received: list[int] = []
+    descendants: dict[int, psutil.Process] = {}
 
     def forward(signum: int, _frame) -> None:
         received.append(signum)
+        _remember_descendants(process, descendants)
         _signal_group(process, signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while True:
-            try:
-                code = process.wait(timeout=STOP_GRACE_SECONDS if received else None)
-                break
-            except subprocess.TimeoutExpired:
-                _signal_group(process, signal.SIGKILL)
+        code = _wait_remembering(process, descendants, received)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        # The group leader is gone; anything it left behind goes with it.
-        _signal_group(process, signal.SIGKILL)
+        _stop_all(process, descendants)
     return 128 + received[0] if received and code < 0 else code
+
+
+def _wait_remembering(
+    process: subprocess.Popen, descendants: dict[int, psutil.Process], received: list[int]
+) -> int:
+    """The leader's exit code, noting its descendants as they come (an orphan cannot be found from
+    it once it is gone), and killing the group when it outstays the grace period after a signal."""
+    signalled_at: float | None = None
+    while True:
+        _remember_descendants(process, descendants)
+        if received and signalled_at is None:
+            signalled_at = time.monotonic()
+        try:
+            return process.wait(timeout=DESCENDANT_POLL_SECONDS)
+        except subprocess.TimeoutExpired:
+            if signalled_at is not None and time.monotonic() - signalled_at > STOP_GRACE_SECONDS:
+                _signal_group(process, signal.SIGKILL)
+
+
+def _remember_descendants(process: subprocess.Popen, descendants: dict[int, psutil.Process]) -> None:
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(process.pid).children(recursive=True):
+            descendants.setdefault(child.pid, child)
+
+
+def _stop_all(process: subprocess.Popen, descendants: dict[int, psutil.Process]) -> None:
+    """Whatever the leader left behind (in its group or not) gets the grace period, then SIGKILL,
+    and is waited for: a service manager that sees this process exit may start the next one."""
+    _signal_group(process, signal.SIGKILL)
+    left = [p for p in descendants.values() if p.is_running()]
+    _, alive = psutil.wait_procs(left, timeout=STOP_GRACE_SECONDS)
+    for survivor in alive:
+        with contextlib.suppress(psutil.Error):
+            survivor.kill()
+    psutil.wait_procs(alive, timeout=5)
 
 
 def _signal_group(process: subprocess.Popen, signum: int) -> None:

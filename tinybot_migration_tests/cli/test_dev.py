@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import psutil
 import pytest
 
 from tinybot_migration_tests.helpers.dagster_ui import children_of, processes_in_group, start_dev
@@ -23,7 +24,9 @@ def test_sigterm_stops_the_webserver_and_daemon_and_no_virtualenv_is_needed(tmp_
         assert len(processes_in_group(ui.process_group)) >= 3  # dagster dev, the webserver, the daemon
         # Nothing noisy from the interpreters it starts (a bad warning filter prints in each one).
         assert "Invalid -W option" not in (tmp_path / "dev.log").read_text()
+        started = psutil.Process(ui.parent.pid).children(recursive=True)
     finally:
-        left = ui.stop()
+        left = ui.stop(grace_seconds=0)  # gone when it exits, not seconds later
     assert ui.parent.returncode is not None
     assert left == []
+    assert [p.pid for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []

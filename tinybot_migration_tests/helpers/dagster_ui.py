@@ -69,9 +69,9 @@ def wait_until_serving(port: int, parent: subprocess.Popen) -> None:
     raise AssertionError(f"dagster dev did not serve on port {port} within {SERVE_TIMEOUT_SECONDS}s")
 
 
-def stop_group(parent: subprocess.Popen, group: int | None) -> list[int]:
+def stop_group(parent: subprocess.Popen, group: int | None, grace_seconds: float = 10) -> list[int]:
     """SIGTERM to `tinybot-migration dev`, as a service manager stops it; the processes of its
-    dagster dev group still alive 10 s after it exited."""
+    dagster dev group still alive `grace_seconds` after it exited."""
     if parent.poll() is None:
         parent.send_signal(signal.SIGTERM)
         try:
@@ -79,7 +79,7 @@ def stop_group(parent: subprocess.Popen, group: int | None) -> list[int]:
         except subprocess.TimeoutExpired:
             parent.kill()
             parent.wait()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + grace_seconds
     while group is not None and processes_in_group(group) and time.monotonic() < deadline:
         time.sleep(0.2)
     return processes_in_group(group) if group is not None else []
@@ -229,8 +229,8 @@ class DagsterUI:
         assert sensor["__typename"] == "Sensor", sensor
         return sensor["sensorState"]
 
-    def stop(self) -> list[int]:
-        return stop_group(self.parent, self.process_group)
+    def stop(self, grace_seconds: float = 10) -> list[int]:
+        return stop_group(self.parent, self.process_group, grace_seconds)
 
 
 def common_job(nodes: list[dict]) -> str | None:
