@@ -361,7 +361,7 @@ class EmbeddingProviderResource(ConfigurableResource):
                         f"{self.batch_deadline_seconds:g}s after {attempt + 1} attempt(s) ("
                         + ", ".join(f"{n} × {what}" for what, n in tried.items())
                         + f"; each request waits at most {self.request_timeout_seconds:g}s): check "
-                        "OPENAI_BASE_URL and the provider's status, or raise batch_deadline_seconds"
+                        "OPENAI_BASE_URL and the provider's status, or raise EMBEDDING_DEADLINE_SECONDS"
                     ) from None
                 result.retries += 1
                 if call.log is not None:

@@ -280,7 +280,10 @@ def _root_cause(error) -> str:
     """The innermost error's message: Dagster wraps the asset's own error in its step error."""
     while error.cause is not None:
         error = error.cause
-    return error.message.strip()
+    message = error.message.strip()
+    # Dagster prefixes the class's dotted path ("dagster._core.definitions.events.Failure: …").
+    prefix, _, rest = message.partition(": ")
+    return rest if rest and prefix.split(".")[-1] == error.cls_name else message
 
 
 def _failure_text(result) -> str:

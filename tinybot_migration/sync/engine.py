@@ -26,7 +26,7 @@ import psycopg
 from psycopg import sql
 
 from tinybot_migration.sync.progress import SILENT, SyncProgress
-from tinybot_migration.sync.tables import SYNC_TABLES, UPDATED_AT, SyncTable
+from tinybot_migration.sync.tables import SYNC_TABLES, SyncTable
 
 FINGERPRINT_BATCH_ROWS = 5_000
 # A chunk of rows copied and upserted in one transaction: about 10,000 memories of 1536 floats.
@@ -121,7 +121,7 @@ def _fingerprint_query(table: SyncTable, where: sql.Composable, limit: bool) -> 
     ).format(
         key=_ident_list(table.key),
         digest=table.row_hash(),
-        updated_at=sql.Identifier(UPDATED_AT) if table.versioned else sql.SQL("NULL"),
+        updated_at=sql.Identifier(table.version_column) if table.versioned else sql.SQL("NULL"),
         extra=sql.SQL("").join(sql.SQL(", {}").format(sql.Identifier(c)) for c in extra),
         table=table.identifier,
         where=where,
@@ -371,7 +371,7 @@ def _update_changed(
     selected, params = _keys_in(table, "s", rows)
     changed = [c for c in table.columns if c not in table.key]
     guard = (
-        sql.SQL("s.{u} > t.{u}").format(u=sql.Identifier(UPDATED_AT))
+        sql.SQL("s.{u} > t.{u}").format(u=sql.Identifier(table.version_column))
         if table.versioned
         else sql.SQL("({}) IS DISTINCT FROM ({})").format(
             _ident_list(changed, "s"), _ident_list(changed, "t")

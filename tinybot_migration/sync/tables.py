@@ -1,8 +1,10 @@
 """What the sync needs to know of each table, derived from schema.py's descriptions.
 
-Every table of the new DB but the schema's own bookkeeping and the rejects of one import, in
-foreign-key order, plus the embedding cache (so that a target never pays again for a text the
-source already embedded). Rows match by primary key: deterministic ids give the same logical row
+Every table of the new DB but the schema's own bookkeeping, in foreign-key order, plus the
+embedding cache (so that a target never pays again for a text the source already embedded), the
+rejects and the rebuild's coverage marks (so the target shows what was rejected, and its sensor
+starts where the source's left off). Not the bot's `pending_memories` (the bot's own queue after
+cutover) nor the pending-memory outcomes that describe it. Rows match by primary key: deterministic ids give the same logical row
 the same key on both sides.
 """
 
@@ -16,6 +18,7 @@ from psycopg import sql
 from tinybot_migration import schema
 
 UPDATED_AT = "updated_at"
+VERSION_COLUMNS = (UPDATED_AT, "rejected_at")
 
 
 @dataclass(frozen=True)
@@ -40,10 +43,15 @@ class SyncTable:
         return self.table.column_names
 
     @property
+    def version_column(self) -> str | None:
+        """The column saying when a row last changed (`updated_at`, or a reject's `rejected_at`)."""
+        return next((c for c in VERSION_COLUMNS if c in self.table.column_names), None)
+
+    @property
     def versioned(self) -> bool:
-        """Rows carry `updated_at`: the newer side wins. Otherwise the table is append-only: a
+        """Rows carry a version column: the newer side wins. Otherwise the table is append-only: a
         row's content never changes, so two different contents under one key are a conflict."""
-        return UPDATED_AT in self.table.column_names
+        return self.version_column is not None
 
     @property
     def natural_keys(self) -> tuple[tuple[str, ...], ...]:
@@ -84,6 +92,10 @@ SYNC_TABLES: tuple[SyncTable, ...] = tuple(
         schema.MEMORIES,
         schema.SHAPES_PERSONA_MAPPINGS,
         schema.EMBEDDING_CACHE,
+        # What the migration rejected and how far the rebuild has covered: the target shows them too.
+        schema.SHAPES_REJECTS,
+        schema.RELATIONAL_REJECTS,
+        schema.MEMORY_COVERAGE,
     )
 )
 SYNC_TABLES_BY_NAME = {t.name: t for t in SYNC_TABLES}

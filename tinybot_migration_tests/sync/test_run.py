@@ -261,3 +261,26 @@ def test_two_syncs_into_one_target_take_turns_and_both_succeed(make_database, em
     assert memory_count(empty_prod) == 1000
     with psycopg.connect(empty_prod) as conn:
         assert index_state(conn).valid
+
+
+def test_the_rejects_and_the_coverage_marks_travel_so_the_target_shows_them(dev_with_memories, empty_prod):
+    with psycopg.connect(dev_with_memories, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO tinybot_migration.shapes_rejects (source_file, record_index, personality_slug, reason,"
+            " raw_record) VALUES ('alpha/alpha_memories.json', -1, 'alpha', 'not JSON', '{\"file_size\": 3}')"
+        )
+        conn.execute(
+            "INSERT INTO tinybot_migration.relational_rejects (table_name, row_key, reason, raw_row)"
+            " VALUES ('conversation_history', 'x', 'persona_id y is not in personas', '{\"id\": \"x\"}')"
+        )
+        coverage = conn.execute("SELECT count(*) FROM tinybot_migration.memory_coverage").fetchone()[0]
+    assert coverage == 2  # the rebuild marked both personalities
+    report = run_sync("dev", "prod", SyncOptions(), environment=environment(dev_with_memories, empty_prod))
+    assert report.ok, [(c.name, c.description) for c in report.checks]
+    with psycopg.connect(empty_prod) as conn:
+        for table, rows in (("shapes_rejects", 1), ("relational_rejects", 1), ("memory_coverage", 2)):
+            assert conn.execute(f"SELECT count(*) FROM tinybot_migration.{table}").fetchone() == (rows,), (
+                table
+            )
+    again = run_sync("dev", "prod", SyncOptions(), environment=environment(dev_with_memories, empty_prod))
+    assert all(t.inserted == t.updated == 0 for t in again.tables)  # a second sync changes nothing
