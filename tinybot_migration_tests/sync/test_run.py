@@ -170,10 +170,11 @@ def memory_count(url: str) -> int:
 
 
 @pytest.mark.slow
-def test_the_cli_killed_in_the_middle_of_a_sync_and_run_again_ends_as_an_uninterrupted_one(
-    make_database, empty_prod, tmp_path
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT], ids=["killed", "ctrl-c"])
+def test_the_cli_stopped_in_the_middle_of_a_sync_and_run_again_ends_as_an_uninterrupted_one(
+    make_database, empty_prod, tmp_path, signum
 ):
-    dev = dev_with_random_memories(make_database, "run_dev_kill", 3000)
+    dev = dev_with_random_memories(make_database, f"run_dev_stop_{signum}", 3000)
     reference = make_database("run_reference")
     with psycopg.connect(reference, autocommit=True) as conn:
         apply_new_schema(conn)
@@ -184,22 +185,31 @@ def test_the_cli_killed_in_the_middle_of_a_sync_and_run_again_ends_as_an_uninter
     env = {**os.environ, **environment(dev, empty_prod), "COLUMNS": "160"}
     # About 8 memories a transaction: hundreds of chunks, so the kill lands among them.
     command = [str(cli), "sync", "--from", "dev", "--to", "prod", "--batch-mb", "0.05"]
-    doomed = subprocess.Popen(
-        command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    said = tmp_path / "stopped.txt"
+    with said.open("w") as output:
+        doomed = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 240
         while memory_count(empty_prod) == 0 and doomed.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
-        doomed.send_signal(signal.SIGKILL)
+        doomed.send_signal(signum)
         doomed.wait(timeout=30)
     finally:
         if doomed.poll() is None:
             doomed.kill()
     landed = memory_count(empty_prod)
-    assert doomed.returncode == -signal.SIGKILL and 0 < landed < 3000, (doomed.returncode, landed)
+    expected_code = -signal.SIGKILL if signum == signal.SIGKILL else 130
+    assert doomed.returncode == expected_code and 0 < landed < 3000, (
+        doomed.returncode,
+        landed,
+        said.read_text(),
+    )
+    if signum == signal.SIGINT:  # stopped at a clean point, saying so
+        text = " ".join(said.read_text().split())
+        assert "interrupted" in text and "run the same `tinybot-migration sync` again" in text, text
+        assert "Traceback" not in text
     with psycopg.connect(empty_prod) as conn:
-        assert not index_state(conn).exists  # killed between the drop and the rebuild
+        assert not index_state(conn).exists  # stopped between the drop and the rebuild
 
     again = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
