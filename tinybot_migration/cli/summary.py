@@ -37,7 +37,8 @@ def print_summary(report, estimate=None) -> None:
             checks,
             f"{asset.metadata.get('seconds', 0):.2f}",
         )
-    console.print(table)
+    if report.assets:  # a run that failed before any step has no table to show
+        console.print(table)
     for name, asset in report.assets.items():
         if "records_imported" in asset.metadata:
             console.print(_shapes_line(name, asset.metadata))

@@ -229,7 +229,11 @@ def test_a_truncated_export_file_and_a_record_without_text_never_cost_the_index(
         unreadable = f"{truncated.parent.name}/{truncated.name}: not JSON"
         assert f"WARN shapes_export.every_file_parses: {unreadable}" in said, broken.stdout
         assert "1 unreadable file(s)" in said and "memory_vector_index" in said
-        assert re.search(r"memory_vector_index .* 5/5 passed", broken.stdout), broken.stdout
+        # Every index and search check ran (a busy machine may push the latency one to a WARN).
+        assert re.search(r"memory_vector_index .* [45]/5 passed", broken.stdout), broken.stdout
+        assert not re.search(
+            r"^WARN memory_vector_index\.(?!search_latency_within_bound)", broken.stdout, re.M
+        )
         with psycopg.connect(embedded_database_url("tinybot_new", home), autocommit=True) as conn:
             rejects = dict(
                 conn.execute(
