@@ -64,6 +64,13 @@ def advisory_lock(
         conn.execute("SELECT pg_advisory_unlock(%s, %s)", lock)
 
 
+def take_turns_in_transaction(conn: psycopg.Connection, what: str) -> None:
+    """Inside a transaction: wait for any other run's transaction writing `what` (a table) to end.
+    Two runs upserting the same rows at once can collide on a unique key their ON CONFLICT does not
+    name (a duplicate-key error instead of an update); one after the other, the second finds the rows."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_CLASS, what))
+
+
 def copy_line_batches(copy, size: int) -> Iterator[list[bytes]]:
     """Lines of a text-format COPY TO STDOUT, without their newline, in lists of about `size`.
 

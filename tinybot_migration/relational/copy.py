@@ -36,6 +36,7 @@ from tinybot_migration.postgres import (
     copy_text_field,
     copy_text_fields,
     prepare_bulk_load,
+    take_turns_in_transaction,
 )
 from tinybot_migration.progress import Log, quiet
 from tinybot_migration.relational.tables import TABLES_BY_NAME, TableSpec
@@ -306,6 +307,7 @@ def copy_table(
         maps = id_maps.for_parents_of(spec)
         query, params = old_rows_query(spec, maps, old_types, with_old_id=False)
         with new_conn.transaction():
+            take_turns_in_transaction(new_conn, spec.name)
             configure_copy_sessions(old_conn, new_conn)
             destination = open_destination(new_conn, spec, columns)
             staged = stream_rekeyed_rows(

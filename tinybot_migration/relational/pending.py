@@ -25,6 +25,7 @@ from psycopg.types.json import Jsonb
 
 from tinybot_migration.ids import NAMESPACE
 from tinybot_migration.memories.pairing import ANSWERS_AMONG_SQL
+from tinybot_migration.postgres import take_turns_in_transaction
 from tinybot_migration.relational.copy import IdMaps
 from tinybot_migration.schema import PENDING_MEMORY_OUTCOMES
 
@@ -77,6 +78,7 @@ def account_pending_memories(old_conn: psycopg.Connection, new_conn: psycopg.Con
     }
     decisions = [_decide(row, history, personas, personalities, answers, maps) for row in old_rows]
     with new_conn.transaction():
+        take_turns_in_transaction(new_conn, "pending_memories")
         result.rows_written = _write_copied(new_conn, [d for d in decisions if d.row is not None])
         _record_outcomes(new_conn, decisions)
     result.counts = Counter(d.outcome for d in decisions)
