@@ -228,12 +228,7 @@ def table_checksum(
     row_text = sql.SQL("concat_ws(',', {})").format(
         sql.SQL(", ").join(_checksum_expression(t) for t in types)
     )
-    where = sql.SQL("")
-    if leave_out:
-        key = sql.SQL(" || ',' || ").join(
-            sql.SQL("t.{}").format(sql.Identifier(c)) for c in spec.conflict_key
-        )
-        where = sql.SQL(" WHERE NOT ({})::text = ANY(%s)").format(key)
+    where = sql.SQL(" WHERE NOT {} = ANY(%s)").format(spec.row_key_sql("t")) if leave_out else sql.SQL("")
     rows, total = conn.execute(
         sql.SQL(
             "SELECT count(*), coalesce(sum(('x' || substr(md5({}), 1, 15))::bit(60)::bigint), 0) FROM {} AS t{}"

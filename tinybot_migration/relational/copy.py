@@ -56,10 +56,14 @@ class CopyResult:
     rows_inserted: int = 0
     rows_updated: int = 0
     id_collisions_resolved: int = 0
-    rows_rejected: int = 0  # a foreign key whose parent is not in the parent table
+    # Rows whose foreign key points at no row of the parent table: (key, reason, row as JSON).
+    rejected_rows: list[tuple[str, str, str]] = field(default_factory=list)
     rejection_samples: list[str] = field(default_factory=list)
-    rejected_rows: list[tuple[str, str, str]] = field(default_factory=list)  # (key, reason, row as JSON)
     seconds: float = 0.0
+
+    @property
+    def rows_rejected(self) -> int:
+        return len(self.rejected_rows)
 
     @property
     def rows_staged(self) -> int:
@@ -200,12 +204,10 @@ def count_missing_parents(
     )
     rows = old_conn.execute(
         sql.SQL(
-            "SELECT ({key})::text, concat_ws('; ', {problems}), to_jsonb(t)::text"
+            "SELECT {key}, concat_ws('; ', {problems}), to_jsonb(t)::text"
             " FROM {table} AS t{joins} WHERE NOT ({all_found})"
         ).format(
-            key=sql.SQL(" || ',' || ").join(
-                sql.SQL("t.{}").format(sql.Identifier(c)) for c in spec.conflict_key
-            ),
+            key=spec.row_key_sql("t"),
             problems=problems,
             table=sql.Identifier(spec.name),
             joins=parents.joins,
@@ -213,7 +215,6 @@ def count_missing_parents(
         ),
         parents.params,
     ).fetchall()
-    result.rows_rejected = len(rows)
     result.rejected_rows = rows
     result.rejection_samples = [
         f"{spec.name} row {key}: {problem}" for key, problem, _ in rows[:MAX_REJECTION_SAMPLES]

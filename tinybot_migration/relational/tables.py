@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
+from psycopg import sql
 
 from tinybot_migration import ids, schema
 from tinybot_migration.postgres import table_columns
@@ -53,6 +54,13 @@ class TableSpec:
     @property
     def conflict_key(self) -> tuple[str, ...]:
         return self.table.primary_key
+
+    def row_key_sql(self, alias: str = "t") -> sql.Composable:
+        """A row's conflict key as text, comma-joined: how relational_rejects names a left-out row,
+        and how the checks find it again in the old table."""
+        return sql.SQL("({})::text").format(
+            sql.SQL(" || ',' || ").join(sql.Identifier(alias, c) for c in self.conflict_key)
+        )
 
     @property
     def foreign_keys(self) -> tuple[ForeignKey, ...]:

@@ -7,10 +7,11 @@ password, fails here instead: one line per problem, naming the setting and the f
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from tinybot_migration.resources.database import DatabaseConnectionError, open_connection
 from tinybot_migration.resources.embedding_provider import PROVIDER_ENVIRONMENT, EmbeddingProviderResource
+from tinybot_migration.resources.shapes_export import SETTING as SHAPES_SETTING
+from tinybot_migration.resources.shapes_export import ShapesExportError, ShapesExportResource
 
 # The databases a run connects to: (variable, role); unset, the embedded server's.
 DATABASES = (
@@ -34,11 +35,10 @@ def _provider_problems() -> list[str]:
 
 
 def _export_problems() -> list[str]:
-    raw = os.environ.get("SHAPES_EXPORT_DIR")
-    if raw and not Path(raw).expanduser().is_dir():
-        return [
-            f"SHAPES_EXPORT_DIR is {raw}, which is not a folder: point it at the shapes.inc export, or unset it"
-        ]
+    try:
+        ShapesExportResource(path=os.environ.get(SHAPES_SETTING) or None).folder()
+    except ShapesExportError as error:
+        return [f"{error}: point it at the shapes.inc export, or unset it"]
     return []
 
 

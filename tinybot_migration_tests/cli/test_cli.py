@@ -168,7 +168,7 @@ def test_configuration_errors_fail_first_each_in_one_line_before_anything_is_wri
     assert result.returncode == 2, result.stdout + result.stderr
     assert len(lines) == 3, result.stdout
     assert "EMBEDDING_PROVIDER=openai needs OPENAI_API_KEY" in lines[0]
-    assert f"SHAPES_EXPORT_DIR is {tmp_path / 'missing_export'}, which is not a folder" in lines[1]
+    assert f"SHAPES_EXPORT_DIR is set to {tmp_path / 'missing_export'}, which does not exist" in lines[1]
     assert "cannot connect to the new database at postgresql://migrator:***@127.0.0.1" in lines[2]
     assert "nothing accepts connections there" in lines[2] and "[DATABASE_URL]" in lines[2]
     assert "secret" not in result.stdout + result.stderr and "Traceback" not in result.stderr
