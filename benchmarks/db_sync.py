@@ -57,7 +57,8 @@ from tinybot_migration.search.vector_index import (  # noqa: E402
     ensure_vector_index,
     index_state,
 )
-from tinybot_migration.sync.engine import SyncOptions, TableSync, prepare_session, row_count, sync_tables  # noqa: E402
+from tinybot_migration.sync.engine import SyncOptions, prepare_session, row_count, sync_tables  # noqa: E402
+from tinybot_migration.sync.results import TableSync  # noqa: E402
 from tinybot_migration.sync.run import checks_after_sync  # noqa: E402
 from tinybot_migration.sync.tables import SYNC_TABLES, SYNC_TABLES_BY_NAME  # noqa: E402
 

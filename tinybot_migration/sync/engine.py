@@ -26,12 +26,12 @@ import psycopg
 from psycopg import sql
 
 from tinybot_migration.sync.progress import SILENT, SyncProgress
+from tinybot_migration.sync.results import Conflict, TableSync
 from tinybot_migration.sync.tables import SYNC_TABLES, SyncTable
 
 FINGERPRINT_BATCH_ROWS = 5_000
 # A chunk of rows copied and upserted in one transaction: about 10,000 memories of 1536 floats.
 DEFAULT_BATCH_BYTES = 64 * 2**20
-CONFLICT_EXAMPLES = 1_000  # conflicts listed per table (all are counted)
 PREFER = ("target", "source")
 
 
@@ -43,37 +43,6 @@ class Fingerprint:
     size: int
     natural: tuple[tuple, ...]  # one value tuple per natural key of the table
     parents: tuple  # the foreign-key columns' values, in SyncTable.foreign_keys order
-
-
-@dataclass(frozen=True)
-class Conflict:
-    table: str
-    key: tuple
-    reason: str
-    target_key: tuple | None = None  # the target's id for the same natural key
-
-
-@dataclass
-class TableSync:
-    table: str
-    inserted: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    target_newer: int = 0
-    only_on_target: int = 0
-    target_rows_before: int = 0  # counted as the table's sync starts: its rows change only in it
-    source_rows: int = 0  # counted as the table's sync starts, for progress
-    examined: int = 0  # source rows classified so far
-    conflict_count: int = 0
-    conflicts: list[Conflict] = field(default_factory=list)
-    bytes_copied: int = 0
-    chunks: int = 0
-    seconds: float = 0.0
-
-    def add_conflict(self, conflict: Conflict) -> None:
-        self.conflict_count += 1
-        if len(self.conflicts) < CONFLICT_EXAMPLES:
-            self.conflicts.append(conflict)
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,9 @@ the CLI's terminal display (`cli.sync`) takes the same calls and draws a bar per
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from tinybot_migration.progress import Log, quiet
-
-if TYPE_CHECKING:
-    from tinybot_migration.sync.engine import TableSync
+from tinybot_migration.sync.results import TableSync
 
 
 class SyncProgress:

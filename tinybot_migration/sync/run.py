@@ -28,9 +28,10 @@ from tinybot_migration.search.vector_index import (
     ensure_vector_index,
     index_state,
 )
-from tinybot_migration.sync.engine import SyncOptions, TableSync, row_count, sync_tables
+from tinybot_migration.sync.engine import SyncOptions, row_count, sync_tables
 from tinybot_migration.sync.precheck import precheck, side_facts
 from tinybot_migration.sync.progress import SyncProgress
+from tinybot_migration.sync.results import TableSync
 from tinybot_migration.sync.tables import SYNC_TABLES, SYNC_TABLES_BY_NAME
 
 SIDES = {"dev": "DEV_DATABASE_URL", "prod": "PROD_DATABASE_URL"}
