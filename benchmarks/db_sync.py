@@ -1,4 +1,4 @@
-"""Benchmark: the DEV → PROD sync (`sync.engine.sync_tables`) against the bot's old way and
+"""Benchmark: the DEV → PROD sync (`lib.sync.engine.sync_tables`) against the bot's old way and
 `pg_dump | pg_restore`, on the same source, in one run.
 
     python benchmarks/db_sync.py                          # 100,000 memories
@@ -46,21 +46,21 @@ from psycopg import sql
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.relational_copy import fresh_database  # noqa: E402
-from tinybot_migration.ids import deterministic_uuid, persona_seed, personality_seed, user_seed  # noqa: E402
-from tinybot_migration.new_database_schema import apply_new_schema  # noqa: E402
-from tinybot_migration.resources.database import open_read_only  # noqa: E402
-from tinybot_migration.runtime.embedded_postgres import binaries_dir, embedded_server  # noqa: E402
-from tinybot_migration.schema import EMBEDDING_DIMENSIONS  # noqa: E402
-from tinybot_migration.search.vector_index import (  # noqa: E402
+from tinybot_migration.lib.database import open_read_only  # noqa: E402
+from tinybot_migration.lib.embedded_postgres import binaries_dir, embedded_server  # noqa: E402
+from tinybot_migration.lib.ids import deterministic_uuid, persona_seed, personality_seed, user_seed  # noqa: E402
+from tinybot_migration.lib.memories.vector_index import (  # noqa: E402
     BULK_LOAD_SHARE,
     INDEX_NAME,
     ensure_vector_index,
     index_state,
 )
-from tinybot_migration.sync.engine import SyncOptions, prepare_session, row_count, sync_tables  # noqa: E402
-from tinybot_migration.sync.results import TableSync  # noqa: E402
-from tinybot_migration.sync.run import checks_after_sync  # noqa: E402
-from tinybot_migration.sync.tables import SYNC_TABLES, SYNC_TABLES_BY_NAME  # noqa: E402
+from tinybot_migration.lib.new_database_schema import apply_new_schema  # noqa: E402
+from tinybot_migration.lib.schema import EMBEDDING_DIMENSIONS  # noqa: E402
+from tinybot_migration.lib.sync.engine import SyncOptions, prepare_session, row_count, sync_tables  # noqa: E402
+from tinybot_migration.lib.sync.results import TableSync  # noqa: E402
+from tinybot_migration.lib.sync.run import checks_after_sync  # noqa: E402
+from tinybot_migration.lib.sync.tables import SYNC_TABLES, SYNC_TABLES_BY_NAME  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DIM = EMBEDDING_DIMENSIONS

@@ -36,18 +36,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dagster import DagsterInstance, build_sensor_context, instance_for_test  # noqa: E402
 
 from benchmarks.memory_rebuild import migrated_new_database  # noqa: E402
-from tinybot_migration.memories.checks import (  # noqa: E402
+from tinybot_migration.defs.memories.sensor import memory_rebuild_sensor  # noqa: E402
+from tinybot_migration.defs.partitions import personality_partitions  # noqa: E402
+from tinybot_migration.defs.resources import NewDatabaseResource  # noqa: E402
+from tinybot_migration.defs.resources.embedding_provider import EmbeddingProviderResource  # noqa: E402
+from tinybot_migration.lib.memories.checks import (  # noqa: E402
     embeddings_present_with_right_dimensions,
     every_exchange_has_one_memory,
     no_duplicate_memories,
 )
-from tinybot_migration.memories.coverage import HISTORY_DELTA, HISTORY_FULL  # noqa: E402
-from tinybot_migration.memories.rebuild import rebuild_memories  # noqa: E402
-from tinybot_migration.memories.sensor import memory_rebuild_sensor  # noqa: E402
-from tinybot_migration.partitions import personality_partitions, personality_slugs  # noqa: E402
-from tinybot_migration.resources import NewDatabaseResource  # noqa: E402
-from tinybot_migration.resources.embedding_provider import EmbeddingProviderResource  # noqa: E402
-from tinybot_migration.schema import bot_timestamp  # noqa: E402
+from tinybot_migration.lib.memories.coverage import HISTORY_DELTA, HISTORY_FULL  # noqa: E402
+from tinybot_migration.lib.memories.rebuild import rebuild_memories  # noqa: E402
+from tinybot_migration.lib.personalities import personality_slugs  # noqa: E402
+from tinybot_migration.lib.schema import bot_timestamp  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROVIDER = EmbeddingProviderResource(provider="hash")

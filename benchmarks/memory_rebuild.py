@@ -54,18 +54,18 @@ from pgvector.psycopg import register_vector
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.relational_copy import fresh_database, old_connection  # noqa: E402
-from tinybot_migration.demo_data import generate_demo_data, old_database_has_data  # noqa: E402
-from tinybot_migration.embeddings import cache as cache_module  # noqa: E402
-from tinybot_migration.memories import rebuild as rebuild_module  # noqa: E402
-from tinybot_migration.memories import writer as writer_module  # noqa: E402
-from tinybot_migration.memories.pairing import pair_messages  # noqa: E402
-from tinybot_migration.memories.rebuild import load_messages, memory_of, rebuild_memories  # noqa: E402
-from tinybot_migration.memories.writer import write_memories  # noqa: E402
-from tinybot_migration.new_database_schema import apply_new_schema  # noqa: E402
-from tinybot_migration.relational.copy import IdMaps, copy_table  # noqa: E402
-from tinybot_migration.relational.tables import RELATIONAL_TABLES  # noqa: E402
-from tinybot_migration.resources.embedding_provider import EmbeddingProviderResource  # noqa: E402
-from tinybot_migration.runtime.embedded_postgres import embedded_database_url, pgdata_dir  # noqa: E402
+from tinybot_migration.defs.resources.embedding_provider import EmbeddingProviderResource  # noqa: E402
+from tinybot_migration.lib.demo_data import generate_demo_data, old_database_has_data  # noqa: E402
+from tinybot_migration.lib.embedded_postgres import embedded_database_url, pgdata_dir  # noqa: E402
+from tinybot_migration.lib.embeddings import cache as cache_module  # noqa: E402
+from tinybot_migration.lib.memories import rebuild as rebuild_module  # noqa: E402
+from tinybot_migration.lib.memories import writer as writer_module  # noqa: E402
+from tinybot_migration.lib.memories.pairing import pair_messages  # noqa: E402
+from tinybot_migration.lib.memories.rebuild import load_messages, memory_of, rebuild_memories  # noqa: E402
+from tinybot_migration.lib.memories.writer import write_memories  # noqa: E402
+from tinybot_migration.lib.new_database_schema import apply_new_schema  # noqa: E402
+from tinybot_migration.lib.relational.copy import IdMaps, copy_table  # noqa: E402
+from tinybot_migration.lib.relational.tables import RELATIONAL_TABLES  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "text-embedding-3-small"
@@ -335,7 +335,7 @@ DETAILS = [
     ("memories/rebuild.py", "memory_of"),
     ("memories/writer.py", "memory_ids"),
     ("memories/writer.py", "chunks_by_text"),
-    ("tinybot_migration/ids.py", "content_hash"),
+    ("tinybot_migration/lib/ids.py", "content_hash"),
     ("embeddings/batches.py", "truncate_for_embedding"),
     ("embeddings/batches.py", "plan_batches"),
     ("openai/_utils/_transform.py", "async_maybe_transform"),

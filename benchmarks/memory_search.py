@@ -44,7 +44,7 @@ the same queries (psycopg's defaults: server-side binding, statements prepared a
 Plans (each a function that builds what it needs -- timed, sizes by `pg_relation_size` -- and returns
 its query; everything it made is dropped, and the table reloaded when it was rewritten, before the
 next plan):
-  shipped                     the installed `tinybot_migration.search_memories` (search/sql.py): the
+  shipped                     the installed `tinybot_migration.search_memories` (lib/memories/search_sql.py): the
                               persona's rows through the bot's memories_persona_id_idx, ranked exactly;
                               build = the index asset's VACUUM (ANALYZE)
   btree_exact                 the B-tree on persona_id (the schema's), exact distance; build = REINDEX
@@ -89,10 +89,10 @@ from pgvector.psycopg import register_vector
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.relational_copy import fresh_database  # noqa: E402
-from tinybot_migration.new_database_schema import apply_new_schema  # noqa: E402
-from tinybot_migration.schema import MEMORIES  # noqa: E402
-from tinybot_migration.search.sql import SEARCH_FUNCTION, SEARCH_INDEX  # noqa: E402
-from tinybot_migration.search.vector_index import vacuum_for_search  # noqa: E402
+from tinybot_migration.lib.memories.search_sql import SEARCH_FUNCTION, SEARCH_INDEX  # noqa: E402
+from tinybot_migration.lib.memories.vector_index import vacuum_for_search  # noqa: E402
+from tinybot_migration.lib.new_database_schema import apply_new_schema  # noqa: E402
+from tinybot_migration.lib.schema import MEMORIES  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATABASE = "bench_search"
@@ -526,7 +526,7 @@ class PlanSetup:
 
 
 def shipped(conn: psycopg.Connection, data: Dataset, args, searches: list[Search]) -> PlanSetup:
-    """What the project ships: the installed `search_memories` (search/sql.py), exact over the
+    """What the project ships: the installed `search_memories` (lib/memories/search_sql.py), exact over the
     persona's rows read through the bot's memories_persona_id_idx, after the index asset's VACUUM.
     The cut-off goes in as the moment it is in UTC (the function takes a timestamptz)."""
     seconds = vacuum_for_search(conn)

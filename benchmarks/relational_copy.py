@@ -4,7 +4,7 @@
 
 Measured on one embedded server (under benchmarks/.tinybot-bench unless --home is given):
   reference  `pg_dump -Fc -Z0 | pg_restore` of the old DB (no re-keying: the floor for moving bytes)
-  pipeline   every table through `relational.copy.copy_table` (binary COPY, re-key, staging + upsert),
+  pipeline   every table through `lib.relational.copy.copy_table` (binary COPY, re-key, staging + upsert),
              then every check (`run_table_checks`); then the same again, which must write nothing
   baseline   the old approach: the same re-keying, one INSERT statement per row
 Reported as seconds, rows/s and ratios; figures also go to benchmarks/results/.
@@ -25,14 +25,14 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tinybot_migration.demo_data import generate_demo_data, old_database_has_data  # noqa: E402
-from tinybot_migration.ids import SeedAllocator  # noqa: E402
-from tinybot_migration.new_database_schema import apply_new_schema  # noqa: E402
-from tinybot_migration.postgres import column_types  # noqa: E402
-from tinybot_migration.relational.checks import run_table_checks  # noqa: E402
-from tinybot_migration.relational.copy import IdMaps, copy_table  # noqa: E402
-from tinybot_migration.relational.tables import RELATIONAL_TABLES  # noqa: E402
-from tinybot_migration.runtime.embedded_postgres import binaries_dir, embedded_database_url, embedded_server  # noqa: E402
+from tinybot_migration.lib.demo_data import generate_demo_data, old_database_has_data  # noqa: E402
+from tinybot_migration.lib.embedded_postgres import binaries_dir, embedded_database_url, embedded_server  # noqa: E402
+from tinybot_migration.lib.ids import SeedAllocator  # noqa: E402
+from tinybot_migration.lib.new_database_schema import apply_new_schema  # noqa: E402
+from tinybot_migration.lib.postgres import column_types  # noqa: E402
+from tinybot_migration.lib.relational.checks import run_table_checks  # noqa: E402
+from tinybot_migration.lib.relational.copy import IdMaps, copy_table  # noqa: E402
+from tinybot_migration.lib.relational.tables import RELATIONAL_TABLES  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

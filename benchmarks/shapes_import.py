@@ -45,11 +45,11 @@ from benchmarks.memory_rebuild import (  # noqa: E402
     migrated_new_database,
     reset,
 )
-from tinybot_migration.memories.writer import NewMemory  # noqa: E402
-from tinybot_migration.partitions import personality_ids_for  # noqa: E402
-from tinybot_migration.resources.embedding_provider import EmbeddingProviderResource  # noqa: E402
-from tinybot_migration.shapes.export import parse_memories_file  # noqa: E402
-from tinybot_migration.shapes.importer import import_shapes_memories, memory_of  # noqa: E402
+from tinybot_migration.defs.resources.embedding_provider import EmbeddingProviderResource  # noqa: E402
+from tinybot_migration.lib.memories.writer import NewMemory  # noqa: E402
+from tinybot_migration.lib.personalities import personality_ids_for  # noqa: E402
+from tinybot_migration.lib.shapes.export import parse_memories_file  # noqa: E402
+from tinybot_migration.lib.shapes.importer import import_shapes_memories, memory_of  # noqa: E402
 
 COLUMNS = [f.name for f in fields(NewMemory)]  # the columns the pipeline writes, but the embedding
 OLD_INSERT = (

@@ -38,8 +38,8 @@ sys.path.insert(0, str(BENCHMARKS))
 from memory_rebuild import KEY, ProviderProcess  # noqa: E402
 from relational_copy import fresh_database, old_connection  # noqa: E402
 
-from tinybot_migration.demo_data import generate_demo_data, old_database_has_data  # noqa: E402
-from tinybot_migration.runtime.embedded_postgres import embedded_database_url  # noqa: E402
+from tinybot_migration.lib.demo_data import generate_demo_data, old_database_has_data  # noqa: E402
+from tinybot_migration.lib.embedded_postgres import embedded_database_url  # noqa: E402
 
 STAGES = ("relational", "survey", "memories", "shapes", "index")
 RESULTS = BENCHMARKS / "results"
@@ -50,10 +50,10 @@ LATENCY_SECONDS = 0.1
 
 
 def run_relational(old_url: str, new_url: str, **_) -> dict:
-    from tinybot_migration.new_database_schema import apply_new_schema
-    from tinybot_migration.relational.checks import run_table_checks
-    from tinybot_migration.relational.copy import IdMaps, copy_table
-    from tinybot_migration.relational.tables import RELATIONAL_TABLES
+    from tinybot_migration.lib.new_database_schema import apply_new_schema
+    from tinybot_migration.lib.relational.checks import run_table_checks
+    from tinybot_migration.lib.relational.copy import IdMaps, copy_table
+    from tinybot_migration.lib.relational.tables import RELATIONAL_TABLES
 
     with old_connection(old_url) as old, psycopg.connect(new_url, autocommit=True) as new:
         apply_new_schema(new)
@@ -72,14 +72,14 @@ def run_relational(old_url: str, new_url: str, **_) -> dict:
 
 
 def run_survey(export_dir: str, **_) -> dict:
-    from tinybot_migration.shapes.export import memory_folders, survey_export
+    from tinybot_migration.lib.shapes.export import memory_folders, survey_export
 
     survey = survey_export(Path(export_dir), set(memory_folders(Path(export_dir))))
     return {"rows": sum(f.total for f in survey.files)}
 
 
 def _provider(provider_url: str):
-    from tinybot_migration.resources.embedding_provider import EmbeddingProviderResource
+    from tinybot_migration.defs.resources.embedding_provider import EmbeddingProviderResource
 
     return EmbeddingProviderResource(provider="openai", api_key=KEY, base_url=provider_url)
 
@@ -89,7 +89,7 @@ def _slugs(conn: psycopg.Connection) -> list[str]:
 
 
 def run_memories(new_url: str, provider_url: str, **_) -> dict:
-    from tinybot_migration.memories.rebuild import rebuild_memories
+    from tinybot_migration.lib.memories.rebuild import rebuild_memories
 
     with psycopg.connect(new_url, autocommit=True) as conn:
         report = rebuild_memories(
@@ -102,8 +102,8 @@ def run_memories(new_url: str, provider_url: str, **_) -> dict:
 
 
 def run_shapes(new_url: str, provider_url: str, export_dir: str, **_) -> dict:
-    from tinybot_migration.partitions import personality_ids_for
-    from tinybot_migration.shapes.importer import import_shapes_memories
+    from tinybot_migration.lib.personalities import personality_ids_for
+    from tinybot_migration.lib.shapes.importer import import_shapes_memories
 
     with psycopg.connect(new_url, autocommit=True) as conn:
         report = import_shapes_memories(
@@ -117,7 +117,7 @@ def run_shapes(new_url: str, provider_url: str, export_dir: str, **_) -> dict:
 
 
 def run_index(new_url: str, **_) -> dict:
-    from tinybot_migration.search.vector_index import ensure_vector_index
+    from tinybot_migration.lib.memories.vector_index import ensure_vector_index
 
     with psycopg.connect(new_url, autocommit=True) as conn:
         ensure_vector_index(conn)

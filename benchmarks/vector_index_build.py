@@ -7,7 +7,7 @@
 Rows: `--rows` random 1536-dim unit vectors (`--seed`) binary-COPYed into the project's
 `memories` table (the new DB's schema, so the same storage and B-trees). Each build is timed with
 the same m and ef_construction (16, 64) and the server's own max_parallel_maintenance_workers:
-  sized    `search.vector_index.ensure_vector_index` (maintenance_work_mem from `build_memory_mb`)
+  sized    `lib.memories.vector_index.ensure_vector_index` (maintenance_work_mem from `build_memory_mb`)
   default  CREATE INDEX with maintenance_work_mem = 64MB (PostgreSQL's default): the graph outgrows
            memory after a few thousand vectors and the rest is inserted on disk, page by page
 The index is dropped between builds; `default` runs first so the sized build gets no warmer cache.
@@ -31,8 +31,7 @@ from pgvector.psycopg import register_vector
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.relational_copy import fresh_database  # noqa: E402
-from tinybot_migration.new_database_schema import apply_new_schema  # noqa: E402
-from tinybot_migration.search.vector_index import (  # noqa: E402
+from tinybot_migration.lib.memories.vector_index import (  # noqa: E402
     DEFAULT_EF_CONSTRUCTION,
     DEFAULT_M,
     INDEX_NAME,
@@ -40,6 +39,7 @@ from tinybot_migration.search.vector_index import (  # noqa: E402
     ensure_vector_index,
     index_state,
 )
+from tinybot_migration.lib.new_database_schema import apply_new_schema  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DIM = 1536

@@ -1,11 +1,5 @@
-"""tinybot_migration: moves tinybot's data into PostgreSQL + pgvector with deterministic ids."""
+"""tinybot_migration: moves tinybot's data into the bot's own PostgreSQL + pgvector database.
 
-import warnings
-
-import dagster as _dg
-
-# Dagster prints beta/preview warnings for features this project relies on (backfill policies,
-# partitioned checks) in every process; silence them before any decorator runs.
-warnings.filterwarnings("ignore", category=_dg.BetaWarning)
-warnings.filterwarnings("ignore", category=_dg.PreviewWarning)
-warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+Three layers, each importing only from below: `lib` (the Dagster-free core), `defs` (the Dagster
+definitions per domain, assembled in `definitions`), and the app shell (`cli`, `runtime`).
+"""

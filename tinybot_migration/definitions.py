@@ -7,23 +7,23 @@ import os
 from dagster import AssetsDefinition, Definitions, EnvVar, colored_console_logger
 
 import tinybot_migration  # noqa: F401  (warning filters before any decorator runs)
-from tinybot_migration.memories import definitions as memories
-from tinybot_migration.relational import definitions as relational
-from tinybot_migration.resources import (
+from tinybot_migration.defs.cli_logger import CLI_LOGGER, cli_logger
+from tinybot_migration.defs.memories import definitions as memories
+from tinybot_migration.defs.relational import definitions as relational
+from tinybot_migration.defs.resources import (
     EmbeddingProviderResource,
     NewDatabaseResource,
     OldDatabaseResource,
     ShapesExportResource,
 )
-from tinybot_migration.resources.embedding_provider import (
-    PROVIDER_ENVIRONMENT,
+from tinybot_migration.defs.resources.embedding_provider import (
     provider_numbers_from_environment,
 )
-from tinybot_migration.runtime.run_display import CLI_LOGGER, cli_logger
-from tinybot_migration.runtime.stages import build_migration_jobs
-from tinybot_migration.search import definitions as search
-from tinybot_migration.shapes import definitions as shapes
-from tinybot_migration.sync import definitions as sync
+from tinybot_migration.defs.search import definitions as search
+from tinybot_migration.defs.shapes import definitions as shapes
+from tinybot_migration.defs.stages import build_migration_jobs
+from tinybot_migration.defs.sync import definitions as sync
+from tinybot_migration.lib.settings import EMBEDDING_ENVIRONMENT
 
 # Each domain's definitions module, in pipeline order (only `defs` below may be a module-level
 # Definitions object, or the Dagster CLIs refuse to load this module).
@@ -55,7 +55,7 @@ defs = Definitions.merge(
             "new_database": NewDatabaseResource(url=_from_env("DATABASE_URL")),
             "shapes_export_folder": ShapesExportResource(path=_from_env("SHAPES_EXPORT_DIR")),
             "embedding_provider": EmbeddingProviderResource(
-                **_settings_from_env(**PROVIDER_ENVIRONMENT), **provider_numbers_from_environment()
+                **_settings_from_env(**EMBEDDING_ENVIRONMENT), **provider_numbers_from_environment()
             ),
         },
     ),

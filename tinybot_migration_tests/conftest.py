@@ -8,8 +8,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tinybot_migration.new_database_schema import apply_new_schema
-from tinybot_migration.runtime.embedded_postgres import embedded_database_url, embedded_server
+from tinybot_migration.lib.embedded_postgres import embedded_database_url, embedded_server
+from tinybot_migration.lib.new_database_schema import apply_new_schema
 from tinybot_migration_tests.helpers.servers import stop_servers_under
 
 _counter = itertools.count(1)

@@ -17,16 +17,16 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tinybot_migration import ids
-from tinybot_migration.demo_data import generate_demo_data
-from tinybot_migration.new_database_schema import (
+from tinybot_migration.lib import ids
+from tinybot_migration.lib.demo_data import generate_demo_data
+from tinybot_migration.lib.embedded_postgres import embedded_database_url
+from tinybot_migration.lib.new_database_schema import (
     BOT_MIGRATIONS,
     PRISMA_MIGRATIONS_SQL,
     NewDatabaseSchemaError,
     apply_new_schema,
 )
-from tinybot_migration.relational.pending import pending_memory_id
-from tinybot_migration.runtime.embedded_postgres import embedded_database_url
+from tinybot_migration.lib.relational.pending import pending_memory_id
 from tinybot_migration_tests.cli.test_cli import cli_env, run_cli
 from tinybot_migration_tests.helpers.bot_catalog import catalog_differences, prisma_migrations, read_catalog
 from tinybot_migration_tests.helpers.servers import stop_servers_under

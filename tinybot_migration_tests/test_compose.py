@@ -57,7 +57,7 @@ def test_the_services_their_images_ports_and_health_checks():
     assert all("healthcheck" in s and s["healthcheck"]["test"] for s in services.values())
     image, _, tag = services["postgres"]["image"].partition(":")
     assert image == "pgvector/pgvector"
-    assert tuple(int(x) for x in tag.split("-")[0].split(".")) >= (0, 8, 4), tag  # DESIGN §8
+    assert tuple(int(x) for x in tag.split("-")[0].split(".")) >= (0, 8, 4), tag  # docs/design.md §8
     assert (
         "5432:5432" in services["postgres"]["ports"] and "3000:3000" in services["dagster_webserver"]["ports"]
     )

@@ -9,8 +9,8 @@ import time
 import psycopg
 import pytest
 
-from tinybot_migration.resources import database
-from tinybot_migration.resources.database import DatabaseConnectionError, connection_failure, open_connection
+from tinybot_migration.lib import database
+from tinybot_migration.lib.database import DatabaseConnectionError, connection_failure, open_connection
 
 
 def test_a_refused_port_says_nothing_accepts_connections_there():

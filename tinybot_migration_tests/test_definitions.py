@@ -13,15 +13,15 @@ from dagster import AssetKey, DefaultSensorStatus, build_asset_context, instance
 
 import tinybot_migration
 from tinybot_migration.definitions import ALL_ASSETS, defs
-from tinybot_migration.demo_data import generate_demo_data
-from tinybot_migration.memories.assets import EMBEDDING_POOL
-from tinybot_migration.memories.checks import MEMORY_CHECK_DESCRIPTIONS
-from tinybot_migration.memories.sensor import INCREMENTAL_MEMORY_JOB
-from tinybot_migration.relational.assets import NEW_DATABASE_POOL, relational_assets
-from tinybot_migration.relational.checks import checks_for
-from tinybot_migration.relational.tables import RELATIONAL_TABLES
-from tinybot_migration.resources import NewDatabaseResource, OldDatabaseResource
-from tinybot_migration.runtime.stages import migration_stages
+from tinybot_migration.defs.memories.sensor import INCREMENTAL_MEMORY_JOB
+from tinybot_migration.defs.pools import EMBEDDING_POOL, NEW_DATABASE_POOL
+from tinybot_migration.defs.relational.assets import relational_assets
+from tinybot_migration.defs.resources import NewDatabaseResource, OldDatabaseResource
+from tinybot_migration.defs.stages import migration_stages
+from tinybot_migration.lib.demo_data import generate_demo_data
+from tinybot_migration.lib.memories.checks import MEMORY_CHECK_DESCRIPTIONS
+from tinybot_migration.lib.relational.checks import checks_for
+from tinybot_migration.lib.relational.tables import RELATIONAL_TABLES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DG = Path(sys.executable).parent / "dg"

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from tinybot_migration import ids
+from tinybot_migration.lib import ids
 
 USER = uuid.UUID("04b130b8-52dd-5cd3-9560-f57949634d00")
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tinybot_migration.passwords import redact_url, scrub, unencoded_password_problem
+from tinybot_migration.lib.passwords import redact_url, scrub, unencoded_password_problem
 
 # (connection string, every fragment of its password that must never show, what must still show)
 CASES = [

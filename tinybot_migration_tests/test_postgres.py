@@ -6,7 +6,7 @@ import threading
 import psycopg
 import pytest
 
-from tinybot_migration.postgres import copy_line_batches, copy_lines, copy_text_field, retry_deadlocks
+from tinybot_migration.lib.postgres import copy_line_batches, copy_lines, copy_text_field, retry_deadlocks
 
 
 def test_copy_lines_are_whole_lines_however_the_blocks_are_cut_and_batched(make_database):

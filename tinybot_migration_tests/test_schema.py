@@ -6,15 +6,15 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
-from tinybot_migration import schema
-from tinybot_migration.new_database_schema import (
+from tinybot_migration.defs.resources import NewDatabaseResource
+from tinybot_migration.lib import schema
+from tinybot_migration.lib.new_database_schema import (
     PROJECT_SCHEMA_VERSION,
     apply_new_schema,
     apply_old_schema,
     project_schema_version,
 )
-from tinybot_migration.relational.tables import RELATIONAL_TABLES
-from tinybot_migration.resources import NewDatabaseResource
+from tinybot_migration.lib.relational.tables import RELATIONAL_TABLES
 
 
 def test_schema_applies_concurrently_and_repeatedly(make_database):

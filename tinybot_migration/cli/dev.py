@@ -37,8 +37,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
     from tinybot_migration.definitions import ALL_ASSETS
+    from tinybot_migration.defs.stages import declared_pools
     from tinybot_migration.runtime.dagster_instance import initialize_pool_limits, prepare_instance
-    from tinybot_migration.runtime.stages import declared_pools
 
     home = prepare_instance()
     with DagsterInstance.get() as instance:
@@ -57,8 +57,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
 def register_partitions_from_old_database(instance) -> int:
     """Before the first migration, the old DB's personality slugs as partitions (see
     `register_partitions_before_first_migration`); how many were added."""
-    from tinybot_migration.partitions import register_partitions_before_first_migration
-    from tinybot_migration.resources import OldDatabaseResource
+    from tinybot_migration.defs.partitions import register_partitions_before_first_migration
+    from tinybot_migration.defs.resources import OldDatabaseResource
 
     old_database = OldDatabaseResource(url=os.environ.get("OLD_DATABASE_URL") or None)
     return register_partitions_before_first_migration(instance, old_database.connect)
@@ -67,7 +67,7 @@ def register_partitions_from_old_database(instance) -> int:
 def _offer_partitions_before_first_migration(instance) -> None:
     """So that "Materialize all" on a fresh instance offers every personality from the first page
     load (the sensor `personality_partitions_before_first_migration` does the same once running)."""
-    from tinybot_migration.resources.database import DatabaseConnectionError
+    from tinybot_migration.lib.database import DatabaseConnectionError
 
     try:
         added = register_partitions_from_old_database(instance)

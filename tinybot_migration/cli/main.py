@@ -22,13 +22,14 @@ from tinybot_migration.cli.summary import (
     print_summary,
 )
 from tinybot_migration.cli.sync import add_sync_command
-from tinybot_migration.settings import shapes_export_dir, tinybot_home
+from tinybot_migration.lib.progress import as_lines
+from tinybot_migration.lib.settings import shapes_export_dir, tinybot_home
 
 
 def _demo_data(scale: int, seed: int, replace: bool):
-    from tinybot_migration.demo_data import generate_demo_data
-    from tinybot_migration.runtime.embedded_postgres import embedded_database_url
-    from tinybot_migration.settings import OLD_DATABASE_NAME
+    from tinybot_migration.lib.demo_data import generate_demo_data
+    from tinybot_migration.lib.embedded_postgres import embedded_database_url
+    from tinybot_migration.lib.settings import OLD_DATABASE_NAME
 
     return generate_demo_data(
         embedded_database_url(OLD_DATABASE_NAME), shapes_export_dir(), scale=scale, seed=seed, replace=replace
@@ -72,9 +73,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _refuse_configured_sources("demo")
     if os.environ.pop("DATABASE_URL", None):
         console.print("[yellow]demo always migrates into the embedded database; ignoring DATABASE_URL[/]")
-    from tinybot_migration.demo_data import old_database_has_data
-    from tinybot_migration.runtime.embedded_postgres import embedded_database_url
-    from tinybot_migration.settings import OLD_DATABASE_NAME
+    from tinybot_migration.lib.demo_data import old_database_has_data
+    from tinybot_migration.lib.embedded_postgres import embedded_database_url
+    from tinybot_migration.lib.settings import OLD_DATABASE_NAME
 
     if args.replace or not old_database_has_data(embedded_database_url(OLD_DATABASE_NAME)):
         # An empty old DB next to a leftover demo export (say the DB was wiped): regenerate both.
@@ -139,7 +140,7 @@ def _log_file() -> Path:
 
 def _print_databases() -> None:
     """The two databases, masked, once per run (the assets no longer say it per table)."""
-    from tinybot_migration.resources import NewDatabaseResource, OldDatabaseResource
+    from tinybot_migration.defs.resources import NewDatabaseResource, OldDatabaseResource
 
     old = OldDatabaseResource(url=os.environ.get("OLD_DATABASE_URL") or None).display_url()
     new = NewDatabaseResource(url=os.environ.get("DATABASE_URL") or None).display_url()
@@ -150,7 +151,7 @@ def _print_databases() -> None:
 def _progress_display():
     """Bars on a terminal, lines otherwise, fed by the runs' events while the block runs."""
     from tinybot_migration.cli.run_progress import progress_for
-    from tinybot_migration.runtime.run_display import show_progress
+    from tinybot_migration.defs.cli_logger import show_progress
 
     with progress_for(console) as display, show_progress(display):
         yield
@@ -198,7 +199,7 @@ def _migration_report(
                 pool_wait_seconds=DEFAULT_POOL_WAIT_SECONDS
                 if pool_wait_seconds is None
                 else pool_wait_seconds,
-                log=console.print,
+                log=as_lines(console.print),
                 **options,
             )
     except Exception as error:
@@ -211,9 +212,9 @@ def _migration_report(
 
 def cmd_purge_bad_embeddings(args: argparse.Namespace) -> int:
     """Delete all-zero vectors from the cache and the memories holding them, in one transaction."""
-    from tinybot_migration.embeddings.cache import purge_zero_vectors
-    from tinybot_migration.memories.writer import delete_memories_with_zero_vectors
-    from tinybot_migration.resources import NewDatabaseResource
+    from tinybot_migration.defs.resources import NewDatabaseResource
+    from tinybot_migration.lib.embeddings.cache import purge_zero_vectors
+    from tinybot_migration.lib.memories.writer import delete_memories_with_zero_vectors
 
     database = NewDatabaseResource(url=os.environ.get("DATABASE_URL") or None)
     with database.connect() as conn, conn.transaction():

@@ -1,8 +1,8 @@
 """The CLI's progress while a migration runs: `rich` bars on a terminal, plain lines otherwise.
 
-Both take the calls of `runtime.run_display.ProgressDisplay`: a stage's run starting (with how many
-assets it materializes), a step finishing (with its asset's rows), a memory writer's chunk (texts
-done of all, and the rate).
+Both take the calls of `defs.cli_logger.ProgressDisplay`: a stage's run starting (with how many
+assets it materializes), a step finishing (with its asset's rows), work advancing (the core's
+`Advanced`: done of total, the rate) and notices.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+
+from tinybot_migration.lib.progress import Advanced
 
 LINE_SECONDS = 5.0  # plain output: at most one line this often, besides each stage's first and last
 
@@ -52,9 +54,11 @@ class PlainProgress:
         if self._done >= self._steps or self._due():
             self._say(f"  {self._done}/{self._steps} done ({step}{_rows(rows)})")
 
-    def chunk(self, step: str, done: int, total: int, rate: int) -> None:
-        if done >= total or self._due():
-            self._say(f"  {step}: {done:,}/{total:,} texts, {rate:,}/s")
+    def advanced(self, step: str, event: Advanced) -> None:
+        finished = event.total is not None and event.done >= event.total
+        if finished or self._due():
+            total = "" if event.total is None else f"/{event.total:,}"
+            self._say(f"  {step}: {event.done:,}{total} {event.unit}, {event.per_second:,.0f}/s")
 
     def notice(self, step: str, text: str) -> None:
         self._say(f"  {step}: {text}")
@@ -104,11 +108,16 @@ class RichProgress:
                 self._stage, advance=1, description=f"{self._stage_name}: {step} done{_rows(rows)}"
             )
 
-    def chunk(self, step: str, done: int, total: int, rate: int) -> None:
+    def advanced(self, step: str, event: Advanced) -> None:
         task = self._chunks.get(step)
         if task is None:
-            task = self._chunks[step] = self.progress.add_task(step, total=total)
-        self.progress.update(task, completed=done, total=total, description=f"{step}: texts, {rate:,}/s")
+            task = self._chunks[step] = self.progress.add_task(step, total=event.total)
+        self.progress.update(
+            task,
+            completed=event.done,
+            total=event.total,
+            description=f"{step}: {event.unit}, {event.per_second:,.0f}/s",
+        )
 
     def notice(self, step: str, text: str) -> None:
         self.progress.console.print(f"{step}: {text}", highlight=False)  # above the bars, and it stays

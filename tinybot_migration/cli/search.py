@@ -33,15 +33,16 @@ def add_search_command(commands) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from tinybot_migration.resources import EmbeddingProviderResource, NewDatabaseResource
-    from tinybot_migration.search.memory_search import MemorySearch
+    from tinybot_migration.defs.resources import NewDatabaseResource
+    from tinybot_migration.lib.embeddings.client import EmbeddingClient
+    from tinybot_migration.lib.memories.search import MemorySearch
 
     database = NewDatabaseResource(url=os.environ.get("DATABASE_URL") or None)
     with database.connect() as conn:
         persona_id = resolve_persona(conn, args.persona)
         personality_id = resolve_personality(conn, args.personality) if args.personality else None
     with MemorySearch(
-        database.resolved_url(), EmbeddingProviderResource.from_environment(), max_connections=1
+        database.resolved_url(), EmbeddingClient.from_environment(), max_connections=1
     ) as search:
         vector = search.embed(args.text)
         query = (vector, persona_id, personality_id, args.limit, args.min_similarity, args.before)

@@ -220,7 +220,7 @@ RESUME_ADVICE = (
 def database_gone_message(error: BaseException) -> str | None:
     """What to tell the user when Dagster's own storage stopped answering mid-run, or None when the
     error is something else."""
-    from tinybot_migration.passwords import redact_url, scrub
+    from tinybot_migration.lib.passwords import redact_url, scrub
 
     chain = [error]
     while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:

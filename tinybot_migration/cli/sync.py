@@ -9,8 +9,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from tinybot_migration.cli.summary import console
-from tinybot_migration.sync.engine import DEFAULT_BATCH_BYTES
-from tinybot_migration.sync.progress import SyncProgress
+from tinybot_migration.lib.progress import Event
+from tinybot_migration.lib.sync.engine import DEFAULT_BATCH_BYTES
+from tinybot_migration.lib.sync.progress import SyncProgress
 
 PLAIN_BATCH_LINE_SECONDS = 5.0  # piped output: at most one batch line this often, besides each table's
 
@@ -94,10 +95,10 @@ def add_sync_command(commands) -> None:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from tinybot_migration.resources.database import DatabaseConnectionError
-    from tinybot_migration.sync.engine import SyncOptions
-    from tinybot_migration.sync.precheck import SyncPrecheckError
-    from tinybot_migration.sync.run import SyncSettingError, run_sync
+    from tinybot_migration.lib.database import DatabaseConnectionError
+    from tinybot_migration.lib.sync.engine import SyncOptions
+    from tinybot_migration.lib.sync.precheck import SyncPrecheckError
+    from tinybot_migration.lib.sync.run import SyncSettingError, run_sync
 
     if args.batch_mb * 2**20 < 1:
         console.print(f"[red]--batch-mb must be positive, not {args.batch_mb:g}[/]", highlight=False)
@@ -117,12 +118,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _say(line: str) -> None:
-    console.print(line, highlight=False)
+def _say(event: Event) -> None:
+    console.print(str(event), highlight=False)
 
 
 def print_sync_summary(report) -> None:
-    from tinybot_migration.sync.summary import COLUMNS, conflict_lines, summary_rows
+    from tinybot_migration.lib.sync.summary import COLUMNS, conflict_lines, summary_rows
 
     title = f"sync {report.source} → {report.target}" + (
         " (dry run: nothing written)" if report.options.dry_run else ""

@@ -2,7 +2,7 @@
 
 Its run, event and schedule storage live in PostgreSQL (SQLite locks under parallel runs): in the
 database named by DAGSTER_STORAGE_URL, or else in the `dagster` database of the embedded server.
-Dagster's storage layer needs the psycopg2 dialect in that URL (DESIGN §8).
+Dagster's storage layer needs the psycopg2 dialect in that URL (docs/design.md §8).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dagster import DagsterInstance
 
-from tinybot_migration.settings import DAGSTER_DATABASE_NAME, dagster_home
+from tinybot_migration.lib.settings import DAGSTER_DATABASE_NAME, dagster_home
 
 STORAGE_URL_ENV = "DAGSTER_STORAGE_URL"
 # Dagster's switch for a range run to record one "materialization planned" event per asset with
@@ -36,7 +36,7 @@ storage:
 
 
 def _embedded_storage_url() -> str:
-    from tinybot_migration.runtime.embedded_postgres import embedded_database_url
+    from tinybot_migration.lib.embedded_postgres import embedded_database_url
 
     url = embedded_database_url(DAGSTER_DATABASE_NAME)
     return url.replace("postgresql://", "postgresql+psycopg2://", 1)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 
-from tinybot_migration.resources.database import DatabaseConnectionError, open_connection
-from tinybot_migration.resources.embedding_provider import PROVIDER_ENVIRONMENT, EmbeddingProviderResource
-from tinybot_migration.resources.shapes_export import SETTING as SHAPES_SETTING
-from tinybot_migration.resources.shapes_export import ShapesExportError, ShapesExportResource
+from tinybot_migration.defs.resources.shapes_export import ShapesExportResource
+from tinybot_migration.lib.database import DatabaseConnectionError, open_connection
+from tinybot_migration.lib.embeddings.client import EmbeddingSettings
+from tinybot_migration.lib.settings import EMBEDDING_ENVIRONMENT
+from tinybot_migration.lib.settings import SHAPES_EXPORT_SETTING as SHAPES_SETTING
+from tinybot_migration.lib.shapes.export import ShapesExportError
 
 # The databases a run connects to: (variable, role); unset, the embedded server's.
 DATABASES = (
@@ -28,9 +30,9 @@ def configuration_problems() -> list[str]:
 
 def _provider_problems() -> list[str]:
     try:
-        EmbeddingProviderResource.from_environment().effective_provider()
+        EmbeddingSettings.from_environment().effective_provider()
     except ValueError as error:
-        return [f"{error} ({', '.join(PROVIDER_ENVIRONMENT.values())} are read from the environment)"]
+        return [f"{error} ({', '.join(EMBEDDING_ENVIRONMENT.values())} are read from the environment)"]
     return []
 
 
@@ -56,7 +58,7 @@ def _database_problems() -> list[str]:
 
 def _url_of(variable: str) -> str:
     """The URL a run will use for `variable`: the environment's, or the embedded server's."""
-    from tinybot_migration.resources import NewDatabaseResource, OldDatabaseResource
+    from tinybot_migration.defs.resources import NewDatabaseResource, OldDatabaseResource
     from tinybot_migration.runtime.dagster_instance import prepare_instance
 
     if variable == "DAGSTER_STORAGE_URL":

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
-from tinybot_migration.progress import Log
+from tinybot_migration.lib.progress import Notice, Progress
 
 OWNER_TAG = "tinybot/owner"
 LAUNCHED_BY_TAG = "tinybot/launched_by"
@@ -69,7 +69,7 @@ class AbandonedRun:
     owner: str
 
 
-def fail_abandoned_runs(instance: DagsterInstance, log: Log) -> list[AbandonedRun]:
+def fail_abandoned_runs(instance: DagsterInstance, log: Progress) -> list[AbandonedRun]:
     """Mark failed every unfinished CLI run whose owning process is gone, and free its slots."""
     records = instance.get_run_records(
         filters=RunsFilter(statuses=_UNFINISHED, tags={LAUNCHED_BY_TAG: LAUNCHED_BY_CLI})
@@ -91,7 +91,9 @@ def fail_abandoned_runs(instance: DagsterInstance, log: Log) -> list[AbandonedRu
     return abandoned
 
 
-def wait_for_pools(instance: DagsterInstance, pools: Iterable[str], timeout_seconds: float, log: Log) -> None:
+def wait_for_pools(
+    instance: DagsterInstance, pools: Iterable[str], timeout_seconds: float, log: Progress
+) -> None:
     """Wait until every pool has a free slot, saying who holds them; raise after `timeout_seconds`."""
     deadline = time.monotonic() + timeout_seconds
     announced: set[str] = set()
@@ -108,7 +110,7 @@ def wait_for_pools(instance: DagsterInstance, pools: Iterable[str], timeout_seco
                     f"or free the slots (`dagster instance concurrency set {pool} N`); then run again"
                 )
             if pool not in announced:
-                log(f"waiting for pool {pool}: its {info.slot_count} slot(s) are held by {holders}")
+                log(Notice(f"waiting for pool {pool}: its {info.slot_count} slot(s) are held by {holders}"))
                 announced.add(pool)
             time.sleep(POOL_POLL_SECONDS)
 
@@ -135,7 +137,7 @@ class BlockedStepWatcher(threading.Thread):
         run_id: str,
         pools: Iterable[str],
         timeout_seconds: float,
-        log: Log,
+        log: Progress,
         give_up: Callable[[str], None],
     ) -> None:
         super().__init__(name=f"pool-watch-{run_id[:8]}", daemon=True)

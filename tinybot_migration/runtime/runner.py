@@ -1,6 +1,6 @@
 """Running the whole migration from the command line, into the persistent Dagster instance.
 
-Runs execute in process (on 2 cores the multiprocess executor is several times slower, DESIGN §8)
+Runs execute in process (on 2 cores the multiprocess executor is several times slower, docs/design.md §8)
 against the instance prepared by `dagster_instance`, so `tinybot-migration dev` shows them.
 """
 
@@ -17,10 +17,11 @@ from pathlib import Path
 
 from dagster import AssetKey, AssetsDefinition, DagsterInstance, Definitions
 
-from tinybot_migration.dry_run import DRY_RUN_TAG, TAKES_CONFIG, dry_run_role
-from tinybot_migration.progress import Log, quiet
+from tinybot_migration.defs.cli_logger import logger_config, stage_started
+from tinybot_migration.defs.dry_run import DRY_RUN_TAG, TAKES_CONFIG, dry_run_role
+from tinybot_migration.defs.stages import MigrationStage, declared_pools, migration_stages
+from tinybot_migration.lib.progress import Progress, quiet
 from tinybot_migration.runtime.dagster_instance import initialize_pool_limits, prepare_instance
-from tinybot_migration.runtime.run_display import logger_config, stage_started
 from tinybot_migration.runtime.run_owners import (
     LAUNCHED_BY_CLI,
     LAUNCHED_BY_TAG,
@@ -31,7 +32,6 @@ from tinybot_migration.runtime.run_owners import (
     owner_tag,
     wait_for_pools,
 )
-from tinybot_migration.runtime.stages import MigrationStage, declared_pools, migration_stages
 
 
 @dataclass
@@ -96,20 +96,20 @@ def run_migration(
     assets: Sequence[AssetsDefinition] | None = None,
     instance: DagsterInstance | None = None,
     pool_wait_seconds: float = DEFAULT_POOL_WAIT_SECONDS,
-    log: Log = quiet,
+    log: Progress = quiet,
     dry_run: bool = False,
     before_stages: Callable[[DagsterInstance], None] | None = None,
 ) -> MigrationReport:
     """Materialize every asset the project defines, with every check, and report the results.
 
     One run per stage of the asset graph (`stages.migration_stages`); a partitioned stage runs once
-    over every key registered by then (DESIGN §8). A failed run stops the ones after it. Runs left
+    over every key registered by then (docs/design.md §8). A failed run stops the ones after it. Runs left
     STARTED by a process that is gone are marked failed first (their slots freed), and a stage
     whose pools have no free slot waits at most `pool_wait_seconds`. With `dry_run`, each stage
     runs only its assets that take part in a dry run (`dry_run.py`), and nothing is written.
     `before_stages` gets the instance before the first stage (the CLI registers partitions there
     for a dry run before the first migration). With `log_file`, Dagster's lines go there and the
-    progress to the CLI's display (`runtime/run_display.py`) instead of the console.
+    progress to the CLI's display (`defs/cli_logger.py`) instead of the console.
     """
     started = time.perf_counter()
     if defs is None:
@@ -201,7 +201,7 @@ def stage_selection(
     return selection, run_config
 
 
-def stop_process(instance: DagsterInstance, run_id: str, log: Log):
+def stop_process(instance: DagsterInstance, run_id: str, log: Progress):
     """What a CLI run does when one of its steps waited too long for a pool: say so, mark the run
     failed (freeing its slots), and exit 1 (an in-process run cannot be interrupted otherwise)."""
 

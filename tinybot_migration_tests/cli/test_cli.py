@@ -16,11 +16,11 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
-from tinybot_migration.demo_data import generate_demo_data
-from tinybot_migration.memories.pairing import pair_messages
-from tinybot_migration.memories.rebuild import load_messages
-from tinybot_migration.new_database_schema import apply_new_schema
-from tinybot_migration.runtime.embedded_postgres import embedded_database_url
+from tinybot_migration.lib.demo_data import generate_demo_data
+from tinybot_migration.lib.embedded_postgres import embedded_database_url
+from tinybot_migration.lib.memories.pairing import pair_messages
+from tinybot_migration.lib.memories.rebuild import load_messages
+from tinybot_migration.lib.new_database_schema import apply_new_schema
 from tinybot_migration_tests.helpers.verdict import (
     MIGRATION_CHECKS,
     SENDERS_WARNING,

@@ -20,7 +20,7 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 from dagster._core.test_utils import create_run_for_test
 
-from tinybot_migration.runtime.embedded_postgres import embedded_database_url, pgdata_dir
+from tinybot_migration.lib.embedded_postgres import embedded_database_url, pgdata_dir
 from tinybot_migration.runtime.run_owners import LAUNCHED_BY_CLI, LAUNCHED_BY_TAG, OWNER_TAG, owner_tag
 from tinybot_migration_tests.helpers.environment import fresh_environment
 from tinybot_migration_tests.helpers.openai_server import OpenAITestServer

@@ -11,13 +11,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tinybot_migration.memories.pairing import pair_messages
-from tinybot_migration.memories.rebuild import load_messages
-from tinybot_migration.memories.sensor import INCREMENTAL_MEMORY_JOB, memory_rebuild_sensor
-from tinybot_migration.memories.writer import SOURCE_BOT, SOURCE_SHAPES
-from tinybot_migration.relational.partitions_sensor import personality_partitions_before_first_migration
-from tinybot_migration.runtime.embedded_postgres import embedded_database_url
-from tinybot_migration.settings import NEW_DATABASE_NAME, OLD_DATABASE_NAME
+from tinybot_migration.defs.memories.sensor import INCREMENTAL_MEMORY_JOB, memory_rebuild_sensor
+from tinybot_migration.defs.relational.partitions_sensor import personality_partitions_before_first_migration
+from tinybot_migration.lib.embedded_postgres import embedded_database_url
+from tinybot_migration.lib.memories.pairing import pair_messages
+from tinybot_migration.lib.memories.rebuild import load_messages
+from tinybot_migration.lib.memories.writer import SOURCE_BOT, SOURCE_SHAPES
+from tinybot_migration.lib.settings import NEW_DATABASE_NAME, OLD_DATABASE_NAME
 from tinybot_migration_tests.helpers.dagster_ui import DagsterUI, cli_path, start_dev
 from tinybot_migration_tests.helpers.environment import fresh_environment
 from tinybot_migration_tests.helpers.openai_server import OpenAITestServer

@@ -11,10 +11,15 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
-from tinybot_migration.demo_data import OLD_TABLES, generate_demo_data, old_database_has_data, shapes_export
-from tinybot_migration.demo_data import generator as demo_generator
-from tinybot_migration.new_database_schema import apply_old_schema
-from tinybot_migration.runtime.embedded_postgres import embedded_database_url
+from tinybot_migration.lib.demo_data import (
+    OLD_TABLES,
+    generate_demo_data,
+    old_database_has_data,
+    shapes_export,
+)
+from tinybot_migration.lib.demo_data import generator as demo_generator
+from tinybot_migration.lib.embedded_postgres import embedded_database_url
+from tinybot_migration.lib.new_database_schema import apply_old_schema
 
 SCALE_ONE_COUNTS = {
     "users": 14,

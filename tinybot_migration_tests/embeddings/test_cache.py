@@ -3,16 +3,16 @@
 import numpy as np
 import pytest
 
-from tinybot_migration.embeddings.cache import embed_with_cache
-from tinybot_migration.embeddings.hash_embedder import hash_embedding
-from tinybot_migration.resources.embedding_provider import EmbeddingProviderError, EmbeddingProviderResource
-from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, provider_for
+from tinybot_migration.lib.embeddings.cache import embed_with_cache
+from tinybot_migration.lib.embeddings.client import EmbeddingClient, EmbeddingProviderError
+from tinybot_migration.lib.embeddings.hash_embedder import hash_embedding
+from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, client_for, offline_client
 
 TEXTS = [f"{{user}}: hello {i} 👋\n{{assistant}}: hi {i}" for i in range(30)]
 
 
-def openai_provider(server: OpenAITestServer, **overrides) -> EmbeddingProviderResource:
-    return provider_for(server, **overrides)
+def openai_provider(server: OpenAITestServer, **overrides) -> EmbeddingClient:
+    return client_for(server, **overrides)
 
 
 def test_a_second_run_makes_no_request_and_duplicates_are_sent_once(new_db):
@@ -48,7 +48,7 @@ def test_finished_batches_survive_a_failure_and_are_not_paid_again(new_db):
 
 
 def test_the_offline_provider_is_cached_under_its_own_name(new_db):
-    provider = EmbeddingProviderResource()
+    provider = offline_client()
     assert embed_with_cache(new_db, provider, TEXTS[:3]).provider_inputs == 3
     assert embed_with_cache(new_db, provider, TEXTS[:3]).cache_hits == 3
     assert (
@@ -58,7 +58,7 @@ def test_the_offline_provider_is_cached_under_its_own_name(new_db):
 
 
 def test_a_wrong_dimension_caches_nothing(new_db):
-    from tinybot_migration.resources.embedding_provider import EmbeddingDimensionError
+    from tinybot_migration.lib.embeddings.client import EmbeddingDimensionError
 
     with OpenAITestServer(dimensions=512) as server, pytest.raises(EmbeddingDimensionError):
         embed_with_cache(new_db, openai_provider(server, max_inputs_per_request=10), TEXTS)
@@ -67,7 +67,7 @@ def test_a_wrong_dimension_caches_nothing(new_db):
 
 @pytest.mark.parametrize("fault", ["zero", "nan", "missing"])
 def test_a_malformed_batch_is_never_cached_and_the_valid_ones_before_it_are_kept(new_db, fault):
-    from tinybot_migration.resources.embedding_provider import EmbeddingResponseError
+    from tinybot_migration.lib.embeddings.client import EmbeddingResponseError
 
     with OpenAITestServer() as server:
         server.vector_fault, server.vector_fault_from = fault, 2
@@ -81,9 +81,9 @@ def test_a_malformed_batch_is_never_cached_and_the_valid_ones_before_it_are_kept
 
 
 def test_purge_removes_zero_vectors_left_in_the_cache(new_db):
-    from tinybot_migration.embeddings.cache import purge_zero_vectors
+    from tinybot_migration.lib.embeddings.cache import purge_zero_vectors
 
-    embed_with_cache(new_db, EmbeddingProviderResource(), TEXTS[:3])
+    embed_with_cache(new_db, offline_client(), TEXTS[:3])
     new_db.execute(
         "INSERT INTO tinybot_migration.embedding_cache (model, dimensions, text_hash, embedding)"
         " VALUES ('text-embedding-3-small', 1536, repeat('0', 32), array_fill(0, ARRAY[1536])::vector)"

@@ -3,23 +3,23 @@
 import numpy as np
 import pytest
 
-from tinybot_migration.embeddings.batches import (
+from tinybot_migration.defs.resources.embedding_provider import EmbeddingProviderResource
+from tinybot_migration.lib.embeddings.batches import (
     MAX_TOKENS_PER_INPUT,
     estimate_tokens,
     plan_batches,
     truncate_for_embedding,
 )
-from tinybot_migration.embeddings.hash_embedder import hash_embedding
-from tinybot_migration.progress import notice_text
-from tinybot_migration.resources.embedding_provider import (
+from tinybot_migration.lib.embeddings.client import (
     PROBE_TEXT,
     EmbeddingDeadlineError,
     EmbeddingDimensionError,
     EmbeddingProviderError,
-    EmbeddingProviderResource,
     EmbeddingRefusedError,
     EmbeddingResponseError,
 )
+from tinybot_migration.lib.embeddings.hash_embedder import hash_embedding
+from tinybot_migration.lib.progress import Notice
 from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, provider_for
 
 API_KEY = "sk-test-never-printed-0123456789"
@@ -221,7 +221,7 @@ def test_a_stalled_provider_is_waited_for_once_per_run_and_each_retry_is_said_as
     notice line (the CLI shows those on the terminal) saying what, how long and how many left."""
     import time
 
-    said: list[str] = []
+    said: list = []
     with OpenAITestServer() as server:
         server.hang_seconds = 30
         stalled = provider(server, request_timeout_seconds=0.3, batch_deadline_seconds=1.0)
@@ -233,6 +233,82 @@ def test_a_stalled_provider_is_waited_for_once_per_run_and_each_retry_is_said_as
             provider(server, request_timeout_seconds=0.3, batch_deadline_seconds=1.0).embed(TEXTS[3:6])
         assert time.monotonic() - started < 0.5 and len(server.requests) == requests  # nothing sent
     assert "not waiting again" in str(again.value)
-    retries = [notice_text(line) for line in said if notice_text(line) is not None]
+    retries = [str(event) for event in said if isinstance(event, Notice)]
     assert retries and all(", retry " in r and " of 6 in " in r and "gives up in" in r for r in retries)
     assert "APITimeoutError" in retries[0] and "text-embedding-3-small" in retries[0]
+
+
+def test_retry_after_is_read_in_seconds_in_milliseconds_and_as_an_http_date():
+    from datetime import UTC, datetime
+
+    import httpx
+    import openai
+
+    from tinybot_migration.lib.embeddings.client import retry_after_seconds
+
+    def answer(**headers) -> openai.RateLimitError:
+        request = httpx.Request("POST", "http://provider/embeddings")
+        response = httpx.Response(429, headers=headers, request=request)
+        return openai.RateLimitError("slow down", response=response, body=None)
+
+    now = datetime(2026, 12, 4, 10, 0, 0, tzinfo=UTC)
+    assert retry_after_seconds(answer(**{"retry-after": "7"}), now) == 7.0
+    assert retry_after_seconds(answer(**{"retry-after-ms": "250"}), now) == 0.25
+    assert retry_after_seconds(answer(**{"retry-after": "Fri, 04 Dec 2026 10:00:12 GMT"}), now) == 12.0
+    assert retry_after_seconds(answer(**{"retry-after": "Fri, 04 Dec 2026 09:59:00 GMT"}), now) == 0.0
+    assert retry_after_seconds(answer(**{"retry-after": "soon"}), now) is None
+    assert retry_after_seconds(answer(), now) is None
+
+
+def test_a_retry_after_date_is_waited_for():
+    """A provider that says when to come back as an HTTP date is not asked again before then."""
+    import time
+    from email.utils import format_datetime
+
+    with OpenAITestServer() as server:
+        back_at = format_datetime(datetime_in(2.0), usegmt=True)
+        server.script(429, {"Retry-After": back_at})
+        started = time.monotonic()
+        result = provider(server, max_backoff_seconds=5.0).embed(TEXTS[:2])
+        waited = time.monotonic() - started
+    assert result.retries == 1 and result.requests == 2
+    assert waited >= 1.0  # the date has whole seconds: 2 s ahead is at least 1 s of waiting
+
+
+def datetime_in(seconds: float):
+    from datetime import UTC, datetime, timedelta
+
+    return datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+def test_one_client_sends_every_call_from_one_event_loop_and_ctrl_c_cancels_its_requests():
+    """Calls share the client's loop (not a new loop each); Ctrl-C in the caller cancels every
+    request in flight instead of leaving them to run (and be paid for) in the background."""
+    import asyncio
+    import signal
+    import threading
+    import time
+
+    async def tasks_left() -> int:
+        return len(asyncio.all_tasks()) - 1  # this one aside
+
+    with OpenAITestServer(latency_seconds=0.01) as server:
+        client = provider(server, max_inputs_per_request=1).client()
+        client.embed(TEXTS[:3])
+        loop = client._loop
+        client.embed(TEXTS[3:6])
+        assert client._loop is loop and loop.is_running()
+
+        server.hang_seconds = 30
+        threading.Timer(0.3, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)).start()
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            client.embed(TEXTS[:4])
+        assert time.monotonic() - started < 5
+        deadline = time.monotonic() + 2
+        while asyncio.run_coroutine_threadsafe(tasks_left(), loop).result() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert asyncio.run_coroutine_threadsafe(tasks_left(), loop).result() == 0
+        client.close()
+    time.sleep(0.2)
+    assert not loop.is_running()

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import psycopg
 
-from tinybot_migration.ids import deterministic_uuid, persona_seed, personality_seed, user_seed
+from tinybot_migration.lib.ids import deterministic_uuid, persona_seed, personality_seed, user_seed
 
 T0 = datetime(2025, 3, 1, 12, 0)  # naive UTC, as the bot's timestamp(3)
 

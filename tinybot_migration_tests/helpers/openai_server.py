@@ -16,9 +16,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 
-from tinybot_migration.embeddings.batches import estimate_tokens
-from tinybot_migration.embeddings.hash_embedder import hash_embedding
-from tinybot_migration.resources.embedding_provider import EmbeddingProviderResource
+from tinybot_migration.defs.resources.embedding_provider import EmbeddingProviderResource
+from tinybot_migration.lib.embeddings.batches import estimate_tokens
+from tinybot_migration.lib.embeddings.client import EmbeddingClient, EmbeddingSettings
+from tinybot_migration.lib.embeddings.hash_embedder import hash_embedding
 
 
 class OpenAITestServer:
@@ -137,19 +138,35 @@ class OpenAITestServer:
         return Handler
 
 
+def settings_for(server: OpenAITestServer, api_key: str = "sk-test", **overrides) -> dict:
+    """The openai provider's settings pointed at `server`, with short backoffs so retry tests stay fast."""
+    return (
+        dict(
+            provider="openai",
+            api_key=api_key,
+            base_url=server.base_url,
+            initial_backoff_seconds=0.01,
+            max_backoff_seconds=0.2,
+        )
+        | overrides
+    )
+
+
 def provider_for(
     server: OpenAITestServer, api_key: str = "sk-test", **overrides
 ) -> EmbeddingProviderResource:
-    """The openai provider pointed at `server`, with short backoffs so retry tests stay fast."""
-    settings = dict(
-        provider="openai",
-        api_key=api_key,
-        base_url=server.base_url,
-        initial_backoff_seconds=0.01,
-        max_backoff_seconds=0.2,
-    )
-    settings.update(overrides)
-    return EmbeddingProviderResource(**settings)
+    """The provider resource (for assets) pointed at `server`."""
+    return EmbeddingProviderResource(**settings_for(server, api_key, **overrides))
+
+
+def client_for(server: OpenAITestServer, api_key: str = "sk-test", **overrides) -> EmbeddingClient:
+    """The core's embedding client (for the core's functions) pointed at `server`."""
+    return EmbeddingClient(EmbeddingSettings(**settings_for(server, api_key, **overrides)))
+
+
+def offline_client() -> EmbeddingClient:
+    """The offline hash embedder."""
+    return EmbeddingClient(EmbeddingSettings(provider="hash"))
 
 
 def main() -> None:

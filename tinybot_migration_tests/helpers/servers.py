@@ -10,7 +10,7 @@ import signal
 import time
 from pathlib import Path
 
-from tinybot_migration.runtime import embedded_postgres
+from tinybot_migration.lib import embedded_postgres
 
 STOP_WAIT_SECONDS = 15
 # Where a test keeps a home: the tmp dir itself, `home/`, or one level further down.

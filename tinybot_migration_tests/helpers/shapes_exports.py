@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psycopg
 
-from tinybot_migration.ids import deterministic_uuid, persona_seed, personality_seed, user_seed
+from tinybot_migration.lib.ids import deterministic_uuid, persona_seed, personality_seed, user_seed
 
 T0 = datetime(2024, 3, 1, 12, 0)  # naive UTC, as the bot's timestamp(3)
 SENDERS = [str(uuid.UUID(int=0xA0 + i, version=4)) for i in range(8)]
@@ -28,7 +28,7 @@ def record(
     msg_ids: list[str] | None = None,
     record_id: str | None = None,
 ) -> dict:
-    """One export record in the shape DESIGN §4 gives."""
+    """One export record in the shape docs/design.md §4 gives."""
     created = T0.replace(tzinfo=UTC).timestamp() + seconds
     msg_ids = msg_ids if msg_ids is not None else ["900000000000000001", "900000000000000002"]
     return {

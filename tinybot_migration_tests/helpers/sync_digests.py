@@ -5,8 +5,8 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from tinybot_migration.sync.engine import prepare_session
-from tinybot_migration.sync.tables import SYNC_TABLES
+from tinybot_migration.lib.sync.engine import prepare_session
+from tinybot_migration.lib.sync.tables import SYNC_TABLES
 
 
 def digests(conn: psycopg.Connection) -> dict[str, dict[tuple, str]]:

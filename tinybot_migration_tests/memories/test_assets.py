@@ -4,18 +4,22 @@ import psycopg
 import pytest
 from dagster import DagsterEventType, DagsterInstance, build_sensor_context, instance_for_test, materialize
 
-from tinybot_migration.memories import sensor as sensor_module
-from tinybot_migration.memories.assets import rebuilt_memories
-from tinybot_migration.memories.sensor import memory_rebuild_sensor
-from tinybot_migration.new_database_schema import apply_new_schema
-from tinybot_migration.partitions import personality_partitions
-from tinybot_migration.resources import EmbeddingProviderResource, NewDatabaseResource, OldDatabaseResource
-from tinybot_migration.runtime.dagster_instance import PLANNED_EVENTS_ENV
-from tinybot_migration.settings import (
+from tinybot_migration.defs.memories import sensor as sensor_module
+from tinybot_migration.defs.memories.assets import rebuilt_memories
+from tinybot_migration.defs.memories.sensor import memory_rebuild_sensor
+from tinybot_migration.defs.partitions import personality_partitions
+from tinybot_migration.defs.resources import (
+    EmbeddingProviderResource,
+    NewDatabaseResource,
+    OldDatabaseResource,
+)
+from tinybot_migration.lib.new_database_schema import apply_new_schema
+from tinybot_migration.lib.settings import (
     SettingWarning,
     memory_rebuild_interval_seconds,
     memory_reconcile_interval_seconds,
 )
+from tinybot_migration.runtime.dagster_instance import PLANNED_EVENTS_ENV
 from tinybot_migration_tests.helpers.conversations import Conversations
 from tinybot_migration_tests.helpers.openai_server import OpenAITestServer
 

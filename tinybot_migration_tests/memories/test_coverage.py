@@ -11,20 +11,20 @@ from datetime import timedelta
 import pytest
 from dagster import build_sensor_context
 
-from tinybot_migration.memories.coverage import LATE_MARGIN, coverage_marks
-from tinybot_migration.memories.pairing import pair_messages
-from tinybot_migration.memories.rebuild import (
+from tinybot_migration.defs.memories.sensor import memory_rebuild_sensor, uncovered_answers
+from tinybot_migration.defs.partitions import personality_partitions
+from tinybot_migration.defs.resources import NewDatabaseResource
+from tinybot_migration.lib.memories.coverage import LATE_MARGIN, coverage_marks
+from tinybot_migration.lib.memories.pairing import pair_messages
+from tinybot_migration.lib.memories.rebuild import (
     RebuildReport,
     distinct_exchanges,
     load_messages,
     rebuild_memories,
 )
-from tinybot_migration.memories.sensor import memory_rebuild_sensor, uncovered_answers
-from tinybot_migration.new_database_schema import apply_new_schema
-from tinybot_migration.partitions import personality_partitions
-from tinybot_migration.resources import NewDatabaseResource
+from tinybot_migration.lib.new_database_schema import apply_new_schema
 from tinybot_migration_tests.helpers.conversations import T0, Conversations
-from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, provider_for
+from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, client_for
 from tinybot_migration_tests.memories.test_assets import instance, metadata, run_as_requested  # noqa: F401
 
 AN_HOUR = 3600
@@ -44,7 +44,7 @@ def history(make_database, admin_connect):
     talk.exchanges("alpha", 1, start=AN_HOUR, channel="1009")
     talk.exchanges("beta", 2)
     with OpenAITestServer() as server:
-        rebuild_memories(conn, provider_for(server), ["alpha", "beta"])
+        rebuild_memories(conn, client_for(server), ["alpha", "beta"])
     return url, conn, talk
 
 
@@ -79,7 +79,7 @@ def test_a_delta_rebuild_reads_only_the_moved_contexts_and_writes_what_a_full_on
     talk.say("alpha", "assistant", "the bot speaks twice", later + 5, channel="1004")
     talk.say("alpha", "user", "waits in 1002", later + 6, channel="1002")
     with OpenAITestServer() as server:
-        report = rebuild_memories(conn, provider_for(server), ["alpha"], history="delta")
+        report = rebuild_memories(conn, client_for(server), ["alpha"], history="delta")
         assert len(server.requests) == 1
     assert report.history == "delta" and report.memories_written == 2
     # 1001 from its last answer (the waiting user message and its answer), 1002's new message, 1004,
@@ -91,7 +91,7 @@ def test_a_delta_rebuild_reads_only_the_moved_contexts_and_writes_what_a_full_on
         talk.personality("alpha"): T0 + timedelta(seconds=later + 6)
     }
     with OpenAITestServer() as server:
-        again = rebuild_memories(conn, provider_for(server), ["alpha", "beta"])
+        again = rebuild_memories(conn, client_for(server), ["alpha", "beta"])
         assert again.memories_written == 0 and server.requests == []
 
 
@@ -102,7 +102,7 @@ def test_a_delta_rereads_the_late_margin_so_a_late_commit_is_not_lost(history):
     talk.say("alpha", "user", "a late question", inside, channel="1005")
     talk.say("alpha", "assistant", "a late answer", inside + 1, channel="1005")
     with OpenAITestServer() as server:
-        report = rebuild_memories(conn, provider_for(server), ["alpha"], history="delta")
+        report = rebuild_memories(conn, client_for(server), ["alpha"], history="delta")
     assert report.memories_written == 1
     assert memory_ids(conn) == expected_memory_ids(conn, talk)
 
@@ -111,7 +111,7 @@ def test_a_personality_without_a_mark_is_paired_in_full_by_a_delta_rebuild(histo
     _, conn, talk = history
     talk.exchanges("gamma", 3)
     with OpenAITestServer() as server:
-        report = rebuild_memories(conn, provider_for(server), ["gamma"], history="delta")
+        report = rebuild_memories(conn, client_for(server), ["gamma"], history="delta")
     assert report.memories_written == 3 and report.messages_read == 6
     assert talk.personality("gamma") in coverage_marks(conn, [talk.personality("gamma")])
 
@@ -193,11 +193,11 @@ def test_a_personality_rebuilt_before_it_had_history_is_covered_and_its_first_an
     _, conn, talk = history
     talk.personality("omega")
     with OpenAITestServer() as server:
-        rebuild_memories(conn, provider_for(server), ["omega"])
+        rebuild_memories(conn, client_for(server), ["omega"])
     covered = "SELECT covered_through = '-infinity' FROM tinybot_migration.memory_coverage WHERE personality_id = %s"
     assert conn.execute(covered, (talk.personality("omega"),)).fetchone() == (True,)
     talk.exchanges("omega", 2)
     assert [(u.slug, u.answers) for u in uncovered_answers(conn, "delta")] == [("omega", 2)]
     with OpenAITestServer() as server:
-        report = rebuild_memories(conn, provider_for(server), ["omega"], history="delta")
+        report = rebuild_memories(conn, client_for(server), ["omega"], history="delta")
     assert report.memories_written == 2 and uncovered_answers(conn, "delta") == []

@@ -1,10 +1,10 @@
-"""Pairing rules of DESIGN §4 on crafted histories (pure Python) and the memory id seed rule."""
+"""Pairing rules of docs/design.md §4 on crafted histories (pure Python) and the memory id seed rule."""
 
 import hashlib
 import uuid
 from datetime import datetime, timedelta
 
-from tinybot_migration.memories.pairing import (
+from tinybot_migration.lib.memories.pairing import (
     Message,
     PairingStats,
     memory_content,

@@ -4,23 +4,23 @@ import numpy as np
 import psycopg
 import pytest
 
-from tinybot_migration.embeddings.hash_embedder import hash_embedding
-from tinybot_migration.ids import memory_id
-from tinybot_migration.memories import checks
-from tinybot_migration.memories.pairing import memory_content
-from tinybot_migration.memories.rebuild import estimate_rebuild, rebuild_memories
-from tinybot_migration.new_database_schema import apply_old_schema
-from tinybot_migration.partitions import UnknownPersonalityError
-from tinybot_migration.resources import NewDatabaseResource, OldDatabaseResource
-from tinybot_migration.resources.embedding_provider import (
+from tinybot_migration.defs.resources import NewDatabaseResource, OldDatabaseResource
+from tinybot_migration.lib.embeddings.client import (
+    EmbeddingClient,
     EmbeddingDimensionError,
     EmbeddingProviderError,
-    EmbeddingProviderResource,
     EmbeddingRefusedError,
     EmbeddingResponseError,
 )
+from tinybot_migration.lib.embeddings.hash_embedder import hash_embedding
+from tinybot_migration.lib.ids import memory_id
+from tinybot_migration.lib.memories import checks
+from tinybot_migration.lib.memories.pairing import memory_content
+from tinybot_migration.lib.memories.rebuild import estimate_rebuild, rebuild_memories
+from tinybot_migration.lib.new_database_schema import apply_old_schema
+from tinybot_migration.lib.personalities import UnknownPersonalityError
 from tinybot_migration_tests.helpers.conversations import T0, Conversations
-from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, provider_for
+from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, client_for
 
 API_KEY = "sk-test-memories-0123456789"
 
@@ -45,8 +45,8 @@ def server():
         yield running
 
 
-def provider(server: OpenAITestServer, **overrides) -> EmbeddingProviderResource:
-    return provider_for(server, api_key=API_KEY, **overrides)
+def provider(server: OpenAITestServer, **overrides) -> EmbeddingClient:
+    return client_for(server, api_key=API_KEY, **overrides)
 
 
 def memory_rows(conn) -> list[tuple]:
@@ -100,7 +100,7 @@ def test_full_rebuild_writes_one_memory_per_exchange(new_db, history, server):
 def test_personalities_are_paired_and_written_in_batches_of_history(new_db, history, server, monkeypatch):
     """A rebuild holds one batch of history at a time (whole personalities, about
     MESSAGES_PER_BATCH messages) and writes exactly what one pass over everything would."""
-    from tinybot_migration.memories import rebuild
+    from tinybot_migration.lib.memories import rebuild
 
     monkeypatch.setattr(rebuild, "MESSAGES_PER_BATCH", 5)  # alpha alone is more: never split
     read: list[int] = []
@@ -111,10 +111,12 @@ def test_personalities_are_paired_and_written_in_batches_of_history(new_db, hist
         return load(conn, personality_ids)
 
     monkeypatch.setattr(rebuild, "load_messages", load_and_count)
-    lines: list[str] = []
+    lines: list = []
     report = rebuild_memories(new_db, provider(server), ["alpha", "beta"], log=lines.append)
     assert read == [1, 1]
-    assert any("batch 1 of 2" in line for line in lines) and any("batch 2 of 2" in line for line in lines)
+    assert any("batch 1 of 2" in str(line) for line in lines) and any(
+        "batch 2 of 2" in str(line) for line in lines
+    )
     assert (report.stats.exchanges, report.memories_written, report.pending) == (9, 9, 9)
     assert (report.per_personality["alpha"].written, report.per_personality["beta"].written) == (6, 3)
     assert len(report.expected_ids) == 9 and report.messages_read == 21
@@ -339,8 +341,8 @@ def test_nan_or_zero_vectors_fail_before_any_write_with_a_clear_error(new_db, hi
 
 
 def test_zero_vectors_already_stored_fail_the_check_until_purged(new_db, history, server):
-    from tinybot_migration.embeddings.cache import purge_zero_vectors
-    from tinybot_migration.memories.writer import delete_memories_with_zero_vectors
+    from tinybot_migration.lib.embeddings.cache import purge_zero_vectors
+    from tinybot_migration.lib.memories.writer import delete_memories_with_zero_vectors
 
     rebuild_memories(new_db, provider(server), ["alpha", "beta"])
     ids = list(history.personalities.values())

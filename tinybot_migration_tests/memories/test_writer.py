@@ -6,11 +6,11 @@ from datetime import datetime
 import numpy as np
 import psycopg
 
-from tinybot_migration.embeddings.hash_embedder import hash_embedding
-from tinybot_migration.memories.writer import SOURCE_SHAPES, NewMemory, embed_and_write, write_memories
-from tinybot_migration.schema import MEMORIES
+from tinybot_migration.lib.embeddings.hash_embedder import hash_embedding
+from tinybot_migration.lib.memories.writer import SOURCE_SHAPES, NewMemory, embed_and_write, write_memories
+from tinybot_migration.lib.schema import MEMORIES
 from tinybot_migration_tests.helpers.conversations import Conversations
-from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, provider_for
+from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, client_for
 
 
 def legacy_memory(personality_id: uuid.UUID, text: str) -> NewMemory:
@@ -55,7 +55,7 @@ def test_embed_and_write_serves_any_source_through_the_cache(new_db):
     personality = Conversations(new_db).personality("legacy")
     memories = [legacy_memory(personality, f"legacy memory {i}") for i in range(5)]
     with OpenAITestServer() as server:
-        outcomes = list(embed_and_write(new_db, None, provider_for(server), memories, chunk_size=2))
+        outcomes = list(embed_and_write(new_db, None, client_for(server), memories, chunk_size=2))
     assert [o.size for o in outcomes] == [2, 2, 1]
     assert sum(sum(o.written.values()) for o in outcomes) == 5
     stored = new_db.execute(
@@ -79,7 +79,7 @@ def test_chunks_side_by_side_never_send_one_text_twice(new_db):
     memories = [NewMemory(**{**m.__dict__, "id": uuid.uuid4()}) for m in memories]
     url = new_db.info.dsn
     with OpenAITestServer(latency_seconds=0.2) as server:
-        provider = provider_for(server, max_concurrent_requests=2)
+        provider = client_for(server, max_concurrent_requests=2)
         outcomes = list(
             embed_and_write(
                 new_db, lambda: psycopg.connect(url, autocommit=True), provider, memories, chunk_size=2
@@ -105,7 +105,7 @@ def test_two_runs_at_once_send_each_text_once(new_db):
             return sum(sum(o.written.values()) for o in outcomes)
 
     with OpenAITestServer(latency_seconds=0.1) as server:
-        provider = provider_for(server)
+        provider = client_for(server)
         with ThreadPoolExecutor(2) as pool:
             written = list(pool.map(write_all, [1, 2]))
         sent = [text for request in server.requests for text in request]

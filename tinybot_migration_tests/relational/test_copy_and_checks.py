@@ -9,13 +9,13 @@ import psycopg
 import pytest
 from dagster import AssetKey, instance_for_test, materialize
 
-from tinybot_migration import ids
-from tinybot_migration.demo_data import generate_demo_data
-from tinybot_migration.relational import checks
-from tinybot_migration.relational.assets import relational_assets
-from tinybot_migration.relational.checks import row_count_parity
-from tinybot_migration.relational.tables import RELATIONAL_TABLES, TABLES_BY_NAME
-from tinybot_migration.resources import NewDatabaseResource, OldDatabaseResource
+from tinybot_migration.defs.relational.assets import relational_assets
+from tinybot_migration.defs.resources import NewDatabaseResource, OldDatabaseResource
+from tinybot_migration.lib import ids
+from tinybot_migration.lib.demo_data import generate_demo_data
+from tinybot_migration.lib.relational import checks
+from tinybot_migration.lib.relational.checks import row_count_parity
+from tinybot_migration.lib.relational.tables import RELATIONAL_TABLES, TABLES_BY_NAME
 
 DEMO_MESSAGES = 4_364
 
@@ -54,7 +54,7 @@ def metadata_of(result, table: str) -> dict:
 
 @pytest.fixture(scope="module")
 def old_db(tmp_path_factory, pg_server, tinybot_home):
-    from tinybot_migration.runtime.embedded_postgres import embedded_database_url
+    from tinybot_migration.lib.embedded_postgres import embedded_database_url
 
     url = embedded_database_url("relational_old", tinybot_home)
     generate_demo_data(url, tmp_path_factory.mktemp("export"), scale=1, seed=42)
@@ -63,7 +63,7 @@ def old_db(tmp_path_factory, pg_server, tinybot_home):
 
 @pytest.fixture(scope="module")
 def migrated(old_db, tinybot_home):
-    from tinybot_migration.runtime.embedded_postgres import embedded_database_url
+    from tinybot_migration.lib.embedded_postgres import embedded_database_url
 
     new_url = embedded_database_url("relational_new", tinybot_home)
     result = migrate(old_db, new_url)
@@ -153,7 +153,7 @@ def test_old_database_resource_cannot_write(old_db):
 
 
 def test_a_non_utc_session_gives_the_same_result(old_db, migrated, tinybot_home, admin_connect, monkeypatch):
-    from tinybot_migration.runtime.embedded_postgres import embedded_database_url
+    from tinybot_migration.lib.embedded_postgres import embedded_database_url
 
     new_url, _ = migrated
     other_url = embedded_database_url("relational_new_tz", tinybot_home)
@@ -281,7 +281,7 @@ def test_content_checksum_fails_on_changed_content(connections, table, corruptio
 
 
 def test_a_failing_blocking_check_stops_downstream_tables(old_db, tinybot_home, admin_connect):
-    from tinybot_migration.runtime.embedded_postgres import embedded_database_url
+    from tinybot_migration.lib.embedded_postgres import embedded_database_url
 
     new_url = embedded_database_url("relational_new_blocked", tinybot_home)
     NewDatabaseResource(url=new_url).ensure_schema()
@@ -299,7 +299,7 @@ def test_a_failing_blocking_check_stops_downstream_tables(old_db, tinybot_home, 
 
 
 def test_lost_rows_are_restored_by_running_again(old_db, migrated, tinybot_home):
-    from tinybot_migration.runtime.embedded_postgres import embedded_database_url
+    from tinybot_migration.lib.embedded_postgres import embedded_database_url
 
     new_url, _ = migrated
     repaired_url = embedded_database_url("relational_new_repair", tinybot_home)
@@ -347,8 +347,8 @@ def test_bulk_load_rebuilds_every_constraint_and_index(migrated):
 
 
 def test_personalities_register_their_slugs_as_memory_partitions(old_db, tinybot_home):
-    from tinybot_migration.partitions import personality_partitions
-    from tinybot_migration.runtime.embedded_postgres import embedded_database_url
+    from tinybot_migration.defs.partitions import personality_partitions
+    from tinybot_migration.lib.embedded_postgres import embedded_database_url
 
     new_url = embedded_database_url("relational_new_partitions", tinybot_home)
     with instance_for_test() as instance:
@@ -366,7 +366,7 @@ def test_personalities_register_their_slugs_as_memory_partitions(old_db, tinybot
 
 def test_a_message_whose_persona_is_missing_is_rejected_and_reported(tinybot_home, tmp_path, admin_connect):
     """An old DB without the foreign key (real data has such rows): the row is not silently lost."""
-    from tinybot_migration.runtime.embedded_postgres import embedded_database_url
+    from tinybot_migration.lib.embedded_postgres import embedded_database_url
 
     old_url = embedded_database_url("relational_old_orphan", tinybot_home)
     generate_demo_data(old_url, tmp_path / "export", scale=1, seed=3)
@@ -409,7 +409,7 @@ def test_a_message_whose_persona_is_missing_is_rejected_and_reported(tinybot_hom
     )
     with psycopg.connect(old_url) as old_conn, psycopg.connect(new_url) as new_conn:
         lost = row_count_parity(old_conn, new_conn, TABLES_BY_NAME["conversation_history"])
-    assert not lost.passed and lost.severity.value == "ERROR"
+    assert not lost.passed and lost.severity == "ERROR"
 
     # The parents appear in the old DB (fixed at the source): the next run copies the rows and clears them.
     old_admin.execute(
@@ -430,7 +430,7 @@ def test_seeds_with_characters_copy_escapes_give_the_ids_of_their_real_text(
 ):
     """Seeds travel as COPY text, which escapes backslash, tab, newline and carriage return: the id
     is uuid5 of the seed's real characters, and the id check recomputes the same."""
-    from tinybot_migration.runtime.embedded_postgres import embedded_database_url
+    from tinybot_migration.lib.embedded_postgres import embedded_database_url
 
     old_url = embedded_database_url("relational_old_escapes", tinybot_home)
     generate_demo_data(old_url, tmp_path / "export", scale=1, seed=5)

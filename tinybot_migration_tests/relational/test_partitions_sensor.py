@@ -4,9 +4,9 @@ import pytest
 from dagster import DefaultSensorStatus, SkipReason, build_sensor_context, instance_for_test
 
 from tinybot_migration.definitions import defs
-from tinybot_migration.partitions import personality_partitions
-from tinybot_migration.relational.partitions_sensor import personality_partitions_before_first_migration
-from tinybot_migration.resources import OldDatabaseResource
+from tinybot_migration.defs.partitions import personality_partitions
+from tinybot_migration.defs.relational.partitions_sensor import personality_partitions_before_first_migration
+from tinybot_migration.defs.resources import OldDatabaseResource
 
 sensor = personality_partitions_before_first_migration
 

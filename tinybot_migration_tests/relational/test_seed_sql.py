@@ -7,8 +7,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tinybot_migration import ids
-from tinybot_migration.relational.tables import RELATIONAL_TABLES
+from tinybot_migration.lib import ids
+from tinybot_migration.lib.relational.tables import RELATIONAL_TABLES
 
 OWNER = uuid.UUID("04b130b8-52dd-5cd3-9560-f57949634d00")
 TRICKY_TEXT = "Zoë \\ back\tslash\nnew 'line' 👩‍💻 مرحبا 漢字"

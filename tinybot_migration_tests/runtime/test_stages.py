@@ -1,5 +1,5 @@
 """The migration runner: stages that follow the asset graph, a partitioned stage as one run over
-every key registered by then, in registration order (DESIGN §8)."""
+every key registered by then, in registration order (docs/design.md §8)."""
 
 from dagster import (
     AssetExecutionContext,
@@ -11,8 +11,8 @@ from dagster import (
     instance_for_test,
 )
 
+from tinybot_migration.defs.stages import build_migration_jobs, migration_stages
 from tinybot_migration.runtime.runner import run_migration
-from tinybot_migration.runtime.stages import build_migration_jobs, migration_stages
 
 toy_slugs = DynamicPartitionsDefinition(name="toy_slug")
 
@@ -82,7 +82,7 @@ def test_a_failed_first_run_stops_the_partitioned_run():
 
 def test_a_dry_run_runs_only_the_assets_that_take_part_with_their_config():
     from tinybot_migration.definitions import ALL_ASSETS
-    from tinybot_migration.runtime.run_display import logger_config
+    from tinybot_migration.defs.cli_logger import logger_config
     from tinybot_migration.runtime.runner import stage_selection
 
     CONSOLE = logger_config("INFO", None)

@@ -8,8 +8,8 @@ import psycopg
 import pytest
 from pgvector.psycopg import register_vector
 
-from tinybot_migration.ids import deterministic_uuid, persona_seed, personality_seed, user_seed
-from tinybot_migration.new_database_schema import apply_new_schema
+from tinybot_migration.lib.ids import deterministic_uuid, persona_seed, personality_seed, user_seed
+from tinybot_migration.lib.new_database_schema import apply_new_schema
 
 T0 = datetime(2025, 6, 1)  # naive UTC, as the bot's timestamp(3)
 DIM = 1536

@@ -6,9 +6,8 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from tinybot_migration.resources import EmbeddingProviderResource
-from tinybot_migration.search.memory_search import MemorySearch
-from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, provider_for
+from tinybot_migration.lib.memories.search import MemorySearch
+from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, client_for, offline_client
 from tinybot_migration_tests.search.conftest import T0
 
 
@@ -29,7 +28,7 @@ def exact(world, query, persona, personality=None, limit=15, min_similarity=0.15
 
 @pytest.fixture
 def search(world):
-    with MemorySearch(world["url"], EmbeddingProviderResource(provider="hash")) as memory_search:
+    with MemorySearch(world["url"], offline_client()) as memory_search:
         yield memory_search
 
 
@@ -103,7 +102,7 @@ def test_the_sql_function_gives_the_same_rows_as_the_python_search(world, search
 
 
 def test_a_text_query_is_embedded_through_the_provider(world, search):
-    with OpenAITestServer() as server, MemorySearch(world["url"], provider_for(server)) as live:
+    with OpenAITestServer() as server, MemorySearch(world["url"], client_for(server)) as live:
         result = live.search_memories(
             "what did we say about tea", world["personas"]["Main"], min_similarity=-1
         )
@@ -115,7 +114,7 @@ def test_a_text_query_is_embedded_through_the_provider(world, search):
 def test_add_memory_twice_writes_one_row_in_the_live_format(world, search):
     main, luna = world["personas"]["Main"], world["personalities"]["luna"]
     text = "{user}: I adopted a cat\n{assistant}: What's its name?"
-    with OpenAITestServer() as server, MemorySearch(world["url"], provider_for(server)) as live:
+    with OpenAITestServer() as server, MemorySearch(world["url"], client_for(server)) as live:
         first = live.add_memory(main, luna, text, {"channel_id": "123", "created_at": T0})
         second = live.add_memory(main, luna, text, {"channel_id": "123", "created_at": T0})
         assert first == second and len(server.requests) == 1  # the second found the text in the cache

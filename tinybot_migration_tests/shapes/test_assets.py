@@ -5,13 +5,13 @@ the cases where there is nothing to import or the export cannot be read."""
 import pytest
 from dagster import AssetKey, instance_for_test, materialize
 
-from tinybot_migration.partitions import personality_partitions
-from tinybot_migration.resources import (
+from tinybot_migration.defs.partitions import personality_partitions
+from tinybot_migration.defs.resources import (
     NewDatabaseResource,
     OldDatabaseResource,
     ShapesExportResource,
 )
-from tinybot_migration.shapes.assets import shapes_export, shapes_memories
+from tinybot_migration.defs.shapes.assets import shapes_export, shapes_memories
 from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, provider_for
 from tinybot_migration_tests.helpers.shapes_exports import SENDERS, ShapesExport, record
 
@@ -65,7 +65,7 @@ def checks(result) -> dict[str, tuple[bool, str]]:
 
 
 def metadata(result, node: str) -> dict:
-    # A range run records the same materialization for every partition (DESIGN §8).
+    # A range run records the same materialization for every partition (docs/design.md §8).
     materialization = result.asset_materializations_for_node(node)[-1]
     return {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
 

@@ -6,8 +6,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tinybot_migration.resources.shapes_export import ShapesExportError, ShapesExportResource
-from tinybot_migration.shapes.export import jsonb_safe, parse_memories_file, read_mappings, survey_export
+from tinybot_migration.defs.resources.shapes_export import ShapesExportResource
+from tinybot_migration.lib.shapes.export import (
+    ShapesExportError,
+    jsonb_safe,
+    parse_memories_file,
+    read_mappings,
+    survey_export,
+)
 from tinybot_migration_tests.helpers.shapes_exports import SENDERS, T0, record
 
 NOW = T0.replace(tzinfo=UTC).timestamp() + 86_400

@@ -8,18 +8,18 @@ import uuid
 import psycopg
 import pytest
 
-from tinybot_migration.embeddings.batches import MAX_TOKENS_PER_INPUT, truncate_for_embedding
-from tinybot_migration.ids import (
+from tinybot_migration.lib.embeddings.batches import MAX_TOKENS_PER_INPUT, truncate_for_embedding
+from tinybot_migration.lib.ids import (
     MEMORY_NAMESPACE,
     content_hash,
     deterministic_uuid,
     shapes_persona_mapping_seed,
 )
-from tinybot_migration.partitions import personality_ids_for
-from tinybot_migration.resources.shapes_export import ShapesExportError
-from tinybot_migration.shapes.checks import every_record_accounted_for
-from tinybot_migration.shapes.importer import import_shapes_memories
-from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, provider_for
+from tinybot_migration.lib.personalities import personality_ids_for
+from tinybot_migration.lib.shapes.checks import every_record_accounted_for
+from tinybot_migration.lib.shapes.export import ShapesExportError
+from tinybot_migration.lib.shapes.importer import import_shapes_memories
+from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, client_for
 from tinybot_migration_tests.helpers.shapes_exports import SENDERS, T0, ShapesExport, record
 
 MAPPED, SECOND, UNLISTED, GHOST = SENDERS[:4]
@@ -45,7 +45,7 @@ def server():
 def import_all(export: ShapesExport, server, slugs=("luna",), **options):
     conn = export.conn
     return import_shapes_memories(
-        conn, provider_for(server), export.folder, personality_ids_for(conn, list(slugs)), **options
+        conn, client_for(server), export.folder, personality_ids_for(conn, list(slugs)), **options
     )
 
 
@@ -321,7 +321,7 @@ def test_a_file_with_a_byte_order_mark_is_read_whole_even_for_a_refused_record(e
 def test_personalities_are_imported_in_batches_of_files_with_one_account(export, server, monkeypatch):
     """An import holds one batch of files at a time (whole files, about FILE_BYTES_PER_BATCH bytes);
     the report counts across batches as one pass would: senders once, every record accounted."""
-    from tinybot_migration.shapes import importer
+    from tinybot_migration.lib.shapes import importer
 
     monkeypatch.setattr(importer, "FILE_BYTES_PER_BATCH", 1)  # every file is a batch of its own
     export.write("luna", [record([MAPPED, UNLISTED], "one"), record([SECOND], "two"), record([MAPPED], "")])
@@ -334,12 +334,12 @@ def test_personalities_are_imported_in_batches_of_files_with_one_account(export,
         return parse(export_dir, slug, now)
 
     monkeypatch.setattr(importer, "parse_memories_file", parse_and_note)
-    lines: list[str] = []
+    lines: list = []
     dry = import_all(export, server, slugs=("luna", "nova"), dry_run=True)
     assert dry.estimate.texts == 3 and server.requests == []  # "one" twice is one text to embed
     report = import_all(export, server, slugs=("luna", "nova"), log=lines.append)
     assert parsed == ["luna", "nova", "luna", "nova"]
-    assert any(line.startswith("shapes (batch 2 of 2)") for line in lines), lines
+    assert any(str(line).startswith("shapes (batch 2 of 2)") for line in lines), lines
     assert report.senders == 3 and report.memories_written == 5 and report.pending == 5
     assert report.provider_inputs == 3 and report.links.mappings_written == 2
     assert [(a.records, a.imported, a.rejected) for a in report.per_personality.values()] == [

@@ -7,12 +7,12 @@ from datetime import timedelta
 
 import pytest
 
-from tinybot_migration.ids import deterministic_uuid, personality_seed
-from tinybot_migration.new_database_schema import PROJECT_SCHEMA_VERSION as SCHEMA_VERSION
-from tinybot_migration.new_database_schema import apply_new_schema
-from tinybot_migration.sync.engine import SyncOptions, sync_tables
-from tinybot_migration.sync.precheck import SideFacts, SyncPrecheckError, precheck, side_facts
-from tinybot_migration.sync.progress import SyncProgress
+from tinybot_migration.lib.ids import deterministic_uuid, personality_seed
+from tinybot_migration.lib.new_database_schema import PROJECT_SCHEMA_VERSION as SCHEMA_VERSION
+from tinybot_migration.lib.new_database_schema import apply_new_schema
+from tinybot_migration.lib.sync.engine import SyncOptions, sync_tables
+from tinybot_migration.lib.sync.precheck import SideFacts, SyncPrecheckError, precheck, side_facts
+from tinybot_migration.lib.sync.progress import SyncProgress
 from tinybot_migration_tests.helpers.conversations import T0, Conversations
 from tinybot_migration_tests.helpers.sync_digests import digests
 

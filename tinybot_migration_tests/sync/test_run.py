@@ -15,15 +15,15 @@ import psycopg
 import pytest
 from dagster import instance_for_test
 
-from tinybot_migration.memories.rebuild import rebuild_memories
-from tinybot_migration.new_database_schema import apply_new_schema
-from tinybot_migration.search.vector_index import ensure_vector_index, index_state
-from tinybot_migration.sync.engine import SyncOptions
-from tinybot_migration.sync.job import SyncDatabasesResource, db_sync
-from tinybot_migration.sync.precheck import SyncPrecheckError
-from tinybot_migration.sync.run import run_sync
+from tinybot_migration.defs.sync.job import SyncDatabasesResource, db_sync
+from tinybot_migration.lib.memories.rebuild import rebuild_memories
+from tinybot_migration.lib.memories.vector_index import ensure_vector_index, index_state
+from tinybot_migration.lib.new_database_schema import apply_new_schema
+from tinybot_migration.lib.sync.engine import SyncOptions
+from tinybot_migration.lib.sync.precheck import SyncPrecheckError
+from tinybot_migration.lib.sync.run import run_sync
 from tinybot_migration_tests.helpers.conversations import Conversations
-from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, provider_for
+from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, client_for
 from tinybot_migration_tests.helpers.sync_digests import digests
 
 SECRET = "sync-s3cret"
@@ -44,7 +44,7 @@ def dev_with_memories(make_database):
         talk = Conversations(conn)
         talk.exchanges("alpha", 5)
         talk.exchanges("beta", 4)
-        rebuild_memories(conn, provider_for(server), ["alpha", "beta"])
+        rebuild_memories(conn, client_for(server), ["alpha", "beta"])
     return url
 
 
@@ -67,7 +67,7 @@ def test_the_cache_arrives_so_a_rebuild_on_the_target_pays_for_nothing(dev_with_
     assert tables["memories"].inserted == 9 and tables["embedding_cache"].inserted == 9
     assert tables["conversation_history"].inserted == 18
     with psycopg.connect(empty_prod, autocommit=True) as conn, OpenAITestServer() as server:
-        again = rebuild_memories(conn, provider_for(server), ["alpha", "beta"])
+        again = rebuild_memories(conn, client_for(server), ["alpha", "beta"])
         assert again.memories_written == 0 and server.requests == []
 
 
@@ -261,7 +261,9 @@ def test_two_syncs_into_one_target_take_turns_and_both_succeed(make_database, em
         thread.join(timeout=240)
     assert set(reports) == {"first", "second"} and all(r.ok for r in reports.values())
     waited = [
-        name for name, lines in said.items() if any("another sync into prod is running" in s for s in lines)
+        name
+        for name, lines in said.items()
+        if any("another sync into prod is running" in str(s) for s in lines)
     ]
     assert waited == ["second"], said
     counts = [(t.inserted, t.updated) for r in reports.values() for t in r.tables]

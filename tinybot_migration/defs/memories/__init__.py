@@ -1,0 +1,1 @@
+"""The memories domain: the rebuild asset and its checks, the incremental job and its sensor."""

@@ -1,0 +1,141 @@
+"""The promises the vector index and the search make, checked on the new DB."""
+
+from __future__ import annotations
+
+import psycopg
+
+from tinybot_migration.lib.check_outcome import WARN, CheckOutcome, Markdown
+from tinybot_migration.lib.memories.search_quality import THRESHOLDS, SearchQuality
+from tinybot_migration.lib.memories.search_sql import SEARCH_INDEX
+from tinybot_migration.lib.memories.vector_index import INDEX_NAME, index_state
+
+VECTOR_INDEX_PRESENT_AND_VALID = "vector_index_present_and_valid"
+EVERY_MEMORY_HAS_AN_EMBEDDING = "every_memory_has_an_embedding"
+SEARCH_USES_THE_INTENDED_PLAN = "search_uses_the_intended_plan"
+SEARCH_RECALL_AGAINST_EXACT = "search_recall_against_exact"
+SEARCH_LATENCY_WITHIN_BOUND = "search_latency_within_bound"
+# Below this many memories a sequential scan or the plain persona B-tree is the planner's right
+# answer for the bot's query.
+SEQUENTIAL_SCAN_MAX_ROWS = 10_000
+
+SEARCH_CHECK_DESCRIPTIONS = {
+    VECTOR_INDEX_PRESENT_AND_VALID: f"{INDEX_NAME} exists, is an HNSW index with vector_cosine_ops, and is valid.",
+    EVERY_MEMORY_HAS_AN_EMBEDDING: "No memory lacks an embedding (it would be invisible to the index and to search).",
+    SEARCH_USES_THE_INTENDED_PLAN: f"EXPLAIN of the search for the largest persona reads the persona's rows "
+    f"from {SEARCH_INDEX}, not from a sequential scan of all memories nor from the global HNSW index.",
+    SEARCH_RECALL_AGAINST_EXACT: "Over the smallest, median and largest personas, queried with their own "
+    "memories' text cut in half, recall@10 against exact search (every row of the persona by exact "
+    "distance; the mean over a bucket's queries) is at least min_recall, with and without the 0.15 threshold.",
+    SEARCH_LATENCY_WITHIN_BOUND: "Over the same queries, the p95 latency of the bot's query in every persona "
+    "size bucket is within max_p95_ms (a warning: it measures the machine as much as the plan).",
+}
+
+
+def vector_index_present_and_valid(conn: psycopg.Connection) -> CheckOutcome:
+    state = index_state(conn)
+    kind_ok = "USING hnsw (embedding vector_cosine_ops)" in state.definition
+    passed = state.exists and state.valid and kind_ok
+    if not state.exists:
+        description = f"{INDEX_NAME} does not exist"
+    elif not state.valid:
+        description = f"{INDEX_NAME} is invalid (an interrupted concurrent build): materialize memory_vector_index again"
+    elif not kind_ok:
+        description = f"{INDEX_NAME} is not the HNSW cosine index: {state.definition}"
+    else:
+        description = f"{INDEX_NAME} is valid ({state.size_bytes / 2**20:,.1f} MB)"
+    return CheckOutcome(
+        VECTOR_INDEX_PRESENT_AND_VALID,
+        passed=passed,
+        description=description,
+        metadata={"index_size_bytes": state.size_bytes, "definition": state.definition},
+    )
+
+
+def every_memory_has_an_embedding(conn: psycopg.Connection) -> CheckOutcome:
+    total, without = conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE embedding IS NULL) FROM memories"
+    ).fetchone()
+    return CheckOutcome(
+        EVERY_MEMORY_HAS_AN_EMBEDDING,
+        passed=without == 0,
+        description=f"{without:,} of {total:,} memories have no embedding"
+        if without
+        else f"all {total:,} memories have an embedding",
+        metadata={"memories": total, "without_embedding": without},
+    )
+
+
+def search_uses_the_intended_plan(plan: str | None, memories: int) -> CheckOutcome:
+    """The search reads the persona's rows through the bot's persona B-tree (or, on a table small enough,
+    from a scan of all rows): never through the global HNSW index, which loses rows under the
+    persona filter."""
+    if plan is None:
+        return CheckOutcome(SEARCH_USES_THE_INTENDED_PLAN, True, "no persona has memories yet", {})
+    if INDEX_NAME in plan:
+        passed, description = (
+            False,
+            f"the bot's query walks {INDEX_NAME}, which loses rows under the persona filter",
+        )
+    elif SEARCH_INDEX in plan:
+        passed, description = True, f"the search reads the persona's rows through {SEARCH_INDEX}"
+    elif memories < SEQUENTIAL_SCAN_MAX_ROWS:
+        passed, description = (
+            True,
+            f"on {memories:,} memories the planner reads them another way (cheaper than {SEARCH_INDEX} here)",
+        )
+    else:
+        passed, description = False, f"the bot's query does not use {SEARCH_INDEX} on {memories:,} memories"
+    return CheckOutcome(
+        SEARCH_USES_THE_INTENDED_PLAN,
+        passed=passed,
+        description=description,
+        metadata={"plan": Markdown(f"```\n{plan}\n```"), "memories": memories},
+    )
+
+
+def search_recall_against_exact(quality: SearchQuality, min_recall: float) -> CheckOutcome:
+    metadata: dict = {"queries": quality.queries, "min_recall_at_10": round(quality.min_recall, 4)}
+    for bucket, figures in quality.buckets.items():
+        metadata[f"recall_{bucket}"] = round(figures.recall("threshold"), 4)
+        metadata[f"recall_{bucket}_no_threshold"] = round(figures.recall("no_threshold"), 4)
+        metadata[f"worst_query_recall_{bucket}"] = round(
+            min(figures.worst_query_recall(w) for w in THRESHOLDS), 4
+        )
+    below = [
+        f"{bucket} ({which.replace('_', ' ')}): {figures.recall(which):.3f}"
+        for bucket, figures in quality.buckets.items()
+        for which in THRESHOLDS
+        if figures.recall(which) < min_recall
+    ]
+    return CheckOutcome(
+        SEARCH_RECALL_AGAINST_EXACT,
+        passed=not below,
+        description=(
+            f"recall@10 below {min_recall}: {'; '.join(below)}"
+            if below
+            else f"recall@10 at least {quality.min_recall:.3f} in every bucket, with and without the threshold "
+            f"({quality.queries} queries)"
+        ),
+        metadata=metadata,
+    )
+
+
+def search_latency_within_bound(quality: SearchQuality, max_p95_ms: float) -> CheckOutcome:
+    metadata: dict = {"queries": quality.queries, "worst_p95_ms": round(quality.worst_p95_ms, 3)}
+    for bucket, figures in quality.buckets.items():
+        metadata[f"p95_ms_{bucket}"] = round(figures.p(95), 3)
+    over = [
+        f"{bucket} ({figures.rows:,} memories): {figures.p(95):.2f} ms"
+        for bucket, figures in quality.buckets.items()
+        if figures.p(95) > max_p95_ms
+    ]
+    return CheckOutcome(
+        SEARCH_LATENCY_WITHIN_BOUND,
+        passed=not over,
+        description=f"p95 above {max_p95_ms} ms: {'; '.join(over)}"
+        if over
+        else f"p95 at most {quality.worst_p95_ms:.2f} ms in every bucket (bound {max_p95_ms} ms, "
+        f"{quality.queries} queries)",
+        metadata=metadata,
+        severity=WARN,
+    )

@@ -1,0 +1,236 @@
+"""How good and how fast the bot's search is on the data actually migrated.
+
+Personas are sampled by size (the smallest, the median and the largest), each queried with the
+text of some of its own memories cut in half (a paraphrase by truncation, embedded through the
+cache so a re-run pays nothing). Every query runs the installed `search_memories` as the bot
+does, timed, with and without the threshold, and again as `SEARCH_QUERY` with index scans off
+(exact distance over every row of the persona); recall@10 counts a returned memory as right when
+its score reaches the exact tenth score (ties at the cut are not errors).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg import sql
+
+from tinybot_migration.lib.embeddings.cache import embed_with_cache
+from tinybot_migration.lib.embeddings.client import EmbeddingClient
+from tinybot_migration.lib.memories.search_sql import DEFAULT_LIMIT, DEFAULT_MIN_SIMILARITY, SEARCH_QUERY
+
+RECALL_AT = 10
+NO_THRESHOLD = -1.0
+THRESHOLDS = {"threshold": DEFAULT_MIN_SIMILARITY, "no_threshold": NO_THRESHOLD}
+SCORE_TOLERANCE = 1e-6
+EXACT_SETTINGS = ("enable_indexscan = off", "enable_indexonlyscan = off", "enable_bitmapscan = off")
+
+
+@dataclass
+class BucketFigures:
+    personas: int = 0
+    rows: int = 0  # memories of the largest persona sampled in the bucket
+    latencies_ms: list[float] = field(default_factory=list)  # with and without the threshold
+    recalls: dict[str, list[float]] = field(default_factory=lambda: {which: [] for which in THRESHOLDS})
+
+    def p(self, percent: float) -> float:
+        return float(np.percentile(self.latencies_ms, percent)) if self.latencies_ms else 0.0
+
+    def recall(self, which: str) -> float:
+        """recall@10 of the bucket: the mean over its queries (the usual definition)."""
+        return float(np.mean(self.recalls[which])) if self.recalls[which] else 1.0
+
+    def worst_query_recall(self, which: str) -> float:
+        return min(self.recalls[which], default=1.0)
+
+
+@dataclass
+class SearchQuality:
+    buckets: dict[str, BucketFigures] = field(default_factory=dict)
+    queries: int = 0
+    example: str = ""  # one search, for people to read
+    # (persona, query vector) of the largest persona's first query: the plan check EXPLAINs it.
+    largest_query: tuple[uuid.UUID, np.ndarray] | None = None
+
+    @property
+    def min_recall(self) -> float:
+        return min((b.recall(w) for b in self.buckets.values() for w in THRESHOLDS), default=1.0)
+
+    @property
+    def worst_p95_ms(self) -> float:
+        return max((b.p(95) for b in self.buckets.values()), default=0.0)
+
+
+def sample_personas(conn: psycopg.Connection, per_bucket: int) -> dict[str, list[tuple[uuid.UUID, int]]]:
+    """(persona, memories) for the smallest, the median and the largest personas with memories."""
+    sizes = conn.execute(
+        "SELECT persona_id, count(*) FROM memories WHERE persona_id IS NOT NULL AND embedding IS NOT NULL"
+        " GROUP BY persona_id ORDER BY count(*), persona_id"
+    ).fetchall()
+    if not sizes:
+        return {}
+    middle = max(0, len(sizes) // 2 - per_bucket // 2)
+    return {
+        "smallest": sizes[:per_bucket],
+        "median": sizes[middle : middle + per_bucket],
+        "largest": sizes[-per_bucket:],
+    }
+
+
+def query_texts(conn: psycopg.Connection, persona_id: uuid.UUID, count: int) -> list[str]:
+    """Some of the persona's own memories, each cut to its first half of words."""
+    rows = conn.execute(
+        "SELECT content FROM memories WHERE persona_id = %s ORDER BY id LIMIT %s", (persona_id, count)
+    ).fetchall()
+    texts = []
+    for (content,) in rows:
+        words = content.split()
+        texts.append(" ".join(words[: max(1, len(words) // 2)]))
+    return texts
+
+
+@dataclass
+class QuerySample:
+    """One query of the measurement: a persona of a size bucket and a vector, with the exact
+    answers (computed once, whatever the plan measured against them)."""
+
+    bucket: str
+    persona_id: uuid.UUID
+    persona_rows: int
+    text: str
+    vector: np.ndarray
+    exact: dict[float, list[tuple[uuid.UUID, float]]] = field(default_factory=dict)
+
+
+def sample_queries(
+    conn: psycopg.Connection,
+    provider: EmbeddingClient,
+    personas_per_bucket: int = 3,
+    queries_per_persona: int = 5,
+) -> list[QuerySample]:
+    """The queries `measure_search` runs, smallest bucket first (the largest persona last), each
+    with its exact answers with and without the threshold."""
+    register_vector(conn)
+    samples = []
+    for bucket, personas in sample_personas(conn, personas_per_bucket).items():
+        for persona_id, rows in personas:
+            texts = query_texts(conn, persona_id, queries_per_persona)
+            vectors = embed_with_cache(conn, provider, texts).vectors if texts else []
+            for text, vector in zip(texts, vectors, strict=True):
+                sample = QuerySample(bucket, persona_id, rows, text, vector)
+                for threshold in THRESHOLDS.values():
+                    sample.exact[threshold] = exact_search(conn, vector, persona_id, threshold)
+                samples.append(sample)
+    return samples
+
+
+def measure_search(
+    conn: psycopg.Connection,
+    provider_or_samples: EmbeddingClient | list[QuerySample],
+    personas_per_bucket: int = 3,
+    queries_per_persona: int = 5,
+    repeats: int = 3,
+) -> SearchQuality:
+    """Latency and recall of the installed search over sampled personas; see the module docstring. Each search runs
+    `repeats` times and counts with its median time, so that one stall of a busy machine is not
+    taken for the plan's tail."""
+    samples = (
+        provider_or_samples
+        if isinstance(provider_or_samples, list)
+        else sample_queries(conn, provider_or_samples, personas_per_bucket, queries_per_persona)
+    )
+    register_vector(conn)
+    quality = SearchQuality()
+    for sample in samples:
+        figures = quality.buckets.setdefault(sample.bucket, BucketFigures())
+        figures.rows = max(figures.rows, sample.persona_rows)
+        for which, threshold in THRESHOLDS.items():
+            timings = []
+            for _ in range(max(1, repeats)):
+                started = time.perf_counter()
+                found = _search(conn, sample, threshold)
+                timings.append((time.perf_counter() - started) * 1000)
+            figures.latencies_ms.append(float(np.median(timings)))
+            figures.recalls[which].append(recall_at(found, sample.exact[threshold]))
+        quality.queries += 1
+    for bucket, figures in quality.buckets.items():
+        figures.personas = len({s.persona_id for s in samples if s.bucket == bucket})
+    largest = [s for s in samples if s.bucket == "largest"]
+    if largest:
+        biggest = max(largest, key=lambda s: s.persona_rows)
+        quality.largest_query = (biggest.persona_id, biggest.vector)
+        quality.example = _example(conn, biggest.persona_id, largest[0].text, largest[0].vector)
+    return quality
+
+
+def _search(conn: psycopg.Connection, sample: QuerySample, threshold: float) -> list[tuple[uuid.UUID, float]]:
+    return conn.execute(
+        "SELECT id, score FROM tinybot_migration.search_memories(%s, %s, NULL, %s, %s)",
+        (sample.vector, sample.persona_id, DEFAULT_LIMIT, threshold),
+    ).fetchall()
+
+
+def exact_search(
+    conn: psycopg.Connection, vector, persona_id: uuid.UUID, threshold: float
+) -> list[tuple[uuid.UUID, float]]:
+    """(id, score) of the bot's search done exactly: every row of the persona, by exact distance."""
+    params = {"p1": vector, "p2": persona_id, "p3": None, "p4": DEFAULT_LIMIT, "p5": threshold, "p6": None}
+    with conn.transaction():
+        for setting in EXACT_SETTINGS:
+            conn.execute(f"SET LOCAL {setting}")
+        rows = conn.execute(_NAMED_PARAMETERS.sub(r"%(p\1)s", SEARCH_QUERY), params).fetchall()
+    return [(row[0], row[2]) for row in rows]
+
+
+_NAMED_PARAMETERS = re.compile(r"\$(\d+)")
+
+
+def recall_at(
+    found: list[tuple[uuid.UUID, float]], exact: list[tuple[uuid.UUID, float]], k: int = RECALL_AT
+) -> float:
+    """Share of the exact top k that the search matched, a tie at the k-th score counting as a match."""
+    wanted = exact[:k]
+    if not wanted:
+        return 1.0 if not found[:k] else 0.0
+    cut = wanted[-1][1] - SCORE_TOLERANCE
+    return min(1.0, sum(1 for _, score in found[:k] if score >= cut) / len(wanted))
+
+
+def _example(conn: psycopg.Connection, persona_id: uuid.UUID, text: str, vector) -> str:
+    row = conn.execute(
+        "SELECT content, score FROM tinybot_migration.search_memories(%s, %s, max_rows => 1)",
+        (vector, persona_id),
+    ).fetchone()
+    if row is None:
+        return f"persona {persona_id}, query {text[:60]!r}: nothing above the threshold"
+    return f"persona {persona_id}, query {text[:60]!r} → {row[0][:80]!r} (score {row[1]:.3f})"
+
+
+def search_plan(conn: psycopg.Connection, persona_id: uuid.UUID, vector) -> str:
+    """EXPLAIN of the query the installed `search_memories` runs (its body, read from the
+    database), for one persona, with the bot's defaults."""
+    register_vector(conn)
+    [(body,)] = conn.execute("SELECT prosrc FROM pg_proc WHERE proname = 'search_memories'").fetchall()
+    values = [
+        sql.Literal(vector),
+        sql.Literal(persona_id),
+        sql.SQL("NULL::uuid"),
+        sql.Literal(DEFAULT_LIMIT),
+        sql.Literal(DEFAULT_MIN_SIMILARITY),
+        sql.SQL("NULL::timestamptz"),
+    ]
+    template = body.replace("{", "{{").replace("}", "}}")
+    for position in range(len(values), 0, -1):  # $10 before $1, were there ten
+        template = template.replace(f"${position}", "{" + str(position - 1) + "}")
+    statement = sql.SQL("EXPLAIN " + template).format(*values)
+    return "\n".join(row[0] for row in conn.execute(statement).fetchall())
+
+
+def largest_persona_plan(conn: psycopg.Connection, quality: SearchQuality) -> str | None:
+    """EXPLAIN of the bot's query for the largest persona `measure_search` sampled."""
+    return None if quality.largest_query is None else search_plan(conn, *quality.largest_query)

@@ -1,0 +1,113 @@
+"""Where the project keeps its local state, and the environment variables it reads.
+
+Nothing here is resolved at import: callers ask when they need a value.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+OLD_DATABASE_NAME = "tinybot_old"
+NEW_DATABASE_NAME = "tinybot_new"
+DAGSTER_DATABASE_NAME = "dagster"
+
+
+def tinybot_home() -> Path:
+    return Path(os.environ.get("TINYBOT_HOME", ".tinybot")).expanduser().resolve()
+
+
+def dagster_home() -> Path:
+    return Path(os.environ.get("DAGSTER_HOME") or tinybot_home() / "dagster").expanduser().resolve()
+
+
+DEMO_SHAPES_EXPORT_FOLDER = "shapes_export"  # under TINYBOT_HOME
+SHAPES_EXPORT_SETTING = "SHAPES_EXPORT_DIR"
+
+
+def shapes_export_dir() -> Path:
+    """SHAPES_EXPORT_DIR, or where the demo writes its export."""
+    return (
+        Path(os.environ.get("SHAPES_EXPORT_DIR") or tinybot_home() / DEMO_SHAPES_EXPORT_FOLDER)
+        .expanduser()
+        .resolve()
+    )
+
+
+DEFAULT_MEMORY_REBUILD_INTERVAL_SECONDS = 3600
+MINIMUM_MEMORY_REBUILD_INTERVAL_SECONDS = 30
+DEFAULT_MEMORY_RECONCILE_INTERVAL_SECONDS = 86400
+MINIMUM_MEMORY_RECONCILE_INTERVAL_SECONDS = 60
+
+
+def memory_rebuild_interval_seconds() -> int:
+    """MEMORY_REBUILD_INTERVAL_SECONDS: how often the incremental memory sensor looks."""
+    return _seconds_setting(
+        "MEMORY_REBUILD_INTERVAL_SECONDS",
+        DEFAULT_MEMORY_REBUILD_INTERVAL_SECONDS,
+        MINIMUM_MEMORY_REBUILD_INTERVAL_SECONDS,
+    )
+
+
+def memory_reconcile_interval_seconds() -> int:
+    """MEMORY_RECONCILE_INTERVAL_SECONDS: how often that sensor pairs the whole history instead of
+    the delta."""
+    return _seconds_setting(
+        "MEMORY_RECONCILE_INTERVAL_SECONDS",
+        DEFAULT_MEMORY_RECONCILE_INTERVAL_SECONDS,
+        MINIMUM_MEMORY_RECONCILE_INTERVAL_SECONDS,
+    )
+
+
+# The embedding client's settings that come from the environment, and their variables (the key is
+# a secret: Dagster binds it as an EnvVar, never as a value).
+EMBEDDING_ENVIRONMENT = {
+    "provider": "EMBEDDING_PROVIDER",
+    "model": "EMBEDDING_MODEL",
+    "api_key": "OPENAI_API_KEY",
+    "base_url": "OPENAI_BASE_URL",
+}
+
+
+def embedding_environment() -> dict[str, str]:
+    """The embedding settings the environment sets (field -> value), unset ones left out."""
+    return {field: os.environ[name] for field, name in EMBEDDING_ENVIRONMENT.items() if os.environ.get(name)}
+
+
+MINIMUM_EMBEDDING_DEADLINE_SECONDS = 5
+
+
+def embedding_deadline_seconds() -> int | None:
+    """EMBEDDING_DEADLINE_SECONDS: how long a provider that stopped answering is waited for (once a
+    run), or None for the provider's default."""
+    if not os.environ.get("EMBEDDING_DEADLINE_SECONDS", "").strip():
+        return None
+    return _seconds_setting("EMBEDDING_DEADLINE_SECONDS", 120, MINIMUM_EMBEDDING_DEADLINE_SECONDS)
+
+
+def _seconds_setting(name: str, default: int, minimum: int) -> int:
+    """The variable's whole seconds, or the default with a warning when the value is unusable.
+
+    Read when the definitions load (or a sensor ticks): raising would take the whole code location
+    down (the UI would show nothing), so a bad value is reported and the default used instead.
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        warnings.warn(
+            f"{name} must be a whole number of seconds >= {minimum}, got {raw!r}: using the default {default}",
+            SettingWarning,
+            stacklevel=3,
+        )
+        return default
+    return value
+
+
+class SettingWarning(UserWarning):
+    """An environment variable holds a value the project cannot use; the default applies."""

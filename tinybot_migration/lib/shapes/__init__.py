@@ -1,0 +1,1 @@
+"""shapes.inc exports: reading the JSON files, mapping senders to personas, importing memories."""

@@ -1,7 +1,0 @@
-"""The search domain's definitions: the vector index over every memory."""
-
-from dagster import Definitions
-
-from tinybot_migration.search.assets import search_assets
-
-defs = Definitions(assets=search_assets)

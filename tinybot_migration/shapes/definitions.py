@@ -1,7 +1,0 @@
-"""The shapes domain's definitions: the export survey and the legacy memory import."""
-
-from dagster import Definitions
-
-from tinybot_migration.shapes.assets import shapes_assets
-
-defs = Definitions(assets=shapes_assets)
