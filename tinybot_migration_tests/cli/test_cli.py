@@ -213,7 +213,7 @@ def test_demo_from_scratch_prints_every_check_passing(tmp_path):
         assert (texts, tokens) == (texts_estimated, tokens_estimated) and as_spent
     # The demo's output fits on one screen, even piped. Piped progress adds a line every few seconds on a
     # slow machine (a terminal's bars vanish), so only the lines that are not progress are counted.
-    progress = re.compile(r"^  (\d+/\d+ done|\w+: [\d,]+/[\d,]+ texts)")
+    progress = re.compile(r"^  (\d+/\d+ done|\w+: [\d,]+(/[\d,]+)? [^,]+, [\d,]+/s$)")
     assert len([line for line in result.stdout.splitlines() if not progress.match(line)]) <= 45, result.stdout
     assert "conversation_history" in result.stdout and "4,364" in result.stdout
     assert "rebuilt_memories: 2,135 memories (2,135 written, 0 already present)" in result.stdout
