@@ -23,7 +23,12 @@ from tinybot_migration.defs.search import definitions as search
 from tinybot_migration.defs.shapes import definitions as shapes
 from tinybot_migration.defs.stages import build_migration_jobs
 from tinybot_migration.defs.sync import definitions as sync
-from tinybot_migration.lib.settings import EMBEDDING_ENVIRONMENT
+from tinybot_migration.lib.settings import (
+    EMBEDDING_ENVIRONMENT,
+    NEW_DATABASE,
+    OLD_DATABASE,
+    SHAPES_EXPORT_SETTING,
+)
 
 # Each domain's definitions module, in pipeline order (only `defs` below may be a module-level
 # Definitions object, or the Dagster CLIs refuse to load this module).
@@ -51,9 +56,9 @@ defs = Definitions.merge(
         # The console for runs from the UI; the CLI's runs log to a file and show progress instead.
         loggers={"console": colored_console_logger, CLI_LOGGER: cli_logger},
         resources={
-            "old_database": OldDatabaseResource(url=_from_env("OLD_DATABASE_URL")),
-            "new_database": NewDatabaseResource(url=_from_env("DATABASE_URL")),
-            "shapes_export_folder": ShapesExportResource(path=_from_env("SHAPES_EXPORT_DIR")),
+            "old_database": OldDatabaseResource(url=_from_env(OLD_DATABASE.variable)),
+            "new_database": NewDatabaseResource(url=_from_env(NEW_DATABASE.variable)),
+            "shapes_export_folder": ShapesExportResource(path=_from_env(SHAPES_EXPORT_SETTING)),
             "embedding_provider": EmbeddingProviderResource(
                 **_settings_from_env(**EMBEDDING_ENVIRONMENT), **provider_numbers_from_environment()
             ),

@@ -11,17 +11,18 @@ from dagster._config import process_config, resolve_to_config_type
 from dagster._core.instance.config import dagster_instance_config
 from dagster_docker import DockerRunLauncher
 
+from tinybot_migration.lib.settings import ENVIRONMENT, LOCAL_ONLY
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = {"postgres", "tinybot_code", "dagster_webserver", "dagster_daemon"}
 PIPELINE_SERVICES = SERVICES - {"postgres"}
-# Read only by the CLI and the embedded server, which the containers do not use.
-LOCAL_ONLY = {"TINYBOT_HOME", "DAGSTER_HOME", "DAGSTER_STORAGE_URL"}
+# A literal variable name read anywhere in the package: every one must be in the settings' registry.
 READ_PATTERNS = (
-    r'_from_env\("([A-Z_]+)"\)',
     r'EnvVar\("([A-Z_]+)"\)',
     r'os\.environ\.get\("([A-Z_]+)"',
     r'os\.environ\["([A-Z_]+)"\]',
-    r'^\s+"\w+": "([A-Z_]+)",$',  # PROVIDER_ENVIRONMENT's names
+    r'os\.environ\.pop\("([A-Z_]+)"',
+    r'getenv\("([A-Z_]+)"',
 )
 
 
@@ -34,12 +35,17 @@ def instance_yaml() -> dict:
 
 
 def variables_the_code_reads() -> set[str]:
-    names: set[str] = set()
+    """What the containers must set: every setting the project reads (lib/settings.py), but those
+    only the CLI and the embedded server read."""
+    return set(ENVIRONMENT) - LOCAL_ONLY
+
+
+def test_the_code_reads_no_variable_the_settings_do_not_name():
+    literal = set()
     for path in (ROOT / "tinybot_migration").rglob("*.py"):
-        text = path.read_text()
         for pattern in READ_PATTERNS:
-            names |= set(re.findall(pattern, text, re.MULTILINE))
-    return names - LOCAL_ONLY
+            literal |= set(re.findall(pattern, path.read_text(), re.MULTILINE))
+    assert literal - set(ENVIRONMENT) == set()
 
 
 def env_example() -> dict[str, str]:

@@ -9,7 +9,6 @@ or not), so the webserver and daemon never outlive it.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import signal
@@ -17,9 +16,11 @@ import subprocess
 import sys
 import time
 
+import click
 import psutil
 
 from tinybot_migration.cli.summary import console
+from tinybot_migration.lib.settings import OLD_DATABASE
 
 # How long the webserver and daemon get to stop after the signal before they are killed.
 STOP_GRACE_SECONDS = 20
@@ -32,7 +33,13 @@ def dagster_dev_command(extra_args: list[str]) -> list[str]:
     return [sys.executable, "-m", "dagster", "dev", "-m", "tinybot_migration.definitions", *extra_args]
 
 
-def cmd_dev(args: argparse.Namespace) -> int:
+@click.command(
+    "dev",
+    help="serve the Dagster UI on the project's persistent instance (other options go to `dagster dev`)",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.argument("dagster_args", nargs=-1, type=click.UNPROCESSED)
+def dev_command(dagster_args: tuple[str, ...]) -> int:
     """Start the embedded server, prepare the instance, and serve the Dagster UI until stopped."""
     from dagster import DagsterInstance
 
@@ -50,7 +57,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     # Its "superseded" notice is noise here. By message: a category named by module path makes every
     # child interpreter print "Invalid -W option ignored" (the module is not importable that early).
     env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), SUPERSEDED_NOTICE_FILTER]))
-    process = subprocess.Popen(dagster_dev_command(args.dagster_args), env=env, start_new_session=True)
+    process = subprocess.Popen(dagster_dev_command(list(dagster_args)), env=env, start_new_session=True)
     return serve_until_stopped(process)
 
 
@@ -60,7 +67,7 @@ def register_partitions_from_old_database(instance) -> int:
     from tinybot_migration.defs.partitions import register_partitions_before_first_migration
     from tinybot_migration.defs.resources import OldDatabaseResource
 
-    old_database = OldDatabaseResource(url=os.environ.get("OLD_DATABASE_URL") or None)
+    old_database = OldDatabaseResource(url=OLD_DATABASE.configured_url())
     return register_partitions_before_first_migration(instance, old_database.connect)
 
 

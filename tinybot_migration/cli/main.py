@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import logging
@@ -12,8 +11,10 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tinybot_migration.cli.dev import cmd_dev, register_partitions_from_old_database
-from tinybot_migration.cli.search import add_search_command
+import click
+
+from tinybot_migration.cli.dev import dev_command, register_partitions_from_old_database
+from tinybot_migration.cli.search import search_command
 from tinybot_migration.cli.summary import (
     console,
     database_gone_message,
@@ -21,9 +22,16 @@ from tinybot_migration.cli.summary import (
     print_estimate,
     print_summary,
 )
-from tinybot_migration.cli.sync import add_sync_command
+from tinybot_migration.cli.sync import sync_command
 from tinybot_migration.lib.progress import as_lines
-from tinybot_migration.lib.settings import shapes_export_dir, tinybot_home
+from tinybot_migration.lib.settings import (
+    NEW_DATABASE,
+    OLD_DATABASE,
+    SHAPES_EXPORT_SETTING,
+    configured_shapes_export,
+    shapes_export_dir,
+    tinybot_home,
+)
 
 
 def _demo_data(scale: int, seed: int, replace: bool):
@@ -45,21 +53,21 @@ def _written(summary) -> str:
 
 def _refuse_configured_sources(command: str) -> None:
     """Demo data goes only into the embedded old DB and $TINYBOT_HOME, never over real sources."""
-    if os.environ.get("OLD_DATABASE_URL"):
+    if OLD_DATABASE.configured_url():
         raise SystemExit(
-            f"{command} only writes demo data into the embedded old database, and OLD_DATABASE_URL is set: "
-            "the old database is read-only to this project. Unset OLD_DATABASE_URL to use the demo."
+            f"{command} only writes demo data into the embedded old database, and {OLD_DATABASE.variable} is "
+            f"set: the old database is read-only to this project. Unset {OLD_DATABASE.variable} to use the demo."
         )
-    if os.environ.get("SHAPES_EXPORT_DIR"):
+    if configured_shapes_export():
         raise SystemExit(
-            f"{command} writes its shapes.inc export under $TINYBOT_HOME, and SHAPES_EXPORT_DIR is set: "
-            "a real export is never overwritten. Unset SHAPES_EXPORT_DIR to use the demo."
+            f"{command} writes its shapes.inc export under $TINYBOT_HOME, and {SHAPES_EXPORT_SETTING} is set: "
+            f"a real export is never overwritten. Unset {SHAPES_EXPORT_SETTING} to use the demo."
         )
 
 
-def cmd_demo_data(args: argparse.Namespace) -> int:
+def cmd_demo_data(scale: int, seed: int, replace: bool) -> int:
     _refuse_configured_sources("demo-data")
-    summary = _demo_data(args.scale, args.seed, args.replace)
+    summary = _demo_data(scale, seed, replace)
     console.print(
         f"{_written(summary)}: "
         + ", ".join(f"{table} {count:,}" for table, count in summary.table_counts.items())
@@ -69,17 +77,17 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(scale: int, seed: int, replace: bool, log_level: str | None) -> int:
     _refuse_configured_sources("demo")
-    if os.environ.pop("DATABASE_URL", None):
+    if os.environ.pop(NEW_DATABASE.variable, None):
         console.print("[yellow]demo always migrates into the embedded database; ignoring DATABASE_URL[/]")
     from tinybot_migration.lib.demo_data import old_database_has_data
     from tinybot_migration.lib.embedded_postgres import embedded_database_url
     from tinybot_migration.lib.settings import OLD_DATABASE_NAME
 
-    if args.replace or not old_database_has_data(embedded_database_url(OLD_DATABASE_NAME)):
+    if replace or not old_database_has_data(embedded_database_url(OLD_DATABASE_NAME)):
         # An empty old DB next to a leftover demo export (say the DB was wiped): regenerate both.
-        summary = _demo_data(args.scale, args.seed, replace=args.replace or shapes_export_dir().exists())
+        summary = _demo_data(scale, seed, replace=replace or shapes_export_dir().exists())
         data = (  # every table's count is in the summary's old rows
             f"{_written(summary)}: {summary.table_counts['conversation_history']:,} messages, "
             f"{summary.shapes_memories:,} shapes.inc memories"
@@ -88,29 +96,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
         data = "demo data already present (--replace regenerates it)"
     console.print(f"tinybot demo in {tinybot_home()}: {data}", highlight=False)
     # The dry run first, without its own progress: its bill is set against what was spent in the summary.
-    estimate = _dry_run_report(log_level=args.log_level, progress=False)
+    estimate = _dry_run_report(log_level=log_level, progress=False)
     if estimate is not None and estimate.interrupted:
         raise KeyboardInterrupt
     if estimate is not None:
         console.print(f"dry run: the embedding bill estimated in {estimate.seconds:.1f}s, nothing written")
-    code = _run_and_report(log_level=args.log_level, estimate=estimate)
+    code = _run_and_report(log_level=log_level, estimate=estimate)
     if code == 0:
         _print_next_steps()
     return code
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    if args.dry_run:
-        report = _dry_run_report(log_level=args.log_level, pool_wait_seconds=args.pool_wait_seconds)
+def cmd_run(log_level: str | None, pool_wait_seconds: float | None, dry_run: bool) -> int:
+    if dry_run:
+        report = _dry_run_report(log_level=log_level, pool_wait_seconds=pool_wait_seconds)
         if report is None:
             return 1
         if report.interrupted:
             raise KeyboardInterrupt
         print_estimate(report)
-        if args.log_level is None:
+        if log_level is None:
             _say_log_file()
         return 0 if report.success else 1
-    return _run_and_report(log_level=args.log_level, pool_wait_seconds=args.pool_wait_seconds)
+    return _run_and_report(log_level=log_level, pool_wait_seconds=pool_wait_seconds)
 
 
 def _dry_run_report(
@@ -142,8 +150,8 @@ def _print_databases() -> None:
     """The two databases, masked, once per run (the assets no longer say it per table)."""
     from tinybot_migration.defs.resources import NewDatabaseResource, OldDatabaseResource
 
-    old = OldDatabaseResource(url=os.environ.get("OLD_DATABASE_URL") or None).display_url()
-    new = NewDatabaseResource(url=os.environ.get("DATABASE_URL") or None).display_url()
+    old = OldDatabaseResource(url=OLD_DATABASE.configured_url()).display_url()
+    new = NewDatabaseResource(url=NEW_DATABASE.configured_url()).display_url()
     console.print(f"{old} (read-only) → {new}", highlight=False)
 
 
@@ -210,13 +218,13 @@ def _migration_report(
         return None
 
 
-def cmd_purge_bad_embeddings(args: argparse.Namespace) -> int:
+def cmd_purge_bad_embeddings() -> int:
     """Delete all-zero vectors from the cache and the memories holding them, in one transaction."""
     from tinybot_migration.defs.resources import NewDatabaseResource
     from tinybot_migration.lib.embeddings.cache import purge_zero_vectors
     from tinybot_migration.lib.memories.writer import delete_memories_with_zero_vectors
 
-    database = NewDatabaseResource(url=os.environ.get("DATABASE_URL") or None)
+    database = NewDatabaseResource(url=NEW_DATABASE.configured_url())
     with database.connect() as conn, conn.transaction():
         cached = purge_zero_vectors(conn)
         memories = delete_memories_with_zero_vectors(conn)
@@ -273,85 +281,99 @@ def _print_next_steps() -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tinybot-migration", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+LOG_LEVEL = click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+    default=None,
+    help="print Dagster's log lines at this level (default: progress here, the lines in a log file under "
+    "$TINYBOT_HOME/logs)",
+)
 
-    def add_demo_options(command: argparse.ArgumentParser) -> None:
-        command.add_argument("--scale", type=int, default=1, help="1 = production's shape (4,364 messages)")
-        command.add_argument("--seed", type=int, default=42, help="same seed, same data")
-        command.add_argument("--replace", action="store_true", help="replace existing demo data")
 
-    demo_data = commands.add_parser(
-        "demo-data", help="fill the embedded old DB and write a shapes.inc export"
-    )
-    add_demo_options(demo_data)
-    demo_data.set_defaults(func=cmd_demo_data)
+def demo_options(command):
+    for option in reversed(
+        [
+            click.option(
+                "--scale",
+                type=click.IntRange(min=1),
+                default=1,
+                help="1 = production's shape (4,364 messages)",
+            ),
+            click.option("--seed", type=int, default=42, help="same seed, same data"),
+            click.option("--replace", is_flag=True, help="replace existing demo data"),
+        ]
+    ):
+        command = option(command)
+    return command
 
-    def add_log_level(command: argparse.ArgumentParser) -> None:
-        command.add_argument(
-            "--log-level",
-            default=None,
-            choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-            help="print Dagster's log lines at this level (default: progress here, the lines in a log file "
-            "under $TINYBOT_HOME/logs)",
-        )
 
-    demo = commands.add_parser("demo", help="embedded DB + demo data + the whole migration + a summary")
-    add_demo_options(demo)
-    add_log_level(demo)
-    demo.set_defaults(func=cmd_demo)
+@click.group(help=__doc__, context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    pass
 
-    run = commands.add_parser("run", help="the whole migration against the configured databases")
-    add_log_level(run)
-    run.add_argument(
-        "--pool-wait-seconds",
-        type=float,
-        default=None,
-        help="how long a stage waits for a pool with no free slot before the run gives up (default 600)",
-    )
-    run.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="estimate what the memory assets would embed and cost; write nothing, call no provider",
-    )
-    run.set_defaults(func=cmd_run)
 
-    add_search_command(commands)
-    add_sync_command(commands)
+@cli.command("demo-data", help="fill the embedded old DB and write a shapes.inc export")
+@demo_options
+def demo_data_command(scale: int, seed: int, replace: bool) -> int:
+    return cmd_demo_data(scale, seed, replace)
 
-    purge = commands.add_parser(
-        "purge-bad-embeddings",
-        help="delete all-zero vectors from the embedding cache and the memories holding them (DATABASE_URL)",
-    )
-    purge.set_defaults(func=cmd_purge_bad_embeddings)
 
-    dev = commands.add_parser(
-        "dev",
-        help="serve the Dagster UI on the project's persistent instance (other options go to `dagster dev`)",
-    )
-    dev.set_defaults(func=cmd_dev)
-    return parser
+@cli.command("demo", help="embedded DB + demo data + the whole migration + a summary")
+@demo_options
+@LOG_LEVEL
+def demo_command(scale: int, seed: int, replace: bool, log_level: str | None) -> int:
+    return cmd_demo(scale, seed, replace, log_level)
+
+
+@cli.command("run", help="the whole migration against the configured databases")
+@LOG_LEVEL
+@click.option(
+    "--pool-wait-seconds",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="how long a stage waits for a pool with no free slot before the run gives up (default 600)",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="estimate what the memory assets would embed and cost; write nothing, call no provider",
+)
+def run_command(log_level: str | None, pool_wait_seconds: float | None, dry_run: bool) -> int:
+    return cmd_run(log_level, pool_wait_seconds, dry_run)
+
+
+@cli.command(
+    "purge-bad-embeddings",
+    help="delete all-zero vectors from the embedding cache and the memories holding them (DATABASE_URL)",
+)
+def purge_command() -> int:
+    return cmd_purge_bad_embeddings()
+
+
+cli.add_command(search_command)
+cli.add_command(sync_command)
+cli.add_command(dev_command)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "dev":
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.dagster_args = extra
-    if getattr(args, "scale", 1) < 1:
-        raise SystemExit("--scale must be 1 or more")
-    if args.command == "dev":
-        return args.func(args)  # it passes signals on to its children itself
-    # SIGTERM (a container stopping) stops a command as Ctrl-C does, and Dagster's runs treat both
-    # as an interruption: the step in flight fails, no retry, nothing more is started.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    """Run a command; its exit code. A bad argument is exit 2 with click's message; Ctrl-C or
+    SIGTERM (a container stopping) stops it as an interruption: the step in flight fails, no retry,
+    nothing more is started, exit 130 with what to do next."""
+    args = sys.argv[1:] if argv is None else argv
+    command = next((a for a in args if not a.startswith("-")), "")
+    if command != "dev":  # `dev` passes signals on to its children itself
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted[/]. {interrupted_advice(args.command)}")
+        code = cli.main(args=args, prog_name="tinybot-migration", standalone_mode=False)
+    except click.exceptions.Exit as done:  # --help
+        return done.exit_code
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
+    except click.Abort:  # click's form of KeyboardInterrupt
+        console.print(f"[yellow]interrupted[/]. {interrupted_advice(command)}")
         return INTERRUPTED_EXIT
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -2,65 +2,84 @@
 
 from __future__ import annotations
 
-import argparse
-import os
 import re
 import uuid
 from datetime import UTC, datetime
 
+import click
 import psycopg
 from rich.table import Table
 
 from tinybot_migration.cli.summary import console
+from tinybot_migration.lib.settings import NEW_DATABASE
 
 CONTENT_CHARS = 90
 _DISCORD_ID = re.compile(r"[0-9]{1,20}")
 
 
-def add_search_command(commands) -> None:
-    search = commands.add_parser("search", help="search a persona's memories as the bot does (DATABASE_URL)")
-    search.add_argument("text", help="what to look for")
-    search.add_argument(
-        "--persona", required=True, help="a persona id, or a discord id (its default persona)"
-    )
-    search.add_argument("--personality", help="only this personality (its slug)")
-    search.add_argument("--limit", type=int, default=15)
-    search.add_argument("--min-similarity", type=float, default=0.15)
-    search.add_argument(
-        "--before", type=_timestamp, help="leave out memories newer than this (ISO 8601; UTC if no zone)"
-    )
-    search.set_defaults(func=cmd_search)
+class Timestamp(click.ParamType):
+    """An ISO 8601 time; UTC when it gives no zone."""
+
+    name = "time"
+
+    def convert(self, value, param, ctx) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 time (e.g. 2025-06-01T12:00)", param, ctx)
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def cmd_search(args: argparse.Namespace) -> int:
+@click.command("search", help="search a persona's memories as the bot does (DATABASE_URL)")
+@click.argument("text")
+@click.option("--persona", required=True, help="a persona id, or a discord id (its default persona)")
+@click.option("--personality", default=None, help="only this personality (its slug)")
+@click.option("--limit", type=click.IntRange(min=1), default=15, show_default=True)
+@click.option("--min-similarity", type=float, default=0.15, show_default=True)
+@click.option(
+    "--before",
+    type=Timestamp(),
+    default=None,
+    help="leave out memories newer than this (ISO 8601; UTC if no zone)",
+)
+def search_command(
+    text: str,
+    persona: str,
+    personality: str | None,
+    limit: int,
+    min_similarity: float,
+    before: datetime | None,
+) -> int:
     from tinybot_migration.defs.resources import NewDatabaseResource
     from tinybot_migration.lib.embeddings.client import EmbeddingClient
     from tinybot_migration.lib.memories.search import MemorySearch
 
-    database = NewDatabaseResource(url=os.environ.get("DATABASE_URL") or None)
+    database = NewDatabaseResource(url=NEW_DATABASE.configured_url())
     with database.connect() as conn:
-        persona_id = resolve_persona(conn, args.persona)
-        personality_id = resolve_personality(conn, args.personality) if args.personality else None
+        persona_id = resolve_persona(conn, persona)
+        personality_id = resolve_personality(conn, personality) if personality else None
     with MemorySearch(
         database.resolved_url(), EmbeddingClient.from_environment(), max_connections=1
     ) as search:
-        vector = search.embed(args.text)
-        query = (vector, persona_id, personality_id, args.limit, args.min_similarity, args.before)
+        vector = search.embed(text)
+        query = (vector, persona_id, personality_id, limit, min_similarity, before)
         first = search.search_memories(*query)
         # A new connection's first query loads the catalogue and plans; the bot's pooled
         # connections pay that once, so the figure that matters is the second.
         result = search.search_memories(*query)
-    table = Table(title=f"memories of persona {persona_id} nearest to {args.text!r}")
+    table = Table(title=f"memories of persona {persona_id} nearest to {text!r}")
     for column in ("rank", "score", "personality", "created_at", "content"):
         table.add_column(column, justify="right" if column in ("rank", "score") else "left")
     for rank, memory in enumerate(result.memories, 1):
-        text = " ".join(memory.content.split())
+        content = " ".join(memory.content.split())
         table.add_row(
             str(rank),
             f"{memory.score:.3f}",
             memory.personality_slug,
             memory.created_at.strftime("%Y-%m-%d %H:%M"),  # naive UTC
-            text if len(text) <= CONTENT_CHARS else text[: CONTENT_CHARS - 1] + "…",
+            content if len(content) <= CONTENT_CHARS else content[: CONTENT_CHARS - 1] + "…",
         )
     console.print(table)
     console.print(
@@ -99,13 +118,3 @@ def resolve_personality(conn: psycopg.Connection, slug: str) -> uuid.UUID:
     if row is None:
         raise SystemExit(f"no personality has the slug {slug!r}")
     return row[0]
-
-
-def _timestamp(text: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an ISO 8601 time (e.g. 2025-06-01T12:00)"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -3,10 +3,10 @@ memories and their embeddings, then every failed check."""
 
 from __future__ import annotations
 
-import os
-
 from rich.console import Console
 from rich.table import Table
+
+from tinybot_migration.lib.settings import DAGSTER_STORAGE
 
 # Off a terminal (CI logs, pipes) rich assumes 80 columns, too narrow for the summary table.
 console = Console(width=None if Console().is_terminal else 140)
@@ -230,7 +230,7 @@ def database_gone_message(error: BaseException) -> str | None:
     ]
     if not storage_errors:
         return None
-    url = os.environ.get("DAGSTER_STORAGE_URL", "")
+    url = DAGSTER_STORAGE.configured_url() or ""
     root = chain[-1]
     last = scrub(str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__, url)
     where = f"Dagster's run storage at {redact_url(url)}" if url else "Dagster's run storage"

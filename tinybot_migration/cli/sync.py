@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
-
+import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tinybot_migration.cli.summary import console
 from tinybot_migration.lib.progress import Event
+from tinybot_migration.lib.settings import SYNC_SIDES
 from tinybot_migration.lib.sync.engine import DEFAULT_BATCH_BYTES
 from tinybot_migration.lib.sync.progress import SyncProgress
 
+SIDE_NAMES = tuple(SYNC_SIDES)
 PLAIN_BATCH_LINE_SECONDS = 5.0  # piped output: at most one batch line this often, besides each table's
 
 
@@ -71,46 +72,38 @@ class _NoDisplay:
         pass
 
 
-def add_sync_command(commands) -> None:
-    sync = commands.add_parser(
-        "sync", help="sync the new databases DEV ↔ PROD (DEV_DATABASE_URL, PROD_DATABASE_URL)"
-    )
-    sync.add_argument("--from", dest="source", required=True, choices=("dev", "prod"))
-    sync.add_argument("--to", dest="target", required=True, choices=("dev", "prod"))
-    sync.add_argument("--dry-run", action="store_true", help="the same summary, nothing written")
-    sync.add_argument(
-        "--prefer",
-        choices=("target", "source"),
-        default="target",
-        help="who wins an append-only row (a message, a memory, …) whose content differs (default: target)",
-    )
-    sync.add_argument(
-        "--batch-mb",
-        type=float,
-        default=DEFAULT_BATCH_BYTES / 2**20,
-        help="rows copied and upserted per transaction, by size (default %(default)g MB: "
-        "about 10,000 memories of 1536 dimensions)",
-    )
-    sync.set_defaults(func=cmd_sync)
-
-
-def cmd_sync(args: argparse.Namespace) -> int:
+@click.command("sync", help="sync the new databases DEV ↔ PROD (DEV_DATABASE_URL, PROD_DATABASE_URL)")
+@click.option("--from", "source", required=True, type=click.Choice(SIDE_NAMES))
+@click.option("--to", "target", required=True, type=click.Choice(SIDE_NAMES))
+@click.option("--dry-run", is_flag=True, help="the same summary, nothing written")
+@click.option(
+    "--prefer",
+    type=click.Choice(("target", "source")),
+    default="target",
+    show_default=True,
+    help="who wins an append-only row (a message, a memory, …) whose content differs",
+)
+@click.option(
+    "--batch-mb",
+    type=click.FloatRange(min=1 / 2**20),
+    default=DEFAULT_BATCH_BYTES / 2**20,
+    show_default=True,
+    help="rows copied and upserted per transaction, by size (about 10,000 memories of 1536 dimensions)",
+)
+def sync_command(source: str, target: str, dry_run: bool, prefer: str, batch_mb: float) -> int:
     from tinybot_migration.lib.database import DatabaseConnectionError
     from tinybot_migration.lib.sync.engine import SyncOptions
     from tinybot_migration.lib.sync.precheck import SyncPrecheckError
     from tinybot_migration.lib.sync.run import SyncSettingError, run_sync
 
-    if args.batch_mb * 2**20 < 1:
-        console.print(f"[red]--batch-mb must be positive, not {args.batch_mb:g}[/]", highlight=False)
-        return 2
-    options = SyncOptions(dry_run=args.dry_run, prefer=args.prefer, batch_bytes=int(args.batch_mb * 2**20))
+    options = SyncOptions(dry_run=dry_run, prefer=prefer, batch_bytes=int(batch_mb * 2**20))
     if console.is_terminal:
         progress = display = RichSyncProgress(console)
     else:
         progress, display = SyncProgress(_say, PLAIN_BATCH_LINE_SECONDS), _NoDisplay()
     try:
         with display:
-            report = run_sync(args.source, args.target, options, log=_say, progress=progress)
+            report = run_sync(source, target, options, log=_say, progress=progress)
     except (SyncSettingError, SyncPrecheckError, DatabaseConnectionError) as error:
         console.print(f"[red]{error}[/]", highlight=False)
         return 1

@@ -7,6 +7,7 @@ import psycopg
 
 from tinybot_migration.lib.embedded_postgres import embedded_database_url
 from tinybot_migration.lib.passwords import redact_url, scrub, unencoded_password_problem
+from tinybot_migration.lib.settings import Database
 
 
 class DatabaseConnectionError(RuntimeError):
@@ -71,3 +72,24 @@ def open_read_only(url: str, role: str) -> psycopg.Connection:
 def database_url(url: str | None, embedded_database: str) -> str:
     """`url`, or the URL of `embedded_database` on the embedded server when unset (started here)."""
     return url or embedded_database_url(embedded_database)
+
+
+def url_of(database: Database) -> str:
+    """The URL a command uses for `database`: its variable's, or its embedded server database's (a
+    psycopg URL either way)."""
+    configured = database.configured_url()
+    if configured is None and database.embedded is None:
+        raise DatabaseConnectionError(f"{database.variable} is not set: the {database.role}'s URL")
+    return psycopg_dialect(database_url(configured, database.embedded))
+
+
+# Dagster's storage layer (SQLAlchemy) needs the psycopg2 dialect in its URL; psycopg takes none.
+DAGSTER_DIALECT = "postgresql+psycopg2://"
+
+
+def dagster_dialect(url: str) -> str:
+    return url if url.startswith(DAGSTER_DIALECT) else url.replace("postgresql://", DAGSTER_DIALECT, 1)
+
+
+def psycopg_dialect(url: str) -> str:
+    return url.replace(DAGSTER_DIALECT, "postgresql://", 1)

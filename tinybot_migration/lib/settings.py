@@ -1,4 +1,5 @@
-"""Where the project keeps its local state, and the environment variables it reads.
+"""Every environment variable the project reads, and where it keeps its local state: the one place
+the code, the checks before a run and the compose test take them from.
 
 Nothing here is resolved at import: callers ask when they need a value.
 """
@@ -7,11 +8,38 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 OLD_DATABASE_NAME = "tinybot_old"
 NEW_DATABASE_NAME = "tinybot_new"
 DAGSTER_DATABASE_NAME = "dagster"
+
+
+@dataclass(frozen=True)
+class Database:
+    """A database a command uses: the variable that names it and, when that is unset, its database
+    on the embedded server (None: it must be set)."""
+
+    variable: str
+    role: str
+    embedded: str | None = None
+
+    def configured_url(self) -> str | None:
+        return os.environ.get(self.variable) or None
+
+
+OLD_DATABASE = Database("OLD_DATABASE_URL", "old database", OLD_DATABASE_NAME)
+NEW_DATABASE = Database("DATABASE_URL", "new database", NEW_DATABASE_NAME)
+# Dagster's storage layer wants the psycopg2 dialect in this one (`lib.database.dagster_dialect`).
+DAGSTER_STORAGE = Database("DAGSTER_STORAGE_URL", "Dagster run storage", DAGSTER_DATABASE_NAME)
+# The two new databases a sync moves rows between, by the side's name.
+SYNC_SIDES = {
+    "dev": Database("DEV_DATABASE_URL", "DEV new database"),
+    "prod": Database("PROD_DATABASE_URL", "PROD new database"),
+}
+# What a run connects to, checked before it starts.
+RUN_DATABASES = (OLD_DATABASE, NEW_DATABASE, DAGSTER_STORAGE)
 
 
 def tinybot_home() -> Path:
@@ -24,6 +52,10 @@ def dagster_home() -> Path:
 
 DEMO_SHAPES_EXPORT_FOLDER = "shapes_export"  # under TINYBOT_HOME
 SHAPES_EXPORT_SETTING = "SHAPES_EXPORT_DIR"
+
+
+def configured_shapes_export() -> str | None:
+    return os.environ.get(SHAPES_EXPORT_SETTING) or None
 
 
 def shapes_export_dir() -> Path:
@@ -107,6 +139,24 @@ def _seconds_setting(name: str, default: int, minimum: int) -> int:
         )
         return default
     return value
+
+
+# Every variable the project reads (the containers set all but the local-only ones), and what it is.
+ENVIRONMENT = {
+    "TINYBOT_HOME": "local state: the embedded server's data, the Dagster instance, the demo export",
+    "DAGSTER_HOME": "the Dagster instance folder",
+    OLD_DATABASE.variable: "the old bot database, always opened read-only",
+    NEW_DATABASE.variable: "the new database (PostgreSQL with pgvector)",
+    DAGSTER_STORAGE.variable: "Dagster's run storage (postgresql+psycopg2://)",
+    SHAPES_EXPORT_SETTING: "the shapes.inc export folder",
+    **{name: f"the embedding provider's {field}" for field, name in EMBEDDING_ENVIRONMENT.items()},
+    "EMBEDDING_DEADLINE_SECONDS": "how long a provider that stopped answering is waited for",
+    "MEMORY_REBUILD_INTERVAL_SECONDS": "how often the incremental memory sensor looks",
+    "MEMORY_RECONCILE_INTERVAL_SECONDS": "how often that sensor pairs the whole history",
+    **{side.variable: f"the {side.role} a sync moves rows to or from" for side in SYNC_SIDES.values()},
+}
+# Read only by the CLI and the embedded server, which the containers do not use.
+LOCAL_ONLY = {"TINYBOT_HOME", "DAGSTER_HOME", DAGSTER_STORAGE.variable}
 
 
 class SettingWarning(UserWarning):

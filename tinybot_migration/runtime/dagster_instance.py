@@ -13,9 +13,11 @@ from pathlib import Path
 
 from dagster import DagsterInstance
 
-from tinybot_migration.lib.settings import DAGSTER_DATABASE_NAME, dagster_home
+from tinybot_migration.lib.database import dagster_dialect
+from tinybot_migration.lib.embedded_postgres import embedded_database_url
+from tinybot_migration.lib.settings import DAGSTER_STORAGE, dagster_home
 
-STORAGE_URL_ENV = "DAGSTER_STORAGE_URL"
+STORAGE_URL_ENV = DAGSTER_STORAGE.variable
 # Dagster's switch for a range run to record one "materialization planned" event per asset with
 # its partitions, instead of one per partition: a run over all 6,700 personalities of scale 100
 # spent about 160 s writing 13,400 of them before its first step. The cost: a failed range run
@@ -35,13 +37,6 @@ storage:
 """
 
 
-def _embedded_storage_url() -> str:
-    from tinybot_migration.lib.embedded_postgres import embedded_database_url
-
-    url = embedded_database_url(DAGSTER_DATABASE_NAME)
-    return url.replace("postgresql://", "postgresql+psycopg2://", 1)
-
-
 def prepare_instance() -> Path:
     """Point DAGSTER_HOME at the project's instance, writing its dagster.yaml, and return it."""
     home = dagster_home()
@@ -50,7 +45,7 @@ def prepare_instance() -> Path:
     os.environ.setdefault(PLANNED_EVENTS_ENV, "true")  # inherited by `dev`'s webserver and daemon
     os.environ.setdefault(EVENT_BATCH_ENV, EVENT_BATCH_SIZE)
     if not os.environ.get(STORAGE_URL_ENV):
-        os.environ[STORAGE_URL_ENV] = _embedded_storage_url()
+        os.environ[STORAGE_URL_ENV] = dagster_dialect(embedded_database_url(DAGSTER_STORAGE.embedded))
     template = (Path(__file__).parents[1] / "dagster.yaml").read_text()  # the package root
     config = template + _STORAGE_YAML
     target = home / "dagster.yaml"

@@ -6,21 +6,16 @@ password, fails here instead: one line per problem, naming the setting and the f
 
 from __future__ import annotations
 
-import os
-
-from tinybot_migration.defs.resources.shapes_export import ShapesExportResource
-from tinybot_migration.lib.database import DatabaseConnectionError, open_connection
+from tinybot_migration.lib.database import DatabaseConnectionError, open_connection, url_of
 from tinybot_migration.lib.embeddings.client import EmbeddingSettings
-from tinybot_migration.lib.settings import EMBEDDING_ENVIRONMENT
-from tinybot_migration.lib.settings import SHAPES_EXPORT_SETTING as SHAPES_SETTING
-from tinybot_migration.lib.shapes.export import ShapesExportError
-
-# The databases a run connects to: (variable, role); unset, the embedded server's.
-DATABASES = (
-    ("OLD_DATABASE_URL", "old database"),
-    ("DATABASE_URL", "new database"),
-    ("DAGSTER_STORAGE_URL", "Dagster run storage"),
+from tinybot_migration.lib.settings import (
+    DAGSTER_STORAGE,
+    EMBEDDING_ENVIRONMENT,
+    RUN_DATABASES,
+    configured_shapes_export,
 )
+from tinybot_migration.lib.shapes.export import ShapesExportError, export_folder
+from tinybot_migration.runtime.dagster_instance import prepare_instance
 
 
 def configuration_problems() -> list[str]:
@@ -38,7 +33,7 @@ def _provider_problems() -> list[str]:
 
 def _export_problems() -> list[str]:
     try:
-        ShapesExportResource(path=os.environ.get(SHAPES_SETTING) or None).folder()
+        export_folder(configured_shapes_export())
     except ShapesExportError as error:
         return [f"{error}: point it at the shapes.inc export, or unset it"]
     return []
@@ -46,23 +41,16 @@ def _export_problems() -> list[str]:
 
 def _database_problems() -> list[str]:
     problems = []
-    for variable, role in DATABASES:
-        url = _url_of(variable)
+    for database in RUN_DATABASES:
+        where = (
+            database.variable
+            if database.configured_url()
+            else f"the embedded server ({database.variable} unset)"
+        )
         try:
-            open_connection(url, role).close()
+            if database is DAGSTER_STORAGE:
+                prepare_instance()  # sets the variable to the embedded server's when it is unset
+            open_connection(url_of(database), database.role).close()
         except DatabaseConnectionError as error:
-            where = f"{variable}" if os.environ.get(variable) else f"the embedded server ({variable} unset)"
             problems.append(f"{error} [{where}]")
     return problems
-
-
-def _url_of(variable: str) -> str:
-    """The URL a run will use for `variable`: the environment's, or the embedded server's."""
-    from tinybot_migration.defs.resources import NewDatabaseResource, OldDatabaseResource
-    from tinybot_migration.runtime.dagster_instance import prepare_instance
-
-    if variable == "DAGSTER_STORAGE_URL":
-        prepare_instance()  # sets the variable to the embedded server's when it is unset
-        return os.environ[variable].replace("postgresql+psycopg2://", "postgresql://", 1)
-    resource = OldDatabaseResource if variable == "OLD_DATABASE_URL" else NewDatabaseResource
-    return resource(url=os.environ.get(variable) or None).resolved_url()

@@ -1,16 +1,14 @@
 """The sync domain's definitions: the db_sync job and the two databases it moves rows between."""
 
-import os
-
 from dagster import Definitions, EnvVar
 
 from tinybot_migration.defs.sync.job import SyncDatabasesResource, db_sync
-from tinybot_migration.lib.sync.run import SIDES
+from tinybot_migration.lib.settings import SYNC_SIDES
 
 
 def _sync_databases() -> SyncDatabasesResource:
     # Bound to the variables when set (read at run time, never shown); unset, the run says which.
-    urls = {f"{side}_url": EnvVar(name) for side, name in SIDES.items() if os.environ.get(name)}
+    urls = {f"{side}_url": EnvVar(db.variable) for side, db in SYNC_SIDES.items() if db.configured_url()}
     return SyncDatabasesResource(**urls)
 
 

@@ -6,8 +6,9 @@ from dagster import Config, ConfigurableResource, Failure, MetadataValue, OpExec
 from pydantic import Field
 
 from tinybot_migration.defs.cli_logger import progress_of
+from tinybot_migration.lib.settings import SYNC_SIDES
 from tinybot_migration.lib.sync.engine import DEFAULT_BATCH_BYTES, SyncOptions
-from tinybot_migration.lib.sync.run import SIDES, SyncReport, run_sync
+from tinybot_migration.lib.sync.run import SyncReport, run_sync
 from tinybot_migration.lib.sync.summary import summary_markdown
 
 SYNC_POOL = "tinybot_new_database"
@@ -21,7 +22,7 @@ class SyncDatabasesResource(ConfigurableResource):
 
     def environment(self) -> dict[str, str]:
         urls = {"dev": self.dev_url, "prod": self.prod_url}
-        return {SIDES[side]: url for side, url in urls.items() if url}
+        return {SYNC_SIDES[side].variable: url for side, url in urls.items() if url}
 
 
 class SyncConfig(Config):

@@ -28,13 +28,13 @@ from tinybot_migration.lib.passwords import redact_url
 from tinybot_migration.lib.postgres import SYNC_TARGET_LOCK, advisory_lock
 from tinybot_migration.lib.progress import Progress, quiet
 from tinybot_migration.lib.schema import EMBEDDING_DIMENSIONS
+from tinybot_migration.lib.settings import SYNC_SIDES
 from tinybot_migration.lib.sync.engine import SyncOptions, row_count, sync_tables
 from tinybot_migration.lib.sync.precheck import precheck, side_facts
 from tinybot_migration.lib.sync.progress import SyncProgress
 from tinybot_migration.lib.sync.results import TableSync
 from tinybot_migration.lib.sync.tables import SYNC_TABLES, SYNC_TABLES_BY_NAME
 
-SIDES = {"dev": "DEV_DATABASE_URL", "prod": "PROD_DATABASE_URL"}
 # The sync rebuilds the HNSW index right after, so it drops it whenever that is cheaper: measured
 # (benchmarks/db_sync.py --index-threshold, 20,000 indexed memories) maintaining it cost 28.3 s for
 # 10% more memories against 30.3 s to drop and rebuild, 68.8 s against 40.4 s for 25%.
@@ -63,11 +63,11 @@ class SyncReport:
 
 def side_url(side: str, environment: Mapping[str, str] | None = None) -> str:
     environment = os.environ if environment is None else environment
-    if side not in SIDES:
-        raise SyncSettingError(f"a sync side is one of {', '.join(SIDES)}, not {side!r}")
-    url = environment.get(SIDES[side])
+    if side not in SYNC_SIDES:
+        raise SyncSettingError(f"a sync side is one of {', '.join(SYNC_SIDES)}, not {side!r}")
+    url = environment.get(SYNC_SIDES[side].variable)
     if not url:
-        raise SyncSettingError(f"{SIDES[side]} is not set: the {side} new database's URL")
+        raise SyncSettingError(f"{SYNC_SIDES[side].variable} is not set: the {side} new database's URL")
     return url
 
 
