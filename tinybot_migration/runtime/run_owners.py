@@ -10,6 +10,7 @@ waiting inside a run (another run took the last slot in between) is watched the 
 
 from __future__ import annotations
 
+import ctypes
 import os
 import socket
 import threading
@@ -17,7 +18,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import psutil
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster._utils.interrupts import check_captured_interrupt
 
 from tinybot_migration.lib.progress import Notice, Progress
 
@@ -33,11 +36,10 @@ class PoolWaitTimeout(RuntimeError):
 
 
 def _process_start(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), which a reused pid does not share."""
+    """When the process started (a reused pid does not share it), or None when there is none."""
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except psutil.Error:
         return None
 
 
@@ -52,15 +54,18 @@ def owner_is_gone(tag: str) -> bool:
     pid_text, _, start = rest.partition(":")
     if host != socket.gethostname() or not pid_text.isdigit():
         return False  # another machine's process, or a tag of another form: cannot tell
-    pid = int(pid_text)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass  # alive, another user's
-    current = _process_start(pid)
-    return start not in ("", "-") and current is not None and current != start
+    current = _process_start(int(pid_text))
+    return current is None or (start not in ("", "-") and current != start)
+
+
+def interrupt_main_thread() -> None:
+    """Raise KeyboardInterrupt in the main thread at its next bytecode. A signal cannot do it while
+    an in-process run executes: Dagster turns SIGINT and SIGTERM into a flag that its in-process
+    executor never reads while a step waits for a pool slot. Dagster then fails the run as
+    interrupted and frees its slots, as it does on Ctrl-C inside a step (CPython's async exception)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(threading.main_thread().ident), ctypes.py_object(KeyboardInterrupt)
+    )
 
 
 @dataclass(frozen=True)
@@ -128,8 +133,9 @@ def _describe_runs(instance: DagsterInstance, run_ids: Iterable[str]) -> str:
 class BlockedStepWatcher(threading.Thread):
     """Watches a run executing in process: when one of its steps waits for a pool, it says so at the
     default log level (naming the runs holding the pool), frees the slots of runs whose process is
-    gone, and after `timeout_seconds` of waiting calls `give_up` with a message (the CLI then
-    stops; its run, left STARTED, is marked failed by the next `tinybot-migration run`)."""
+    gone, and after `timeout_seconds` of waiting calls `give_up` with a message. Ctrl-C (or SIGTERM)
+    while a step waits is passed on the same way (`interrupted`): Dagster's in-process executor does
+    not look at interrupts while it waits for a slot."""
 
     def __init__(
         self,
@@ -139,10 +145,16 @@ class BlockedStepWatcher(threading.Thread):
         timeout_seconds: float,
         log: Progress,
         give_up: Callable[[str], None],
+        interrupted: Callable[[], None] = interrupt_main_thread,
     ) -> None:
         super().__init__(name=f"pool-watch-{run_id[:8]}", daemon=True)
         self._instance, self._run_id, self._pools = instance, run_id, sorted(set(pools))
-        self._timeout, self._log, self._give_up = timeout_seconds, log, give_up
+        self._timeout, self._log, self._give_up, self._interrupted = (
+            timeout_seconds,
+            log,
+            give_up,
+            interrupted,
+        )
         self._done = threading.Event()
 
     def stop(self) -> None:
@@ -166,6 +178,9 @@ class BlockedStepWatcher(threading.Thread):
                 if step.run_id != self._run_id or step.assigned_timestamp is not None:
                     continue
                 key = (pool, step.step_key)
+                if check_captured_interrupt():  # Ctrl-C or SIGTERM while waiting
+                    self._interrupted()
+                    return True
                 if key not in waiting_since:
                     waiting_since[key] = time.monotonic()
                     holders = _describe_runs(self._instance, info.active_run_ids)

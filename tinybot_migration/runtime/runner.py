@@ -6,13 +6,10 @@ against the instance prepared by `dagster_instance`, so `tinybot-migration dev` 
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from dagster import AssetKey, AssetsDefinition, DagsterInstance, Definitions
@@ -20,7 +17,7 @@ from dagster import AssetKey, AssetsDefinition, DagsterInstance, Definitions
 from tinybot_migration.defs.cli_logger import logger_config, stage_started
 from tinybot_migration.defs.dry_run import DRY_RUN_TAG, TAKES_CONFIG, dry_run_role
 from tinybot_migration.defs.stages import MigrationStage, declared_pools, migration_stages
-from tinybot_migration.lib.progress import Progress, quiet
+from tinybot_migration.lib.progress import Notice, Progress, quiet
 from tinybot_migration.runtime.dagster_instance import initialize_pool_limits, prepare_instance
 from tinybot_migration.runtime.run_owners import (
     LAUNCHED_BY_CLI,
@@ -29,59 +26,17 @@ from tinybot_migration.runtime.run_owners import (
     BlockedStepWatcher,
     PoolWaitTimeout,
     fail_abandoned_runs,
+    interrupt_main_thread,
     owner_tag,
     wait_for_pools,
 )
-
-
-@dataclass
-class CheckReport:
-    asset: str
-    name: str
-    passed: bool
-    description: str
-    metadata: dict
-    severity: str = "ERROR"  # a failed WARN check is reported and does not fail the migration
-
-
-@dataclass
-class AssetReport:
-    asset: str
-    metadata: dict = field(default_factory=dict)
-    checks: list[CheckReport] = field(default_factory=list)
-
-
-@dataclass
-class MigrationReport:
-    run_ids: list[str]
-    success: bool
-    assets: dict[str, AssetReport]
-    seconds: float
-    failure: str | None = None
-    notes: list[str] = field(default_factory=list)
-    dry_run: bool = False
-    interrupted: bool = False  # SIGINT or SIGTERM stopped it; a re-run resumes
-
-    @property
-    def checks(self) -> list[CheckReport]:
-        return [c for a in self.assets.values() for c in a.checks]
-
-    @property
-    def failed_checks(self) -> list[CheckReport]:
-        return [c for c in self.checks if not c.passed and c.severity != "WARN"]
-
-    @property
-    def warnings(self) -> list[CheckReport]:
-        return [c for c in self.checks if not c.passed and c.severity == "WARN"]
-
-    @property
-    def ok(self) -> bool:
-        return self.success and not self.failed_checks
-
-
-def _plain(metadata: Mapping) -> dict:
-    return {key: getattr(value, "value", value) for key, value in metadata.items()}
-
+from tinybot_migration.runtime.run_report import (
+    AssetReport,
+    MigrationReport,
+    collect,
+    failure_text,
+    was_interrupted,
+)
 
 DEFAULT_POOL_WAIT_SECONDS = 600
 PARTITION_RANGE_START = "dagster/asset_partition_range_start"
@@ -148,9 +103,8 @@ def run_migration(
                 success, failure = False, f"{stage.job_name} not started: {error}"
                 break
             run_id = str(uuid.uuid4())
-            watcher = BlockedStepWatcher(
-                active, run_id, stage.pools, pool_wait_seconds, log, stop_process(active, run_id, log)
-            )
+            give_up = GiveUp(log)
+            watcher = BlockedStepWatcher(active, run_id, stage.pools, pool_wait_seconds, log, give_up)
             watcher.start()
             stage_started(stage.job_name, len(selection))
             try:
@@ -163,19 +117,24 @@ def run_migration(
                     asset_selection=selection if dry_run else None,
                 )
             except KeyboardInterrupt:  # between Dagster's own handlers: the run is marked as it ended
-                interrupted = True
+                interrupted = give_up.message is None
+                result = None
             finally:
                 watcher.stop()
+            if give_up.message is not None:
+                _fail_if_unfinished(active, run_id, give_up.message)
+                success, failure = False, give_up.message
+                break
             if interrupted:
                 success, failure = False, f"{stage.job_name} interrupted"
                 break
             run_ids.append(result.run_id)
-            _collect(result, reports)
+            collect(result, reports)
             if was_interrupted(result):
                 success, failure, interrupted = False, f"{stage.job_name} interrupted", True
                 break
             if not result.success:
-                success, failure = False, _failure_text(result)
+                success, failure = False, failure_text(result)
                 break
     order = {asset.key.to_user_string(): i for i, asset in enumerate(assets)}
     reports = dict(sorted(reports.items(), key=lambda item: order.get(item[0], len(order))))
@@ -201,22 +160,26 @@ def stage_selection(
     return selection, run_config
 
 
-def stop_process(instance: DagsterInstance, run_id: str, log: Progress):
-    """What a CLI run does when one of its steps waited too long for a pool: say so, mark the run
-    failed (freeing its slots), and exit 1 (an in-process run cannot be interrupted otherwise)."""
+class GiveUp:
+    """What a CLI run does when one of its steps waited too long for a pool: say so and interrupt the
+    run (Dagster fails it and frees its slots); the runner then reports the message as the failure."""
 
-    def give_up(message: str) -> None:
-        log(message)
-        try:
-            run = instance.get_run_by_id(run_id)
-            if run is not None:
-                instance.report_run_failed(run, message=message)
-                instance.event_log_storage.free_concurrency_slots_for_run(run_id)
-        finally:  # left STARTED if the storage failed too: the next run marks it failed
-            sys.stdout.flush()
-            os._exit(1)
+    def __init__(self, log: Progress, interrupt: Callable[[], None] = interrupt_main_thread) -> None:
+        self.log, self.interrupt = log, interrupt
+        self.message: str | None = None
 
-    return give_up
+    def __call__(self, message: str) -> None:
+        self.message = message
+        self.log(Notice(message))
+        self.interrupt()
+
+
+def _fail_if_unfinished(instance: DagsterInstance, run_id: str, message: str) -> None:
+    """A run stopped from outside that Dagster did not get to mark: failed, its slots freed."""
+    run = instance.get_run_by_id(run_id)
+    if run is not None and not run.is_finished:
+        instance.report_run_failed(run, message=message)
+    instance.event_log_storage.free_concurrency_slots_for_run(run_id)
 
 
 def stage_run_tags(stage: MigrationStage, instance: DagsterInstance) -> dict[str, str] | None:
@@ -230,66 +193,3 @@ def stage_run_tags(stage: MigrationStage, instance: DagsterInstance) -> dict[str
     if not keys:
         return None
     return tags | {PARTITION_RANGE_START: keys[0], PARTITION_RANGE_END: keys[-1]}
-
-
-def _collect(result, reports: dict[str, AssetReport]) -> None:
-    for event in result.get_asset_materialization_events():
-        materialization = event.step_materialization_data.materialization
-        name = materialization.asset_key.to_user_string()
-        reports.setdefault(name, AssetReport(name)).metadata = _plain(materialization.metadata)
-    for event in result.get_asset_observation_events():  # a dry run observes instead
-        observation = event.asset_observation_data.asset_observation
-        name = observation.asset_key.to_user_string()
-        reports.setdefault(name, AssetReport(name)).metadata = _plain(observation.metadata)
-    for evaluation in result.get_asset_check_evaluations():
-        name = evaluation.asset_key.to_user_string()
-        reports.setdefault(name, AssetReport(name)).checks.append(
-            CheckReport(
-                name,
-                evaluation.check_name,
-                evaluation.passed,
-                evaluation.description or "",
-                _plain(evaluation.metadata),
-                evaluation.severity.value,
-            )
-        )
-
-
-def was_interrupted(result) -> bool:
-    """Whether SIGINT or SIGTERM stopped the run: Dagster then fails the step it was in as an
-    interrupt, or ends the run between steps."""
-    return any(
-        (event.is_step_failure and _error_classes(event.step_failure_data.error) & INTERRUPTS)
-        or (event.event_type_value == "ENGINE_EVENT" and "interrupted" in (event.message or ""))
-        for event in result.all_events
-    )
-
-
-INTERRUPTS = {"DagsterExecutionInterruptedError", "KeyboardInterrupt"}
-
-
-def _error_classes(error) -> set[str]:
-    classes = set()
-    while error is not None:
-        classes.add(error.cls_name)
-        error = error.cause
-    return classes
-
-
-def _root_cause(error) -> str:
-    """The innermost error's message: Dagster wraps the asset's own error in its step error."""
-    while error.cause is not None:
-        error = error.cause
-    message = error.message.strip()
-    # Dagster prefixes the class's dotted path ("dagster._core.definitions.events.Failure: …").
-    prefix, _, rest = message.partition(": ")
-    return rest if rest and prefix.split(".")[-1] == error.cls_name else message
-
-
-def _failure_text(result) -> str:
-    failed_steps = [
-        f"{e.step_key}: {_root_cause(e.step_failure_data.error)}"
-        for e in result.all_events
-        if e.is_step_failure and e.step_failure_data and e.step_failure_data.error
-    ]
-    return "; ".join(failed_steps) or f"run {result.run_id} failed (see the Dagster UI)"

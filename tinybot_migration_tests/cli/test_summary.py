@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 
 from tinybot_migration.cli import summary
-from tinybot_migration.runtime.runner import MigrationReport
+from tinybot_migration.runtime.run_report import MigrationReport
 
 
 def printed(report: MigrationReport, monkeypatch) -> str:
