@@ -39,7 +39,7 @@ from benchmarks.memory_rebuild import migrated_new_database  # noqa: E402
 from tinybot_migration.defs.memories.sensor import memory_rebuild_sensor  # noqa: E402
 from tinybot_migration.defs.partitions import personality_partitions  # noqa: E402
 from tinybot_migration.defs.resources import NewDatabaseResource  # noqa: E402
-from tinybot_migration.defs.resources.embedding_provider import EmbeddingProviderResource  # noqa: E402
+from tinybot_migration.lib.embeddings.client import EmbeddingClient, EmbeddingSettings  # noqa: E402
 from tinybot_migration.lib.memories.checks import (  # noqa: E402
     embeddings_present_with_right_dimensions,
     every_exchange_has_one_memory,
@@ -51,7 +51,7 @@ from tinybot_migration.lib.personalities import personality_slugs  # noqa: E402
 from tinybot_migration.lib.schema import bot_timestamp  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PROVIDER = EmbeddingProviderResource(provider="hash")
+PROVIDER = EmbeddingClient(EmbeddingSettings(provider="hash"))
 
 
 def timed(work) -> tuple[float, object]:

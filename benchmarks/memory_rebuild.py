@@ -54,10 +54,10 @@ from pgvector.psycopg import register_vector
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.relational_copy import fresh_database, old_connection  # noqa: E402
-from tinybot_migration.defs.resources.embedding_provider import EmbeddingProviderResource  # noqa: E402
 from tinybot_migration.lib.demo_data import generate_demo_data, old_database_has_data  # noqa: E402
 from tinybot_migration.lib.embedded_postgres import embedded_database_url, pgdata_dir  # noqa: E402
 from tinybot_migration.lib.embeddings import cache as cache_module  # noqa: E402
+from tinybot_migration.lib.embeddings.client import EmbeddingClient, EmbeddingSettings  # noqa: E402
 from tinybot_migration.lib.memories import rebuild as rebuild_module  # noqa: E402
 from tinybot_migration.lib.memories import writer as writer_module  # noqa: E402
 from tinybot_migration.lib.memories.pairing import pair_messages  # noqa: E402
@@ -222,9 +222,11 @@ class Meter:
         }
 
 
-def pipeline_provider(server: ProviderProcess, concurrency: int) -> EmbeddingProviderResource:
-    return EmbeddingProviderResource(
-        provider="openai", api_key=KEY, base_url=server.base_url, max_concurrent_requests=concurrency
+def pipeline_provider(server: ProviderProcess, concurrency: int) -> EmbeddingClient:
+    return EmbeddingClient(
+        EmbeddingSettings(
+            provider="openai", api_key=KEY, base_url=server.base_url, max_concurrent_requests=concurrency
+        )
     )
 
 
@@ -322,7 +324,7 @@ BUCKETS = [
     ("pairing", rebuild_module, "distinct_exchanges"),
     ("pairing", rebuild_module, "missing_memories"),  # the ids present, the memories to write
     ("cache lookups", writer_module, "embed_with_cache"),  # hashing, the SELECT, copying vectors out
-    ("provider requests", EmbeddingProviderResource, "embed"),  # the openai client, the checks
+    ("provider requests", EmbeddingClient, "embed"),  # the openai client, the checks
     ("cache writes", cache_module, "_store"),
     ("COPY into memories", writer_module, "write_memories"),
 ]

@@ -45,7 +45,7 @@ from benchmarks.memory_rebuild import (  # noqa: E402
     migrated_new_database,
     reset,
 )
-from tinybot_migration.defs.resources.embedding_provider import EmbeddingProviderResource  # noqa: E402
+from tinybot_migration.lib.embeddings.client import EmbeddingClient, EmbeddingSettings  # noqa: E402
 from tinybot_migration.lib.memories.writer import NewMemory  # noqa: E402
 from tinybot_migration.lib.personalities import personality_ids_for  # noqa: E402
 from tinybot_migration.lib.shapes.export import parse_memories_file  # noqa: E402
@@ -64,8 +64,10 @@ def run_pipeline(
     conn.execute(
         "TRUNCATE memories, tinybot_migration.embedding_cache, shapes_persona_mappings, tinybot_migration.shapes_rejects"
     )
-    provider = EmbeddingProviderResource(
-        provider="openai", api_key=KEY, base_url=server.base_url, max_concurrent_requests=concurrency
+    provider = EmbeddingClient(
+        EmbeddingSettings(
+            provider="openai", api_key=KEY, base_url=server.base_url, max_concurrent_requests=concurrency
+        )
     )
 
     def connect():

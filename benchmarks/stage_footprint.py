@@ -79,9 +79,9 @@ def run_survey(export_dir: str, **_) -> dict:
 
 
 def _provider(provider_url: str):
-    from tinybot_migration.defs.resources.embedding_provider import EmbeddingProviderResource
+    from tinybot_migration.lib.embeddings.client import EmbeddingClient, EmbeddingSettings
 
-    return EmbeddingProviderResource(provider="openai", api_key=KEY, base_url=provider_url)
+    return EmbeddingClient(EmbeddingSettings(provider="openai", api_key=KEY, base_url=provider_url))
 
 
 def _slugs(conn: psycopg.Connection) -> list[str]:

@@ -108,3 +108,70 @@ def test_memory_ids_follow_the_seed_rule():
     namespace = uuid.uuid5(uuid.NAMESPACE_DNS, "tzurot-v3-memory")  # the bot's namespace
     digest = hashlib.sha256(exchange.content.encode()).hexdigest()[:32]
     assert exchange.memory_id == uuid.uuid5(namespace, f"{PERSONA}:{PERSONALITY}:{digest}")
+
+
+def rich_history(conn, seed: int, messages: int = 900) -> list[Message]:
+    """Random histories that hit every rule: ties at one instant (user and assistant, two
+    assistants), empty and whitespace-only and system messages, assistant-first contexts, runs of
+    users, two personas and two personalities sharing channels. Written to `conn`, and returned."""
+    import random
+
+    from tinybot_migration.lib.ids import deterministic_uuid, persona_seed
+    from tinybot_migration_tests.helpers.conversations import T0 as HISTORY_T0
+    from tinybot_migration_tests.helpers.conversations import Conversations
+
+    talk = Conversations(conn)
+    other_persona = deterministic_uuid(persona_seed(talk.user_id, "Other"))
+    conn.execute(
+        "INSERT INTO personas (id, name, content, owner_id, created_at, updated_at)"
+        " VALUES (%s, 'Other', 'o', %s, %s, %s)",
+        (other_persona, talk.user_id, HISTORY_T0, HISTORY_T0),
+    )
+    rng = random.Random(seed)
+    written = []
+    for _ in range(messages):
+        personality = talk.personality(rng.choice(["luna", "nova"]))
+        persona = rng.choice([talk.persona_id, other_persona])
+        role = rng.choices(["user", "assistant", "system"], weights=[5, 4, 1])[0]
+        content = rng.choices(["words", "", "  \n", "más palabras"], weights=[8, 1, 1, 2])[0]
+        at = HISTORY_T0 + timedelta(seconds=rng.randrange(60))  # few instants: many ties
+        message = Message(uuid.uuid4(), rng.choice(["1", "2"]), "g", personality, persona, role, content, at)
+        conn.execute(
+            "INSERT INTO conversation_history (id, channel_id, guild_id, personality_id, persona_id, role,"
+            " content, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (message.id, message.channel_id, message.guild_id, personality, persona, role, content, at),
+        )
+        written.append(message)
+    return written
+
+
+def test_the_one_sql_rule_finds_exactly_the_answers_python_pairs_on_rich_histories(new_db):
+    from collections import Counter
+
+    from tinybot_migration.lib.memories.coverage import DELTA_UNCOVERED_ANSWERS_SQL
+    from tinybot_migration.lib.memories.pairing import ANSWERS_AMONG_SQL, UNCOVERED_ANSWERS_SQL, is_answer
+
+    messages = rich_history(new_db, seed=3)
+    pairing = pair_messages(messages)
+    python = {e.answer.id for e in pairing.exchanges}
+    assert pairing.stats.assistant_messages_without_user and pairing.stats.empty_messages_skipped
+    assert len(python) > 100
+
+    sql = {r[0] for r in new_db.execute(f"SELECT h.id FROM conversation_history h WHERE {is_answer('h')}")}
+    assert sql == python
+
+    slugs = dict(new_db.execute("SELECT id, slug FROM personalities").fetchall())
+    per_slug = Counter(slugs[m.personality_id] for m in messages if m.id in python)
+    full = {slug: answers for slug, answers, _ in new_db.execute(UNCOVERED_ANSWERS_SQL).fetchall()}
+    assert full == per_slug
+
+    some = [m.id for m in messages[::7]]
+    among = {r[0] for r in new_db.execute(ANSWERS_AMONG_SQL, (some,)).fetchall()}
+    assert among == python & set(some)
+
+    new_db.execute(
+        "INSERT INTO tinybot_migration.memory_coverage (personality_id, covered_through, updated_at)"
+        " SELECT id, '-infinity', now() FROM personalities"
+    )
+    delta = {slug: answers for slug, answers, _ in new_db.execute(DELTA_UNCOVERED_ANSWERS_SQL).fetchall()}
+    assert delta == per_slug

@@ -20,15 +20,13 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg.rows import args_row
 
-from tinybot_migration.lib.memories.pairing import Message
+from tinybot_migration.lib.memories.pairing import NON_EMPTY, Message, is_answer
 
 LATE_MARGIN = timedelta(minutes=10)
 
 HISTORY_FULL = "full"
 HISTORY_DELTA = "delta"
 HISTORY_MODES = (HISTORY_FULL, HISTORY_DELTA)
-
-_NON_EMPTY = r"content ~ '[^[:space:]]'"
 
 
 def coverage_marks(
@@ -84,7 +82,7 @@ WITH marks AS (
     LEFT JOIN LATERAL (
         SELECT p.created_at, p.id FROM conversation_history p
         WHERE p.channel_id = t.channel_id AND p.personality_id = t.personality_id
-          AND p.persona_id = t.persona_id AND p.role = 'assistant' AND p.{_NON_EMPTY}
+          AND p.persona_id = t.persona_id AND p.role = 'assistant' AND p.{NON_EMPTY}
           AND p.created_at < t.since
         ORDER BY p.created_at DESC, p.id DESC
         LIMIT 1
@@ -111,25 +109,14 @@ def load_delta_messages(
         return cur.fetchall()
 
 
-# The sensor's tick for covered personalities: answers (non-empty assistant messages whose previous
-# non-empty user or assistant message in their context is a user message) created after the mark.
-# Each answer's previous message is one index probe (idx_conversation_history_context). {scope}
-# narrows it to some personalities (`%(ids)s`).
+# The sensor's tick for covered personalities: answers created after the mark (`is_answer`, one
+# index probe each). {scope} narrows it to some personalities (`%(ids)s`).
 _DELTA_UNCOVERED_ANSWERS_SQL = f"""
 SELECT p.slug, count(*) AS answers, max(h.created_at) AS newest
 FROM tinybot_migration.memory_coverage c
 JOIN personalities p ON p.id = c.personality_id
 JOIN conversation_history h ON h.personality_id = c.personality_id AND h.created_at > c.covered_through
-WHERE h.role = 'assistant' AND h.{_NON_EMPTY}{{scope}}
-  AND (
-      SELECT q.role FROM conversation_history q
-      WHERE q.channel_id = h.channel_id AND q.personality_id = h.personality_id
-        AND q.persona_id = h.persona_id AND q.role IN ('user', 'assistant') AND q.{_NON_EMPTY}
-        AND (q.created_at < h.created_at OR (q.created_at = h.created_at AND q.role = 'user')
-             OR (q.created_at = h.created_at AND q.role = 'assistant' AND q.id < h.id))
-      ORDER BY q.created_at DESC, q.role = 'assistant' DESC, q.id DESC
-      LIMIT 1
-  ) = 'user'
+WHERE {is_answer("h")}{{scope}}
 GROUP BY p.slug
 ORDER BY p.slug
 """

@@ -8,8 +8,9 @@ no exchange; a trailing run of user messages waits for its answer. Empty or whit
 messages are left out (the embeddings API refuses empty input) and counted.
 
 The rebuild and its checks pair through `pair_context`, so what is embedded and what is checked
-are the same thing. The incremental sensor asks the database instead (`UNCOVERED_ANSWERS_SQL`, the
-same rules in SQL, so a tick never loads the history into Python).
+are the same thing. The incremental sensor and the pending-memory accounting ask the database
+instead, through the same rule written once in SQL (`is_answer`), so a tick never loads the
+history into Python.
 """
 
 from __future__ import annotations
@@ -131,47 +132,41 @@ def _by_context(messages: Iterable[Message]) -> Iterator[list[Message]]:
     yield from groups.values()
 
 
-# The same rules in SQL, for the incremental sensor's full reconciliation: answers (non-empty
-# assistant messages whose previous non-empty user/assistant message in their context is a user
-# message) that no memory covers yet, per personality. A memory's last message id is its answer
-# (`schema.MEMORY_ANSWER_ID`, indexed: message ids are unique, so the personality need not match too).
-# An exchange whose text repeats an earlier one shares its memory and stays listed here; the
-# sensor's run keys make that harmless (the same key is never run twice). {scope} narrows the
-# history read (the delta tick reads the personalities without a coverage mark this way).
-# The pairing rule in SQL: in pair_context's order, an assistant message right after a user message
-# (empty ones left out) answers it. `{scope}` narrows the history read.
-_ORDERED_MESSAGES = """
-WITH ordered AS (
-    SELECT id, personality_id, role, created_at,
-           lag(role) OVER (PARTITION BY channel_id, personality_id, persona_id
-                           ORDER BY created_at, role = 'assistant', id) AS previous_role
-    FROM conversation_history
-    WHERE role IN ('user', 'assistant') AND content ~ '[^[:space:]]'{scope}
-)"""
-_IS_ANSWER = "o.role = 'assistant' AND o.previous_role = 'user'"
+# The pairing rule in SQL, written once: message `h` answers when it is a non-empty assistant
+# message whose previous non-empty user or assistant message in its context, in pair_context's
+# order (created_at, a user message before an assistant message at the same instant, then id), is a
+# user message. One probe of the bot's (channel_id, personality_id, created_at) index per message, so it serves a whole history and a few messages alike. Tested against pair_context on
+# rich histories (ties, empty and system messages, assistant-first, contexts sharing a channel).
+NON_EMPTY = "content ~ '[^[:space:]]'"
 
-_UNCOVERED_ANSWERS_SQL = (
-    _ORDERED_MESSAGES
-    + f"""
-SELECT p.slug, count(*) AS answers, max(o.created_at) AS newest
-FROM ordered o
-JOIN personalities p ON p.id = o.personality_id
-WHERE {_IS_ANSWER}
-  AND NOT EXISTS (SELECT 1 FROM memories m WHERE m.{{answer_id}} = o.id::text)
+
+def is_answer(h: str) -> str:
+    """The SQL condition that message `h` (a conversation_history alias) is an answer."""
+    return f"""{h}.role = 'assistant' AND {h}.{NON_EMPTY} AND (
+      SELECT q.role FROM conversation_history q
+      WHERE q.channel_id = {h}.channel_id AND q.personality_id = {h}.personality_id
+        AND q.persona_id = {h}.persona_id AND q.role IN ('user', 'assistant') AND q.{NON_EMPTY}
+        AND q.created_at <= {h}.created_at
+        AND (q.created_at, q.role = 'assistant', q.id) < ({h}.created_at, true, {h}.id)
+      ORDER BY q.created_at DESC, q.role = 'assistant' DESC, q.id DESC
+      LIMIT 1
+  ) = 'user'"""
+
+
+# Answers that no memory covers yet, per personality (the sensor's full reconciliation). A memory's
+# last message id is its answer (`schema.MEMORY_ANSWER_ID`, indexed). An exchange whose text repeats
+# an earlier one shares its memory and stays listed here; the sensor's run keys make that harmless.
+_UNCOVERED_ANSWERS_SQL = f"""
+SELECT p.slug, count(*) AS answers, max(h.created_at) AS newest
+FROM conversation_history h
+JOIN personalities p ON p.id = h.personality_id
+WHERE {is_answer("h")}{{scope}}
+  AND NOT EXISTS (SELECT 1 FROM memories m WHERE m.{MEMORY_ANSWER_ID} = h.id::text)
 GROUP BY p.slug
 ORDER BY p.slug
 """
-)
-UNCOVERED_ANSWERS_SQL = _UNCOVERED_ANSWERS_SQL.format(scope="", answer_id=MEMORY_ANSWER_ID)
-# The same for some personalities only (`%s`: their ids), read through their history's index.
-UNCOVERED_ANSWERS_OF_SQL = _UNCOVERED_ANSWERS_SQL.format(
-    scope="\n      AND personality_id = ANY(%s)", answer_id=MEMORY_ANSWER_ID
-)
-# Which of some messages (`%s`: their ids, twice) answer a user message, their contexts read whole.
-ANSWERS_AMONG_SQL = (
-    _ORDERED_MESSAGES.format(
-        scope="\n      AND (channel_id, personality_id, persona_id) IN (\n"
-        "          SELECT channel_id, personality_id, persona_id FROM conversation_history WHERE id = ANY(%s))"
-    )
-    + f"\nSELECT o.id FROM ordered o WHERE {_IS_ANSWER} AND o.id = ANY(%s)\n"
-)
+UNCOVERED_ANSWERS_SQL = _UNCOVERED_ANSWERS_SQL.format(scope="")
+# The same for some personalities only (`%s`: their ids).
+UNCOVERED_ANSWERS_OF_SQL = _UNCOVERED_ANSWERS_SQL.format(scope="\n  AND h.personality_id = ANY(%s)")
+# Which of some messages (`%s`: their ids) answer a user message.
+ANSWERS_AMONG_SQL = f"SELECT h.id FROM conversation_history h WHERE h.id = ANY(%s) AND {is_answer('h')}"

@@ -73,9 +73,7 @@ def account_pending_memories(old_conn: psycopg.Connection, new_conn: psycopg.Con
         personas, personalities = maps.get("personas"), maps.get("personalities")
     result.old_rows = len(old_rows)
     new_history_ids = [history[str(r[1])] for r in old_rows if str(r[1]) in history]
-    answers = {
-        str(r[0]) for r in new_conn.execute(ANSWERS_AMONG_SQL, (new_history_ids, new_history_ids)).fetchall()
-    }
+    answers = {str(r[0]) for r in new_conn.execute(ANSWERS_AMONG_SQL, (new_history_ids,)).fetchall()}
     decisions = [_decide(row, history, personas, personalities, answers, maps) for row in old_rows]
     with new_conn.transaction():
         take_turns_in_transaction(new_conn, "pending_memories")
