@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import multiprocessing
 from pathlib import Path
 from urllib.parse import quote
 
@@ -358,6 +359,51 @@ def test_worker_process_writes_the_same_export(demo, make_database, tmp_path, mo
     generate_demo_data(worker_url, tmp_path / "worker", scale=1, seed=42)
     assert export_files(tmp_path / "worker") == export_files(export_dir)
     assert table_checksums(worker_url) == table_checksums(url)
+
+
+def shapes_jobs(blocks: int, seed: int = 42) -> list[shapes_export.ShapesJob]:
+    """The jobs the generator submits for its first `blocks` blocks (no database needed)."""
+    source = demo_generator._Source(seed)
+    return [demo_generator._Block(source, index, seed).build()[2] for index in range(blocks)]
+
+
+def export_with(staging: Path, jobs: list[shapes_export.ShapesJob], workers: int) -> list:
+    staging.mkdir()
+    exporter = shapes_export.ShapesExporter(staging, workers=workers)
+    for job in jobs:
+        exporter.submit(job)
+    return sorted(exporter.finish(), key=lambda r: sorted(r.mappings))
+
+
+def test_exporter_output_does_not_depend_on_the_workers(tmp_path):
+    jobs = shapes_jobs(3)
+    in_process = export_with(tmp_path / "in_process", jobs, workers=0)
+    pooled = export_with(tmp_path / "pooled", jobs, workers=2)
+    assert pooled == in_process
+    assert sum(r.folders for r in pooled) == 3 * shapes_export.SHAPES_FOLDERS_PER_BLOCK
+    assert export_files(tmp_path / "pooled") == export_files(tmp_path / "in_process")
+
+
+def test_a_failing_worker_is_a_clear_error(tmp_path):
+    job = shapes_jobs(1)[0]
+    broken = shapes_export.ShapesJob(**{**vars(job), "personalities": []})  # nothing to export to
+    exporter = shapes_export.ShapesExporter(tmp_path, workers=2)
+    exporter.submit(broken)
+    with pytest.raises(
+        RuntimeError, match=r"shapes export worker failed on block 0: ValueError: empty range"
+    ):
+        exporter.finish()
+
+
+def test_a_worker_that_dies_is_a_clear_error(tmp_path):
+    exporter = shapes_export.ShapesExporter(tmp_path, workers=1)
+    exporter.submit(shapes_jobs(1)[0])
+    (worker,) = multiprocessing.active_children()  # started by submit, still importing
+    worker.kill()
+    with pytest.raises(
+        RuntimeError, match=r"shapes export worker process exited abruptly with block 0 pending"
+    ):
+        exporter.finish()
 
 
 def test_dumps_records_equals_json_dumps():

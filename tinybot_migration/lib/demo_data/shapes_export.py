@@ -14,20 +14,23 @@ them while the main process fills the database, with byte-identical results.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import functools
 import gc
 import itertools
 import json
+import multiprocessing
+import multiprocessing.connection
 import os
 import random
-import subprocess
+import signal
 import sys
-import tempfile
+import threading
 import time
 import typing
 import uuid
-from dataclasses import asdict, dataclass
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
 
 from tinybot_migration.lib.demo_data import content
@@ -355,7 +358,7 @@ def write_mappings_file(export_dir: Path, mappings: dict[str, dict[str, str]]) -
         f.write("\n")
 
 
-# --- exporting blocks, in process or in a worker process ------------------------------------
+# --- exporting blocks, in process or in a pool of worker processes -------------------------
 
 
 def export_block(staging: Path, job: ShapesJob) -> ShapesResult:
@@ -375,85 +378,84 @@ def export_block(staging: Path, job: ShapesJob) -> ShapesResult:
     )
 
 
-_WORKER_CODE = "from tinybot_migration.lib.demo_data.shapes_export import worker_main; worker_main()"
+def _worker_init() -> None:
+    """Runs once in each worker process, before its first block."""
+    gc.disable()  # millions of short-lived dicts (no cycles); a worker lives for one export only
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's: it calls abort()
+    # A pool worker waits for work forever, even once the main process is gone (killed, out of
+    # memory): this thread ends it then.
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
+
+
+def _exit_with_parent() -> None:
+    multiprocessing.connection.wait([multiprocessing.parent_process().sentinel])
+    os._exit(1)
+
+
+# "spawn": each worker is a fresh interpreter, as the former `python -c` workers were. Not "fork":
+# the caller may have threads (the COPY writer, Dagster, psycopg pools) whose locks a forked child
+# would inherit mid-use. Not "forkserver": its server process would outlive the export for the rest
+# of the caller's life (`tinybot-migration demo` goes on to run Dagster). Like forkserver, spawn
+# re-imports the caller's `__main__` file as `__mp_main__` in each worker, so a calling script keeps
+# its top-level work under `if __name__ == "__main__":` (the CLI's entry point and every
+# `benchmarks/*.py` do; `python -c`, `python -m` and pytest need nothing; a script piped into
+# `python -` has no file to re-import: its workers fail to start, a clear error below).
+_START_METHOD = "spawn"
 
 
 class ShapesExporter:
-    """Exports blocks as they are submitted: in this process (`workers=0`), or spread over worker
-    processes that run on other cores while this one fills the database. A worker is a plain
-    `python -c` subprocess fed JSON lines on stdin (no multiprocessing, so no `__main__` guard is
-    needed in whatever script calls the generator). Blocks are independent, so where a block is
-    exported does not change a byte."""
+    """Exports blocks as they are submitted: in this process (`workers=0`), or in a pool of worker
+    processes that run on other cores while this one fills the database. Blocks are independent,
+    so where a block is exported does not change a byte."""
 
     def __init__(self, staging: Path, *, workers: int) -> None:
         self.staging = staging
         self._in_process: list[ShapesResult] = []
-        self._workers: list[tuple[subprocess.Popen, typing.IO[bytes]]] = []
+        self._futures: dict[Future[ShapesResult], int] = {}  # -> block number
+        self._pool: ProcessPoolExecutor | None = None
         if workers and sys.executable:
-            package_root = str(Path(__file__).resolve().parents[2])
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-            for _ in range(workers):
-                stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by finish() / abort()
-                proc = subprocess.Popen(
-                    [sys.executable, "-c", _WORKER_CODE, str(staging)],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=stderr,
-                    env=env,
-                )
-                self._workers.append((proc, stderr))
+            self._pool = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=multiprocessing.get_context(_START_METHOD),
+                initializer=_worker_init,
+            )
 
     def submit(self, job: ShapesJob) -> None:
-        if not self._workers:
+        if self._pool is None:
             self._in_process.append(export_block(self.staging, job))
             return
-        proc, stderr = self._workers[job.block % len(self._workers)]
+        for future, block in self._futures.items():  # stop early when a block already failed
+            if future.done() and future.exception() is not None:
+                self._fail(block, future.exception())
         try:
-            proc.stdin.write(json.dumps(asdict(job)).encode() + b"\n")
-            proc.stdin.flush()
-        except BrokenPipeError:
-            self._fail(proc, stderr)
+            self._futures[self._pool.submit(export_block, self.staging, job)] = job.block
+        except BrokenProcessPool as error:
+            self._fail(job.block, error)
 
     def finish(self) -> list[ShapesResult]:
         """Wait for the workers; the results of all blocks, in no particular order."""
         results = list(self._in_process)
-        for proc, _ in self._workers:
-            with contextlib.suppress(BrokenPipeError):
-                proc.stdin.close()
-        for proc, stderr in self._workers:
-            output = proc.stdout.read()  # workers write only at the end: no pipe can fill up first
-            if proc.wait() != 0:
-                self._fail(proc, stderr)
-            results += [ShapesResult(**json.loads(line)) for line in output.splitlines()]
+        for future, block in self._futures.items():
+            try:
+                results.append(future.result())
+            except Exception as error:  # any failure of a block ends the export
+                self._fail(block, error)
         self.abort()
         return results
 
     def abort(self) -> None:
-        """Stop the workers still running (they were started by this object) and clean up."""
-        for proc, stderr in self._workers:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            for stream in (proc.stdin, proc.stdout, stderr):
-                with contextlib.suppress(OSError):
-                    stream.close()
+        """Drop the blocks not started and wait for those being written (a block takes well under
+        a second), so that no worker writes into `staging` once this returns."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _fail(self, proc: subprocess.Popen, stderr: typing.IO[bytes]) -> None:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        stderr.seek(0)
-        detail = stderr.read().decode("utf-8", "replace").strip().splitlines()[-5:]
+    def _fail(self, block: int, error: BaseException) -> typing.NoReturn:
         self.abort()
+        if isinstance(error, BrokenProcessPool):
+            raise RuntimeError(
+                f"a shapes export worker process exited abruptly with block {block} pending (killed, out "
+                "of memory, or failed to start: the worker's own error output, if any, is above)"
+            ) from error
         raise RuntimeError(
-            f"the shapes export worker failed (exit code {proc.returncode}): " + " | ".join(detail)
-        )
-
-
-def worker_main() -> None:
-    """Worker process: one ShapesJob per stdin line; all results as JSON lines at the end."""
-    gc.disable()  # millions of short-lived dicts; the process is short-lived too
-    staging = Path(sys.argv[1])
-    results = [export_block(staging, ShapesJob(**json.loads(line))) for line in sys.stdin]
-    sys.stdout.write("".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in results))
+            f"the shapes export worker failed on block {block}: {type(error).__name__}: {error}"
+        ) from error
