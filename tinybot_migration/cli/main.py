@@ -371,9 +371,30 @@ def main(argv: list[str] | None = None) -> int:
         error.show()
         return error.exit_code
     except click.Abort:  # click's form of KeyboardInterrupt
-        console.print(f"[yellow]interrupted[/]. {interrupted_advice(command)}")
-        return INTERRUPTED_EXIT
+        return _interrupted(command)
+    except Exception as error:
+        if not _raised_while_interrupted(error):
+            raise
+        # Ctrl-C landed mid-statement (say, inside a COPY) and cleaning up on that connection failed
+        # in turn: the interruption is what happened.
+        return _interrupted(command)
     return code if isinstance(code, int) else 0
+
+
+def _interrupted(command: str) -> int:
+    console.print(f"[yellow]interrupted[/]. {interrupted_advice(command)}")
+    return INTERRUPTED_EXIT
+
+
+def _raised_while_interrupted(error: BaseException) -> bool:
+    """Whether `error` was raised while a KeyboardInterrupt was being handled (its context chain)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 if __name__ == "__main__":

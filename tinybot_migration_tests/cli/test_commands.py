@@ -103,3 +103,26 @@ def test_an_interrupted_command_says_how_to_resume_and_exits_130(capsys, monkeyp
     assert code == cli_main.INTERRUPTED_EXIT == 130
     assert "interrupted" in out and "tinybot-migration run" in out
     assert signal.getsignal(signal.SIGTERM) is signal.default_int_handler  # SIGTERM stops it the same way
+
+
+def test_an_error_raised_while_cleaning_up_after_ctrl_c_is_still_an_interruption(capsys, monkeypatch):
+    """Ctrl-C inside a COPY leaves the connection busy; the cleanup's own error (psycopg's "another
+    command is already in progress") must not turn the interruption into a traceback and exit 1."""
+    import psycopg
+
+    def interrupted_mid_copy(*_args):
+        try:
+            raise KeyboardInterrupt
+        finally:
+            raise psycopg.OperationalError("sending query failed: another command is already in progress")
+
+    monkeypatch.setattr(cli_main, "cmd_run", interrupted_mid_copy)
+    code, out = run(capsys, "run")
+    assert code == 130 and "interrupted" in out
+
+    def plainly_broken(*_args):
+        raise psycopg.OperationalError("the server said no")
+
+    monkeypatch.setattr(cli_main, "cmd_run", plainly_broken)
+    with pytest.raises(psycopg.OperationalError):
+        cli_main.main(["run"])
