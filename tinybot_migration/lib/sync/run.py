@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 
 import psycopg
 from psycopg import sql
@@ -25,7 +26,7 @@ from tinybot_migration.lib.memories.vector_index import (
     index_state,
 )
 from tinybot_migration.lib.passwords import redact_url
-from tinybot_migration.lib.postgres import SYNC_TARGET_LOCK, advisory_lock
+from tinybot_migration.lib.postgres import SYNC_TARGET_LOCK, Connect, advisory_lock
 from tinybot_migration.lib.progress import Progress, quiet
 from tinybot_migration.lib.schema import EMBEDDING_DIMENSIONS
 from tinybot_migration.lib.settings import SYNC_SIDES
@@ -108,7 +109,8 @@ def run_sync(
                 target_conn, SYNC_TARGET_LOCK, f"another sync into {target} is running; waiting for it", log
             )
         ):
-            report = _sync_locked(source, target, source_conn, target_conn, options, log, progress)
+            watch = partial(open_read_only, target_url, f"{target_role} database")
+            report = _sync_locked(source, target, source_conn, target_conn, options, log, progress, watch)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -121,12 +123,13 @@ def _sync_locked(
     options: SyncOptions,
     log: Progress,
     progress: SyncProgress | None,
+    watch: Connect | None = None,
 ) -> SyncReport:
     dropped = not options.dry_run and _drop_index_for_a_bulk_load(source_conn, target_conn, log)
     tables = sync_tables(source_conn, target_conn, options, progress=progress or SyncProgress(log))
     report = SyncReport(source, target, options, tables)
     if not options.dry_run and (dropped or _index_missing(target_conn)):
-        report.index = ensure_vector_index(target_conn, log=log)
+        report.index = ensure_vector_index(target_conn, log=log, watch=watch)
     if not options.dry_run:
         log("checking the target: counts against the summary, orphans, embeddings, both sides again")
         report.checks = checks_after_sync(source_conn, target_conn, tables)
