@@ -6,6 +6,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from tinybot_migration.lib.database import connection_lost
 from tinybot_migration.lib.settings import DAGSTER_STORAGE
 
 # Off a terminal (CI logs, pipes) rich assumes 80 columns, too narrow for the summary table.
@@ -54,7 +55,7 @@ def print_summary(report, estimate=None) -> None:
         console.print(f"[yellow]interrupted[/]: {report.failure}. {interrupted_advice()}")
     elif report.failure:
         console.print(f"[red]run failed[/]: {report.failure}")
-        if any(marker in report.failure for marker in CONNECTION_LOST_MARKERS):
+        if connection_lost(report.failure):
             console.print(f"A database went away. {RESUME_ADVICE}")
     checks = report.checks
     verdict = "[green]all checks passed[/]" if report.ok else "[red]migration NOT verified[/]"
@@ -187,18 +188,6 @@ def print_estimate(report) -> None:
     if report.failure:
         console.print(f"[red]dry run failed[/]: {report.failure}")
     console.print(f"dry run: nothing written, no provider called ({report.seconds:.1f}s)")
-
-
-# Driver messages that mean a database stopped answering (as opposed to refusing something).
-CONNECTION_LOST_MARKERS = (
-    "server closed the connection",
-    "terminating connection",
-    "connection refused",
-    "Connection refused",
-    "consuming input failed",
-    "the connection is lost",
-    "No such file or directory",
-)
 
 
 def interrupted_advice(command: str = "run") -> str:

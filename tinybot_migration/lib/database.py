@@ -18,6 +18,22 @@ class DatabaseConnectionError(RuntimeError):
 # own `connect_timeout` wins.
 CONNECT_TIMEOUT_SECONDS = 10
 
+# A server that is not (or no longer) there, over TCP or a Unix socket.
+NOTHING_LISTENS = ("Connection refused", "connection refused", "No such file or directory")
+# Driver messages that mean a database stopped answering mid-run (as opposed to refusing something).
+CONNECTION_LOST = (
+    "server closed the connection",
+    "terminating connection",
+    "consuming input failed",
+    "the connection is lost",
+    *NOTHING_LISTENS,
+)
+
+
+def connection_lost(message: str) -> bool:
+    return any(marker in message for marker in CONNECTION_LOST)
+
+
 # What a failed connection's message means, and what to do about it (first match wins).
 CONNECTION_CAUSES: tuple[tuple[tuple[str, ...], str], ...] = (
     (
@@ -29,7 +45,7 @@ CONNECTION_CAUSES: tuple[tuple[tuple[str, ...], str], ...] = (
         "unknown host: check the host name in the URL",
     ),
     (
-        ("Connection refused", "No such file or directory"),
+        NOTHING_LISTENS,
         "nothing accepts connections there: is the database running, and are the host and port right?",
     ),
     (
