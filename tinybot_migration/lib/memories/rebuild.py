@@ -18,11 +18,12 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 
 import psycopg
 from psycopg.rows import args_row
 
-from tinybot_migration.lib.embeddings.cache import CostEstimate, estimate_cost
+from tinybot_migration.lib.embeddings.cache import estimate_cost
 from tinybot_migration.lib.embeddings.client import EmbeddingClient
 from tinybot_migration.lib.memories.coverage import (
     HISTORY_DELTA,
@@ -37,19 +38,18 @@ from tinybot_migration.lib.memories.pairing import Exchange, Message, PairingSta
 from tinybot_migration.lib.memories.vector_index import drop_for_bulk_load
 from tinybot_migration.lib.memories.writer import (
     SOURCE_BOT,
-    ChunkOutcome,
-    EmbeddingSpend,
+    MemorySourceReport,
     NewMemory,
     check_embedding_dimensions,
-    embed_and_write,
     memory_count,
     memory_ids,
     present_memory_ids,
+    write_pending,
 )
 from tinybot_migration.lib.new_database_schema import has_new_schema, has_rows
 from tinybot_migration.lib.personalities import personality_batches, personality_ids_for
 from tinybot_migration.lib.postgres import Connect
-from tinybot_migration.lib.progress import Advanced, Progress, quiet, rate
+from tinybot_migration.lib.progress import Progress, quiet
 from tinybot_migration.lib.schema import CONVERSATION_HISTORY
 
 CANON_SCOPE = "personal"
@@ -72,19 +72,13 @@ class PersonalityFigures:
 
 
 @dataclass
-class RebuildReport(EmbeddingSpend):
+class RebuildReport(MemorySourceReport):
     stats: PairingStats = field(default_factory=PairingStats)
-    personality_ids: dict[str, uuid.UUID] = field(default_factory=dict)  # slug -> id, as covered
     per_personality: dict[str, PersonalityFigures] = field(default_factory=dict)
     expected_ids: set[uuid.UUID] = field(default_factory=set)  # one per distinct exchange content
     duplicate_exchanges: int = 0  # same content as an earlier exchange of the same persona/personality
-    already_present: int = 0
-    pending: int = 0
-    memories_written: int = 0
     rejected: int = 0
     rejection_samples: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    estimate: CostEstimate | None = None  # a dry run's bill
     history_from: str = "new database"  # where a dry run paired the history
     history: str = HISTORY_FULL  # full: every message of the personalities; delta: since their marks
     messages_read: int = 0
@@ -155,19 +149,20 @@ def rebuild_memories(
             conn, distinct_exchanges(pair_personalities(conn, report, batch), report), report, batch
         )
         log(batch_line(report, number, len(batches), batch, len(pending)))
-        for outcome in embed_and_write(conn, connect, provider, pending, log, chunk_size):
-            absorb_chunk(report, outcome)
-            done += outcome.size
-            log(
-                Advanced(
-                    "memories",
-                    done,
-                    report.pending,
-                    "embedded and written",
-                    rate(done, time.perf_counter() - started),
-                    f"{report.cache_hits:,} cache hits, {report.requests:,} requests",
-                )
-            )
+        done = write_pending(
+            conn,
+            connect,
+            provider,
+            pending,
+            report,
+            "memories",
+            log,
+            started,
+            partial(_rejected, report),
+            chunk_size,
+            done,
+            report.pending,
+        )
     record_coverage(conn, report.newest_paired)
     report.seconds = time.perf_counter() - started
     return report
@@ -331,18 +326,16 @@ def missing_memories(
     return [memory_of(exchange) for exchange in sorted(pending, key=_age)]
 
 
-def absorb_chunk(report: RebuildReport, outcome: ChunkOutcome) -> None:
-    """Add one written chunk's figures to the report."""
-    report.absorb_spend(outcome)
-    slug_of = {pid: slug for slug, pid in report.personality_ids.items()}
-    for memory, reason in outcome.rejected:
-        report.rejected += 1
-        report.per_personality[slug_of[memory.personality_id]].rejected += 1
-        if len(report.rejection_samples) < REJECTION_SAMPLES:
-            report.rejection_samples.append(f"memory {memory.id} (answer {memory.message_ids[-1]}): {reason}")
-    for personality_id, written in outcome.written.items():
-        report.memories_written += written
-        report.per_personality[slug_of[personality_id]].written += written
+def _rejected(report: RebuildReport, memory: NewMemory, reason: str) -> None:
+    """A memory whose text the provider refused: counted, and the first few named."""
+    report.rejected += 1
+    report.per_personality[_slug_of(report, memory.personality_id)].rejected += 1
+    if len(report.rejection_samples) < REJECTION_SAMPLES:
+        report.rejection_samples.append(f"memory {memory.id} (answer {memory.message_ids[-1]}): {reason}")
+
+
+def _slug_of(report: RebuildReport, personality_id: uuid.UUID) -> str:
+    return next(slug for slug, pid in report.personality_ids.items() if pid == personality_id)
 
 
 def _age(exchange: Exchange) -> tuple:

@@ -14,7 +14,7 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, fields
@@ -28,7 +28,12 @@ import psycopg
 from pgvector.psycopg import register_vector
 
 from tinybot_migration.lib import schema
-from tinybot_migration.lib.embeddings.cache import CachedEmbeddings, cache_model_name, embed_with_cache
+from tinybot_migration.lib.embeddings.cache import (
+    CachedEmbeddings,
+    CostEstimate,
+    cache_model_name,
+    embed_with_cache,
+)
 from tinybot_migration.lib.embeddings.client import (
     ZERO_NORM,
     EmbeddingClient,
@@ -36,7 +41,7 @@ from tinybot_migration.lib.embeddings.client import (
 )
 from tinybot_migration.lib.memories.vector_index import drop_for_bulk_load
 from tinybot_migration.lib.postgres import Connect, retry_deadlocks
-from tinybot_migration.lib.progress import Notice, Progress
+from tinybot_migration.lib.progress import Advanced, Notice, Progress, rate
 
 SOURCE_BOT = "tzurot-v3"  # what the bot writes itself
 SOURCE_SHAPES = "shapes-inc"
@@ -144,6 +149,61 @@ class EmbeddingSpend:
             "estimated_cost_usd": round(self.estimated_cost_usd, 6),
             "texts_truncated": self.texts_truncated,
         }
+
+
+@dataclass
+class MemorySourceReport(EmbeddingSpend):
+    """What every memory source reports (the rebuild, shapes.inc, and the ones to come): its
+    personalities, the memories pending, written and already present (per personality in the
+    source's own figures, each with `written`), and what embedding them cost."""
+
+    personality_ids: dict[str, uuid.UUID] = field(default_factory=dict)  # slug -> id
+    per_personality: dict = field(default_factory=dict)  # slug -> the source's figures
+    pending: int = 0
+    memories_written: int = 0
+    already_present: int = 0
+    estimate: CostEstimate | None = None  # a dry run's bill
+    seconds: float = 0.0
+
+
+def write_pending(
+    conn: psycopg.Connection,
+    connect: Connect | None,
+    provider: EmbeddingClient,
+    pending: Sequence[NewMemory],
+    report: MemorySourceReport,
+    stage: str,
+    log: Progress,
+    started: float,
+    on_rejected: Callable[[NewMemory, str], None],
+    chunk_size: int | None = None,
+    done: int = 0,
+    total: int | None = None,
+) -> int:
+    """Embed and write a source's pending memories through the shared writer, adding each chunk's
+    figures to `report` and saying how far it got; a text the provider refused goes to
+    `on_rejected`. Returns how many memories are done, `done` included (a source writing in batches
+    passes it on, with its `total`)."""
+    slug_of = {pid: slug for slug, pid in report.personality_ids.items()}
+    for outcome in embed_and_write(conn, connect, provider, pending, log, chunk_size):
+        report.absorb_spend(outcome)
+        for memory, reason in outcome.rejected:
+            on_rejected(memory, reason)
+        for personality_id, written in outcome.written.items():
+            report.memories_written += written
+            report.per_personality[slug_of[personality_id]].written += written
+        done += outcome.size
+        log(
+            Advanced(
+                stage,
+                done,
+                len(pending) if total is None else total,
+                "memories embedded and written",
+                rate(done, time.perf_counter() - started),
+                f"{report.cache_hits:,} cache hits, {report.requests:,} requests",
+            )
+        )
+    return done
 
 
 def embedding_column_dimensions(conn: psycopg.Connection) -> int:

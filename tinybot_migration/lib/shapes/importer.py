@@ -23,21 +23,20 @@ from pathlib import Path
 import psycopg
 from psycopg.types.json import Jsonb
 
-from tinybot_migration.lib.embeddings.cache import CostEstimate, estimate_cost
+from tinybot_migration.lib.embeddings.cache import estimate_cost
 from tinybot_migration.lib.embeddings.client import EmbeddingClient
 from tinybot_migration.lib.ids import legacy_memory_id
 from tinybot_migration.lib.memories.writer import (
     SOURCE_SHAPES,
-    ChunkOutcome,
-    EmbeddingSpend,
+    MemorySourceReport,
     NewMemory,
     check_embedding_dimensions,
-    embed_and_write,
     memory_ids,
+    write_pending,
 )
 from tinybot_migration.lib.personalities import personality_batches
 from tinybot_migration.lib.postgres import Connect
-from tinybot_migration.lib.progress import Advanced, Progress, quiet, rate
+from tinybot_migration.lib.progress import Progress, quiet
 from tinybot_migration.lib.schema import bot_timestamp
 from tinybot_migration.lib.shapes.export import (
     WHOLE_FILE,
@@ -98,10 +97,9 @@ class RecordRef:
 
 
 @dataclass
-class ShapesImportReport(EmbeddingSpend):
+class ShapesImportReport(MemorySourceReport):
     export_dir: str | None = None
     mapping_file: str = "missing"  # "missing" or "<n> mappings"
-    personality_ids: dict[str, uuid.UUID] = field(default_factory=dict)
     per_personality: dict[str, PersonalityAccount] = field(default_factory=dict)
     expected: dict[uuid.UUID, RecordRef] = field(default_factory=dict)  # memory id -> its first record
     rejected_records: dict[str, list[RejectedRecord]] = field(default_factory=dict)  # per source file
@@ -109,14 +107,9 @@ class ShapesImportReport(EmbeddingSpend):
     unmapped: Counter[str] = field(default_factory=Counter)  # unmapped sender -> memories it has
     unmapped_reasons: dict[str, str] = field(default_factory=dict)
     links: LinkChanges = field(default_factory=LinkChanges)
-    pending: int = 0
-    memories_written: int = 0
-    already_present: int = 0
     dry_run: bool = False
-    estimate: CostEstimate | None = None
     memories_to_relink: int = 0  # dry run: memories a real run would re-point
     phase_seconds: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
 
     def total(self, name: str) -> int:
         return sum(getattr(a, name) for a in self.per_personality.values())
@@ -378,33 +371,12 @@ def _embed_and_write(
 ) -> dict[str, str]:
     """Embed and write `pending`; returns the texts the provider refused, with its reason."""
     refused: dict[str, str] = {}
-    slug_of = {pid: slug for slug, pid in report.personality_ids.items()}
-    done = 0
-    for outcome in embed_and_write(conn, connect, provider, pending, log):
-        _absorb(report, outcome, slug_of, refused)
-        done += outcome.size
-        log(
-            Advanced(
-                label,
-                done,
-                len(pending),
-                "memories embedded and written",
-                rate(done, time.perf_counter() - started),
-                f"{report.cache_hits:,} cache hits, {report.requests:,} requests",
-            )
-        )
-    return refused
 
-
-def _absorb(
-    report: ShapesImportReport, outcome: ChunkOutcome, slug_of: dict[uuid.UUID, str], refused: dict[str, str]
-) -> None:
-    report.absorb_spend(outcome)
-    for memory, reason in outcome.rejected:
+    def rejected(memory: NewMemory, reason: str) -> None:
         refused[memory.content] = f"{REFUSED_REASON} ({reason})"
-    for personality_id, written in outcome.written.items():
-        report.memories_written += written
-        report.per_personality[slug_of[personality_id]].written += written
+
+    write_pending(conn, connect, provider, pending, report, label, log, started, rejected)
+    return refused
 
 
 def _account(
