@@ -16,13 +16,11 @@ from tinybot_migration.defs.resources import (
     OldDatabaseResource,
     ShapesExportResource,
 )
-from tinybot_migration.defs.resources.embedding_provider import (
-    provider_numbers_from_environment,
-)
 from tinybot_migration.defs.search import definitions as search
 from tinybot_migration.defs.shapes import definitions as shapes
 from tinybot_migration.defs.stages import build_migration_jobs
 from tinybot_migration.defs.sync import definitions as sync
+from tinybot_migration.lib.embeddings.client import numbers_from_environment
 from tinybot_migration.lib.settings import (
     EMBEDDING_ENVIRONMENT,
     NEW_DATABASE,
@@ -60,7 +58,7 @@ defs = Definitions.merge(
             "new_database": NewDatabaseResource(url=_from_env(NEW_DATABASE.variable)),
             "shapes_export_folder": ShapesExportResource(path=_from_env(SHAPES_EXPORT_SETTING)),
             "embedding_provider": EmbeddingProviderResource(
-                **_settings_from_env(**EMBEDDING_ENVIRONMENT), **provider_numbers_from_environment()
+                **_settings_from_env(**EMBEDDING_ENVIRONMENT), **numbers_from_environment()
             ),
         },
     ),

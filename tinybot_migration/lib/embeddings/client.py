@@ -125,9 +125,7 @@ class EmbeddingSettings:
     def from_environment(cls) -> EmbeddingSettings:
         """The provider the environment configures (EMBEDDING_PROVIDER, EMBEDDING_MODEL,
         OPENAI_API_KEY, OPENAI_BASE_URL, EMBEDDING_DEADLINE_SECONDS)."""
-        deadline = embedding_deadline_seconds()
-        numbers = {} if deadline is None else {"batch_deadline_seconds": float(deadline)}
-        return cls(**embedding_environment(), **numbers)
+        return cls(**embedding_environment(), **numbers_from_environment())
 
     def effective_provider(self) -> str:
         choice = (self.provider or "auto").lower()
@@ -138,6 +136,12 @@ class EmbeddingSettings:
         if choice == "openai" and not self.api_key:
             raise ValueError("EMBEDDING_PROVIDER=openai needs OPENAI_API_KEY")
         return choice
+
+
+def numbers_from_environment() -> dict[str, float]:
+    """The numeric settings the environment sets (plain values, not secrets)."""
+    deadline = embedding_deadline_seconds()
+    return {} if deadline is None else {"batch_deadline_seconds": float(deadline)}
 
 
 def usd_for_tokens(model: str, tokens: int) -> float:
@@ -237,7 +241,8 @@ class _RetryPolicy:
         self.where = where
         self.log = log
         self.deadline = time.monotonic() + settings.batch_deadline_seconds
-        self.tried: Counter[str] = Counter()
+        self.tried: Counter[str] = Counter()  # the failures retried or given up on, by reason
+        self.attempts = 0  # requests sent for this batch
         self.past_deadline = False
 
     def seconds_left(self) -> float:
@@ -457,7 +462,8 @@ class EmbeddingClient:
     ) -> bytes:
         async for attempt in policy.retrying():
             with attempt:
-                if attempt.retry_state.attempt_number > 1:
+                policy.attempts = attempt.retry_state.attempt_number
+                if policy.attempts > 1:
                     call.result.retries += 1
                 async with self._semaphore:
                     call.result.requests += 1
@@ -475,7 +481,7 @@ class EmbeddingClient:
 
     def _final_error(self, exc: BaseException, where: str, policy: _RetryPolicy) -> EmbeddingProviderError:
         s = self.settings
-        attempts = sum(policy.tried.values()) or 1
+        attempts = policy.attempts
         if policy.past_deadline:
             _stalled[self._stall_key()] = time.time()
             return EmbeddingDeadlineError(
