@@ -61,9 +61,7 @@ def configured_shapes_export() -> str | None:
 def shapes_export_dir() -> Path:
     """SHAPES_EXPORT_DIR, or where the demo writes its export."""
     return (
-        Path(os.environ.get("SHAPES_EXPORT_DIR") or tinybot_home() / DEMO_SHAPES_EXPORT_FOLDER)
-        .expanduser()
-        .resolve()
+        Path(configured_shapes_export() or tinybot_home() / DEMO_SHAPES_EXPORT_FOLDER).expanduser().resolve()
     )
 
 

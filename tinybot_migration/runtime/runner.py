@@ -118,7 +118,6 @@ def run_migration(
                 )
             except KeyboardInterrupt:  # between Dagster's own handlers: the run is marked as it ended
                 interrupted = give_up.message is None
-                result = None
             finally:
                 watcher.stop()
             if give_up.message is not None:
@@ -164,14 +163,14 @@ class GiveUp:
     """What a CLI run does when one of its steps waited too long for a pool: say so and interrupt the
     run (Dagster fails it and frees its slots); the runner then reports the message as the failure."""
 
-    def __init__(self, log: Progress, interrupt: Callable[[], None] = interrupt_main_thread) -> None:
-        self.log, self.interrupt = log, interrupt
+    def __init__(self, log: Progress) -> None:
+        self.log = log
         self.message: str | None = None
 
     def __call__(self, message: str) -> None:
         self.message = message
         self.log(Notice(message))
-        self.interrupt()
+        interrupt_main_thread()
 
 
 def _fail_if_unfinished(instance: DagsterInstance, run_id: str, message: str) -> None:

@@ -52,13 +52,13 @@ def test_pool_limits_are_set_up_safely_by_several_processes_at_once(make_databas
 
 def test_a_step_waiting_inside_a_run_is_reported_and_given_up_on_after_the_bound():
     """Another run took the pool's last slot after the stage's own check: the watcher says which
-    run holds it, and after the bound calls give_up (the CLI then stops with exit 1)."""
+    run holds it, and after the bound calls give_up (the runner then interrupts the run)."""
     import uuid
 
-    from dagster import DagsterRunStatus, Definitions, asset, define_asset_job
-    from dagster._core.test_utils import create_run_for_test
+    from dagster import Definitions, asset, define_asset_job
 
-    from tinybot_migration.runtime.run_owners import OWNER_TAG, BlockedStepWatcher, owner_tag
+    from tinybot_migration.runtime.run_owners import BlockedStepWatcher
+    from tinybot_migration_tests.helpers.pools import pool_held_by_a_live_run
 
     @asset(pool="toy_pool")
     def pooled() -> None:
@@ -66,14 +66,7 @@ def test_a_step_waiting_inside_a_run_is_reported_and_given_up_on_after_the_bound
 
     lines: list[str] = []
     gave_up: list[str] = []
-    with instance_for_test(
-        overrides={"concurrency": {"pools": {"default_limit": 1, "granularity": "op"}}}
-    ) as instance:
-        initialize_pool_limits(instance, ["toy_pool"])
-        holder = create_run_for_test(
-            instance, job_name="holder", status=DagsterRunStatus.STARTED, tags={OWNER_TAG: owner_tag()}
-        )
-        instance.event_log_storage.claim_concurrency_slot("toy_pool", holder.run_id, "its_step")
+    with pool_held_by_a_live_run() as (instance, holder):
         run_id = str(uuid.uuid4())
         watcher = BlockedStepWatcher(instance, run_id, ["toy_pool"], 3, lines.append, gave_up.append)
         watcher.start()

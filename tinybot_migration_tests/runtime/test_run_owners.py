@@ -8,13 +8,12 @@ import sys
 import time
 
 import pytest
-from dagster import DagsterRunStatus, Definitions, MaterializeResult, RunsFilter, asset, instance_for_test
-from dagster._core.test_utils import create_run_for_test
+from dagster import DagsterRunStatus, Definitions, MaterializeResult, RunsFilter, asset
 
 from tinybot_migration.defs.stages import build_migration_jobs
 from tinybot_migration.runtime import run_owners, runner
-from tinybot_migration.runtime.dagster_instance import initialize_pool_limits
-from tinybot_migration.runtime.run_owners import OWNER_TAG, owner_is_gone, owner_tag
+from tinybot_migration.runtime.run_owners import owner_is_gone, owner_tag
+from tinybot_migration_tests.helpers.pools import pool_held_by_a_live_run
 
 
 def test_a_run_owner_is_gone_only_when_its_process_surely_is():
@@ -47,14 +46,7 @@ def test_a_step_waiting_too_long_for_a_pool_fails_its_run_and_the_process_goes_o
     monkeypatch.setattr(runner, "wait_for_pools", lambda *args: None)  # the slot went in between
     monkeypatch.setattr(run_owners, "POOL_POLL_SECONDS", 0.2)
     said: list = []
-    with instance_for_test(
-        overrides={"concurrency": {"pools": {"default_limit": 1, "granularity": "op"}}}
-    ) as instance:
-        initialize_pool_limits(instance, ["toy_pool"])
-        holder = create_run_for_test(
-            instance, job_name="holder", status=DagsterRunStatus.STARTED, tags={OWNER_TAG: owner_tag()}
-        )
-        instance.event_log_storage.claim_concurrency_slot("toy_pool", holder.run_id, "its_step")
+    with pool_held_by_a_live_run() as (instance, holder):
         started = time.monotonic()
         report = runner.run_migration(
             defs=defs, assets=assets, instance=instance, pool_wait_seconds=1, log=said.append

@@ -326,16 +326,12 @@ def missing_memories(
     return [memory_of(exchange) for exchange in sorted(pending, key=_age)]
 
 
-def _rejected(report: RebuildReport, memory: NewMemory, reason: str) -> None:
+def _rejected(report: RebuildReport, memory: NewMemory, slug: str, reason: str) -> None:
     """A memory whose text the provider refused: counted, and the first few named."""
     report.rejected += 1
-    report.per_personality[_slug_of(report, memory.personality_id)].rejected += 1
+    report.per_personality[slug].rejected += 1
     if len(report.rejection_samples) < REJECTION_SAMPLES:
         report.rejection_samples.append(f"memory {memory.id} (answer {memory.message_ids[-1]}): {reason}")
-
-
-def _slug_of(report: RebuildReport, personality_id: uuid.UUID) -> str:
-    return next(slug for slug, pid in report.personality_ids.items() if pid == personality_id)
 
 
 def _age(exchange: Exchange) -> tuple:

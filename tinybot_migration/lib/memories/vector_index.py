@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from tinybot_migration.lib.database import DatabaseConnectionError
 from tinybot_migration.lib.postgres import VECTOR_INDEX_LOCK, Connect, advisory_lock
 from tinybot_migration.lib.progress import Advanced, Progress, quiet, rate
 from tinybot_migration.lib.schema import EMBEDDING_DIMENSIONS
@@ -171,7 +172,7 @@ def _build_progress(backend_pid: int, rows: int, watch: Connect | None, log: Pro
     def report_while_reachable() -> None:
         try:
             report()
-        except psycopg.Error as error:  # the build goes on without a progress line
+        except (psycopg.Error, DatabaseConnectionError) as error:  # the build goes on, unreported
             log(f"vector index: no build progress ({type(error).__name__})")
 
     watcher = threading.Thread(target=report_while_reachable, name="vector-index-progress", daemon=True)

@@ -175,20 +175,20 @@ def write_pending(
     stage: str,
     log: Progress,
     started: float,
-    on_rejected: Callable[[NewMemory, str], None],
+    on_rejected: Callable[[NewMemory, str, str], None],
     chunk_size: int | None = None,
     done: int = 0,
     total: int | None = None,
 ) -> int:
     """Embed and write a source's pending memories through the shared writer, adding each chunk's
     figures to `report` and saying how far it got; a text the provider refused goes to
-    `on_rejected`. Returns how many memories are done, `done` included (a source writing in batches
+    `on_rejected` (the memory, its personality's slug, the provider's reason). Returns how many memories are done, `done` included (a source writing in batches
     passes it on, with its `total`)."""
     slug_of = {pid: slug for slug, pid in report.personality_ids.items()}
     for outcome in embed_and_write(conn, connect, provider, pending, log, chunk_size):
         report.absorb_spend(outcome)
         for memory, reason in outcome.rejected:
-            on_rejected(memory, reason)
+            on_rejected(memory, slug_of[memory.personality_id], reason)
         for personality_id, written in outcome.written.items():
             report.memories_written += written
             report.per_personality[slug_of[personality_id]].written += written

@@ -372,7 +372,7 @@ def _embed_and_write(
     """Embed and write `pending`; returns the texts the provider refused, with its reason."""
     refused: dict[str, str] = {}
 
-    def rejected(memory: NewMemory, reason: str) -> None:
+    def rejected(memory: NewMemory, _slug: str, reason: str) -> None:
         refused[memory.content] = f"{REFUSED_REASON} ({reason})"
 
     write_pending(conn, connect, provider, pending, report, label, log, started, rejected)
