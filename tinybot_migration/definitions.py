@@ -9,6 +9,7 @@ from dagster import AssetsDefinition, Definitions, EnvVar, colored_console_logge
 import tinybot_migration  # noqa: F401  (warning filters before any decorator runs)
 from tinybot_migration.defs.cli_logger import CLI_LOGGER, cli_logger
 from tinybot_migration.defs.memories import definitions as memories
+from tinybot_migration.defs.memory_bill import memory_bill_jobs
 from tinybot_migration.defs.relational import definitions as relational
 from tinybot_migration.defs.resources import (
     EmbeddingProviderResource,
@@ -50,7 +51,7 @@ defs = Definitions.merge(
     *(domain.defs for domain in DOMAINS),
     sync.defs,  # a job between two new databases, outside the migration's stages
     Definitions(
-        jobs=build_migration_jobs(ALL_ASSETS),
+        jobs=[*build_migration_jobs(ALL_ASSETS), *memory_bill_jobs],
         # The console for runs from the UI; the CLI's runs log to a file and show progress instead.
         loggers={"console": colored_console_logger, CLI_LOGGER: cli_logger},
         resources={

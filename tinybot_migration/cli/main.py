@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from tinybot_migration.cli.dev import dev_command, register_partitions_from_old_database
+from tinybot_migration.cli.dev import dev_command
 from tinybot_migration.cli.search import search_command
 from tinybot_migration.cli.summary import (
     console,
@@ -95,13 +95,10 @@ def cmd_demo(scale: int, seed: int, replace: bool, log_level: str | None) -> int
     else:
         data = "demo data already present (--replace regenerates it)"
     console.print(f"tinybot demo in {tinybot_home()}: {data}", highlight=False)
-    # The dry run first, without its own progress: its bill is set against what was spent in the summary.
-    estimate = _dry_run_report(log_level=log_level, progress=False)
-    if estimate is not None and estimate.interrupted:
-        raise KeyboardInterrupt
-    if estimate is not None:
-        console.print(f"dry run: the embedding bill estimated in {estimate.seconds:.1f}s, nothing written")
-    code = _run_and_report(log_level=log_level, estimate=estimate)
+    # The bill first, without its own progress: the summary sets it against what was spent.
+    bill = _memory_bill(progress=False)
+    console.print(f"dry run: the embedding bill estimated in {bill.seconds:.1f}s, nothing written")
+    code = _run_and_report(log_level=log_level, bill=bill)
     if code == 0:
         _print_next_steps()
     return code
@@ -109,32 +106,35 @@ def cmd_demo(scale: int, seed: int, replace: bool, log_level: str | None) -> int
 
 def cmd_run(log_level: str | None, pool_wait_seconds: float | None, dry_run: bool) -> int:
     if dry_run:
-        report = _dry_run_report(log_level=log_level, pool_wait_seconds=pool_wait_seconds)
-        if report is None:
-            return 1
-        if report.interrupted:
-            raise KeyboardInterrupt
-        print_estimate(report)
-        if log_level is None:
-            _say_log_file()
-        return 0 if report.success else 1
+        print_estimate(_memory_bill())
+        return 0
     return _run_and_report(log_level=log_level, pool_wait_seconds=pool_wait_seconds)
 
 
-def _dry_run_report(
-    log_level: str | None = None, pool_wait_seconds: float | None = None, progress: bool = True
-):
-    """The memory assets' dry run (what would be embedded and its cost), or None when Dagster's
-    storage went away (said already)."""
+def _memory_bill(progress: bool = True):
+    """What the memory assets would embed and what it would cost (`lib/memory_bill.py`): read from
+    the configured databases and export, nothing written, no provider called, no Dagster run."""
+    from tinybot_migration.defs.resources import NewDatabaseResource, OldDatabaseResource
+    from tinybot_migration.lib.embeddings.client import EmbeddingClient
+    from tinybot_migration.lib.memory_bill import estimate_memory_bill
+    from tinybot_migration.lib.shapes.export import export_folder
+
+    _require_configuration()
     if progress:
         console.print("dry run: what the memory assets would embed, and what it would cost")
-    return _migration_report(
-        log_level,
-        pool_wait_seconds,
-        progress=progress,
-        dry_run=True,
-        before_stages=register_partitions_from_old_database,
-    )
+        _print_databases()
+    client = EmbeddingClient.from_environment()
+    try:
+        with NewDatabaseResource(url=NEW_DATABASE.configured_url()).connect_read_only() as conn:
+            return estimate_memory_bill(
+                conn,
+                OldDatabaseResource(url=OLD_DATABASE.configured_url()).connect,
+                client,
+                export_folder(configured_shapes_export()),
+                as_lines(console.print) if progress else None,
+            )
+    finally:
+        client.close()
 
 
 @functools.cache
@@ -255,13 +255,11 @@ class _StorageRetriesOnce(logging.Filter):
 _STORAGE_RETRIES_ONCE = _StorageRetriesOnce()
 
 
-def _run_and_report(
-    log_level: str | None = None, pool_wait_seconds: float | None = None, estimate=None
-) -> int:
+def _run_and_report(log_level: str | None = None, pool_wait_seconds: float | None = None, bill=None) -> int:
     report = _migration_report(log_level, pool_wait_seconds)
     if report is None:
         return 1
-    print_summary(report, estimate)
+    print_summary(report, bill)
     if log_level is None:
         _say_log_file()
     if report.interrupted:

@@ -7,15 +7,16 @@ from rich.console import Console
 from rich.table import Table
 
 from tinybot_migration.lib.database import connection_lost
+from tinybot_migration.lib.memory_bill import SHAPES_EXPORT
 from tinybot_migration.lib.settings import DAGSTER_STORAGE
 
 # Off a terminal (CI logs, pipes) rich assumes 80 columns, too narrow for the summary table.
 console = Console(width=None if Console().is_terminal else 140)
 
 
-def print_summary(report, estimate=None) -> None:
-    """The migration's summary; with `estimate` (the dry run before it), the bill it announced
-    against what was spent."""
+def print_summary(report, bill=None) -> None:
+    """The migration's summary; with `bill` (the `MemoryBill` estimated before it), the bill it
+    announced against what was spent."""
     table = Table()
     for column in ("asset", "old rows", "new rows", "written", "id collisions", "checks", "seconds"):
         table.add_column(column, justify="left" if column == "asset" else "right")
@@ -46,8 +47,8 @@ def print_summary(report, estimate=None) -> None:
         if "old_pending_memories" in asset.metadata:
             console.print(_pending_line(name, asset.metadata))
         if "memories_written" in asset.metadata:
-            planned = estimate.assets.get(name) if estimate is not None else None
-            console.print(_memory_line(name, asset.metadata, planned.metadata if planned else None))
+            planned = bill.sources.get(name) if bill is not None else None
+            console.print(_memory_line(name, asset.metadata, planned))
         if "build_seconds" in asset.metadata:
             _print_index(name, asset.metadata)
     _print_findings(report)
@@ -95,7 +96,7 @@ def _requests(m: dict) -> str:
 
 
 def _memory_line(name: str, m: dict, planned: dict | None = None) -> str:
-    """What a memory asset wrote and embedded; with `planned` (its dry run's metadata), the bill
+    """What a memory asset wrote and embedded; with `planned` (its estimate's figures), the bill
     the dry run announced, said to match when texts, tokens and dollars all do."""
     cost = f", estimated ${m['estimated_cost_usd']:.4f}" if m.get("estimated_cost_usd") else ""
     source = f" from {m['exchanges']:,} exchanges" if "exchanges" in m else ""
@@ -107,7 +108,7 @@ def _memory_line(name: str, m: dict, planned: dict | None = None) -> str:
     )
     if m.get("exchanges_rejected"):
         line += f"; [red]{m['exchanges_rejected']:,} exchanges rejected by the provider[/]"
-    if planned and planned.get("dry_run"):
+    if planned:
         announced = (planned["texts_to_embed"], planned["estimated_tokens"], planned["estimated_cost_usd"])
         spent = (m.get("provider_inputs"), m.get("tokens"), m.get("estimated_cost_usd", 0.0))
         line += (
@@ -164,12 +165,10 @@ def _print_index(name: str, m: dict) -> None:
         console.print(f"example search: {m['search_example']}", no_wrap=True, overflow="ellipsis")
 
 
-def print_estimate(report) -> None:
-    """What a dry run found: per memory asset, the texts to embed and their estimated bill."""
-    for name, asset in report.assets.items():
-        m = asset.metadata
-        if not m.get("dry_run"):
-            continue
+def print_estimate(bill) -> None:
+    """What a dry run found (a `MemoryBill`): per memory asset, the texts to embed and their
+    estimated bill, then what the export survey found."""
+    for name, m in bill.sources.items():
         line = (
             f"{name} (dry run): {m.get('memories_to_write', 0):,} memories to write, "
             f"{m['texts_to_embed']:,} texts to embed ({m['cache_hits']:,} already in the cache), "
@@ -177,17 +176,16 @@ def print_estimate(report) -> None:
         )
         if m.get("history_from") == "old database":
             line += " (history paired from the old database: the new one has none yet)"
-        if "records" in m:
+        if m.get("records"):
             line += (
                 f"; {m['records']:,} records: {m['records_to_import']:,} to import, {m['records_deleted']:,} "
                 f"deleted, {m['records_duplicate']:,} duplicates, {m['records_rejected']:,} rejected, "
                 f"{m['unmapped_senders']:,} unmapped senders"
             )
         console.print(line)
-    _print_findings(report)  # the export survey runs in a dry run too
-    if report.failure:
-        console.print(f"[red]dry run failed[/]: {report.failure}")
-    console.print(f"dry run: nothing written, no provider called ({report.seconds:.1f}s)")
+    for finding in bill.findings:  # the export survey's checks, all WARN
+        console.print(f"[yellow]{finding.severity}[/] {SHAPES_EXPORT}.{finding.name}: {finding.description}")
+    console.print(f"dry run: nothing written, no provider called ({bill.seconds:.1f}s)")
 
 
 def interrupted_advice(command: str = "run") -> str:

@@ -7,7 +7,6 @@ from typing import TypeVar
 
 from dagster import BackfillPolicy, Failure
 
-from tinybot_migration.defs.dry_run import DRY_RUN_TAG, TAKES_CONFIG
 from tinybot_migration.defs.partitions import personality_partitions
 from tinybot_migration.defs.pools import EMBEDDING_POOL
 from tinybot_migration.lib.embeddings.client import EmbeddingProviderError
@@ -16,8 +15,7 @@ from tinybot_migration.lib.personalities import UnknownPersonalityError
 T = TypeVar("T")
 
 # What every memory source's asset shares: partitioned by personality, one run over any number of
-# keys, the provider's pool, a dry run. `can_subset` makes its checks optional outputs, so that a
-# dry run can end with an observation instead of a materialization.
+# keys, the provider's pool. `can_subset` makes its checks optional outputs.
 MEMORY_ASSET_OPTIONS = dict(
     can_subset=True,
     partitions_def=personality_partitions,
@@ -25,7 +23,6 @@ MEMORY_ASSET_OPTIONS = dict(
     pool=EMBEDDING_POOL,
     # No RetryPolicy: the provider retries each request itself within its deadline, and Dagster
     # would turn Ctrl-C or SIGTERM inside the step into a retry that keeps paying.
-    op_tags={DRY_RUN_TAG: TAKES_CONFIG},
 )
 
 

@@ -2,9 +2,14 @@
 are one partition of the memory assets)."""
 
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 
 import psycopg
+
+from tinybot_migration.lib.new_database_schema import has_rows
+from tinybot_migration.lib.postgres import Connect
+from tinybot_migration.lib.schema import PERSONALITIES
 
 
 def personality_slugs(conn: psycopg.Connection) -> list[str]:
@@ -56,3 +61,17 @@ def personality_batches(
         batches[-1][slug] = personality_id
         size += heft
     return batches
+
+
+@contextmanager
+def people_database(
+    new_conn: psycopg.Connection, old_connect: Connect
+) -> Iterator[tuple[psycopg.Connection | None, psycopg.Connection]]:
+    """(the new database once it is migrated, the database to read users, personas and
+    personalities from): the new one for both once it has personalities; before the first migration
+    None and the old database, whose slugs and discord ids are the same."""
+    if has_rows(new_conn, PERSONALITIES):
+        yield new_conn, new_conn
+        return
+    with old_connect() as old_conn:
+        yield None, old_conn

@@ -32,7 +32,6 @@ class MigrationReport:
     seconds: float
     failure: str | None = None
     notes: list[str] = field(default_factory=list)
-    dry_run: bool = False
     interrupted: bool = False  # SIGINT or SIGTERM stopped it; a re-run resumes
 
     @property
@@ -61,10 +60,6 @@ def collect(result, reports: dict[str, AssetReport]) -> None:
         materialization = event.step_materialization_data.materialization
         name = materialization.asset_key.to_user_string()
         reports.setdefault(name, AssetReport(name)).metadata = plain(materialization.metadata)
-    for event in result.get_asset_observation_events():  # a dry run observes instead
-        observation = event.asset_observation_data.asset_observation
-        name = observation.asset_key.to_user_string()
-        reports.setdefault(name, AssetReport(name)).metadata = plain(observation.metadata)
     for evaluation in result.get_asset_check_evaluations():
         name = evaluation.asset_key.to_user_string()
         reports.setdefault(name, AssetReport(name)).checks.append(

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
-from dagster import AssetKey, AssetsDefinition, DagsterInstance, Definitions
+from dagster import AssetsDefinition, DagsterInstance, Definitions
 
 from tinybot_migration.defs.cli_logger import logger_config, stage_started
-from tinybot_migration.defs.dry_run import DRY_RUN_TAG, TAKES_CONFIG, dry_run_role
 from tinybot_migration.defs.stages import MigrationStage, declared_pools, migration_stages
 from tinybot_migration.lib.progress import Notice, Progress, quiet
 from tinybot_migration.runtime.dagster_instance import initialize_pool_limits, prepare_instance
@@ -52,19 +51,15 @@ def run_migration(
     instance: DagsterInstance | None = None,
     pool_wait_seconds: float = DEFAULT_POOL_WAIT_SECONDS,
     log: Progress = quiet,
-    dry_run: bool = False,
-    before_stages: Callable[[DagsterInstance], None] | None = None,
 ) -> MigrationReport:
     """Materialize every asset the project defines, with every check, and report the results.
 
     One run per stage of the asset graph (`stages.migration_stages`); a partitioned stage runs once
     over every key registered by then (docs/design.md §8). A failed run stops the ones after it. Runs left
     STARTED by a process that is gone are marked failed first (their slots freed), and a stage
-    whose pools have no free slot waits at most `pool_wait_seconds`. With `dry_run`, each stage
-    runs only its assets that take part in a dry run (`dry_run.py`), and nothing is written.
-    `before_stages` gets the instance before the first stage (the CLI registers partitions there
-    for a dry run before the first migration). With `log_file`, Dagster's lines go there and the
-    progress to the CLI's display (`defs/cli_logger.py`) instead of the console.
+    whose pools have no free slot waits at most `pool_wait_seconds`. With `log_file`, Dagster's
+    lines go there and the progress to the CLI's display (`defs/cli_logger.py`) instead of the
+    console. (What the memory stages would cost is `memory_bill`, which runs no Dagster run.)
     """
     started = time.perf_counter()
     if defs is None:
@@ -82,15 +77,8 @@ def run_migration(
             f"run {run.run_id} was left STARTED by a process that is gone ({run.owner}): marked failed"
             for run in fail_abandoned_runs(active, log)
         ]
-        if before_stages is not None:
-            before_stages(active)
-        by_key = {key: asset for asset in assets for key in asset.keys}
+        run_config = {"loggers": logger_config(log_level, log_file)}
         for stage in migration_stages(assets):
-            selection, run_config = stage_selection(
-                stage, by_key, logger_config(log_level, log_file), dry_run
-            )
-            if not selection:
-                continue
             tags = stage_run_tags(stage, active)
             if tags is None:
                 notes.append(
@@ -106,15 +94,14 @@ def run_migration(
             give_up = GiveUp(log)
             watcher = BlockedStepWatcher(active, run_id, stage.pools, pool_wait_seconds, log, give_up)
             watcher.start()
-            stage_started(stage.job_name, len(selection))
+            stage_started(stage.job_name, len(stage.asset_keys))
             try:
                 result = defs.resolve_job_def(stage.job_name).execute_in_process(
                     instance=active,
                     raise_on_error=False,
                     run_config=run_config,
-                    tags=tags | ({DRY_RUN_TAG: "true"} if dry_run else {}),
+                    tags=tags,
                     run_id=run_id,
-                    asset_selection=selection if dry_run else None,
                 )
             except KeyboardInterrupt:  # between Dagster's own handlers: the run is marked as it ended
                 interrupted = give_up.message is None
@@ -138,25 +125,8 @@ def run_migration(
     order = {asset.key.to_user_string(): i for i, asset in enumerate(assets)}
     reports = dict(sorted(reports.items(), key=lambda item: order.get(item[0], len(order))))
     return MigrationReport(
-        run_ids, success, reports, time.perf_counter() - started, failure, notes, dry_run, interrupted
+        run_ids, success, reports, time.perf_counter() - started, failure, notes, interrupted
     )
-
-
-def stage_selection(
-    stage: MigrationStage, by_key: Mapping[AssetKey, AssetsDefinition], loggers: dict, dry_run: bool
-) -> tuple[list[AssetKey], dict]:
-    """The assets a stage's run covers and its run config: all of them, or for a dry run those
-    that take part in one (the ones taking `DryRunConfig` told so)."""
-    run_config: dict = {"loggers": loggers}
-    if not dry_run:
-        return list(stage.asset_keys), run_config
-    selection = [key for key in stage.asset_keys if dry_run_role(by_key[key]) is not None]
-    run_config["ops"] = {
-        by_key[key].op.name: {"config": {"dry_run": True}}
-        for key in selection
-        if dry_run_role(by_key[key]) == TAKES_CONFIG
-    }
-    return selection, run_config
 
 
 class GiveUp:

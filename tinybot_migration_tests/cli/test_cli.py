@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -284,13 +283,9 @@ def test_dg_launch_from_the_project(cli_databases, tinybot_home, tmp_path):
     with psycopg.connect(new_url) as conn:
         assert conn.execute("SELECT count(*) FROM conversation_history").fetchone()[0] == 4_364
         first, last = conn.execute("SELECT min(slug), max(slug) FROM personalities").fetchone()
-    both = "key:rebuilt_memories or key:shapes_memories"
-    dry_run = {
-        "ops": {name: {"config": {"dry_run": True}} for name in ("rebuilt_memories", "shapes_memories")}
-    }
-    launch("--assets", both, "--partition-range", f"{first}...{last}", "--config-json", json.dumps(dry_run))
+    launch("--job", "memory_bill")  # the UI's dry run
     with psycopg.connect(new_url) as conn:
-        assert conn.execute("SELECT count(*) FROM memories").fetchone()[0] == 0  # the dry run wrote nothing
+        assert conn.execute("SELECT count(*) FROM memories").fetchone()[0] == 0  # the bill wrote nothing
     launch("--assets", "rebuilt_memories", "--partition-range", f"{first}...{last}")
     with psycopg.connect(new_url) as conn:
         [all_ids] = conn.execute("SELECT array_agg(id) FROM personalities").fetchone()

@@ -16,7 +16,8 @@ from tinybot_migration.lib.embeddings.hash_embedder import hash_embedding
 from tinybot_migration.lib.ids import memory_id
 from tinybot_migration.lib.memories import checks
 from tinybot_migration.lib.memories.pairing import memory_content
-from tinybot_migration.lib.memories.rebuild import estimate_rebuild, rebuild_memories
+from tinybot_migration.lib.memories.rebuild import rebuild_memories
+from tinybot_migration.lib.memory_bill import estimate_rebuild
 from tinybot_migration.lib.new_database_schema import apply_old_schema
 from tinybot_migration.lib.personalities import UnknownPersonalityError
 from tinybot_migration_tests.helpers.conversations import T0, Conversations
@@ -381,7 +382,7 @@ def fill(conversations: Conversations) -> None:
     conversations.say("alpha", "assistant", "alpha answer 0 about roses", 101)  # a repeated answer
 
 
-def test_a_dry_run_before_the_first_migration_pairs_the_old_history_and_touches_nothing(
+def test_an_estimate_before_the_first_migration_pairs_the_old_history_and_touches_nothing(
     make_database, admin_connect, server
 ):
     old_url, new_url = make_database("dry_old"), make_database("dry_new")
@@ -390,19 +391,17 @@ def test_a_dry_run_before_the_first_migration_pairs_the_old_history_and_touches_
     fill(Conversations(old))
     database = NewDatabaseResource(url=new_url)
     with database.connect_read_only() as conn:
-        estimate = estimate_rebuild(
-            conn, OldDatabaseResource(url=old_url).connect, provider(server), ["alpha"]
-        )
+        estimate = estimate_rebuild(conn, OldDatabaseResource(url=old_url).connect, provider(server), None)
     assert server.requests == [] and estimate.history_from == "old database"
     assert (estimate.pending, estimate.estimate.texts, estimate.estimate.cache_hits) == (5, 5, 0)
     with admin_connect(new_url) as new:
         assert new.execute("SELECT to_regclass('memories')").fetchone()[0] is None  # no schema applied
 
-    # The same history in the new DB: the real run embeds exactly what the dry run announced.
+    # The same history in the new DB: the real run embeds exactly what the estimate announced.
     with database.connect() as conn:
         fill(Conversations(conn))
         report = rebuild_memories(conn, provider(server), ["alpha"])
     assert report.provider_inputs == estimate.estimate.texts and report.tokens == estimate.estimate.tokens
     with database.connect_read_only() as conn:
-        after = estimate_rebuild(conn, OldDatabaseResource(url=old_url).connect, provider(server), ["alpha"])
+        after = estimate_rebuild(conn, OldDatabaseResource(url=old_url).connect, provider(server), conn)
     assert after.history_from == "new database" and after.estimate.texts == 0 and after.pending == 0

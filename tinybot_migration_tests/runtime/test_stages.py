@@ -78,25 +78,3 @@ def test_a_failed_first_run_stops_the_partitioned_run():
     assert len(report.run_ids) == 1
     assert "the relational stage failed" in report.failure
     assert "per_slug" not in report.assets and "summary" not in report.assets
-
-
-def test_a_dry_run_runs_only_the_assets_that_take_part_with_their_config():
-    from tinybot_migration.definitions import ALL_ASSETS
-    from tinybot_migration.defs.cli_logger import logger_config
-    from tinybot_migration.runtime.runner import stage_selection
-
-    CONSOLE = logger_config("INFO", None)
-    by_key = {key: a for a in ALL_ASSETS for key in a.keys}
-    first, second, third = migration_stages(ALL_ASSETS)
-    selection, config = stage_selection(first, by_key, CONSOLE, dry_run=True)
-    assert [k.to_user_string() for k in selection] == ["shapes_export"]  # the relational copy writes
-    assert config["ops"] == {}
-    selection, config = stage_selection(second, by_key, CONSOLE, dry_run=True)
-    assert [k.to_user_string() for k in selection] == ["rebuilt_memories", "shapes_memories"]
-    assert config["ops"] == {
-        "rebuilt_memories": {"config": {"dry_run": True}},
-        "shapes_memories": {"config": {"dry_run": True}},
-    }
-    selection, config = stage_selection(second, by_key, CONSOLE, dry_run=False)
-    assert len(selection) == 2 and "ops" not in config
-    assert stage_selection(third, by_key, CONSOLE, dry_run=True)[0] == []  # the index is left out

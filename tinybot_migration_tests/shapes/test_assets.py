@@ -1,10 +1,13 @@
 """`shapes_export` and `shapes_memories` as Dagster runs them: a range run over the personality
-partitions with every check, the WARN checks of the survey, a dry run that only observes, and
+partitions with every check, the WARN checks of the survey, the `memory_bill` job that only observes, and
 the cases where there is nothing to import or the export cannot be read."""
 
-import pytest
-from dagster import AssetKey, instance_for_test, materialize
+import json
 
+import pytest
+from dagster import instance_for_test, materialize
+
+from tinybot_migration.defs.memory_bill import memory_bill
 from tinybot_migration.defs.partitions import personality_partitions
 from tinybot_migration.defs.resources import (
     NewDatabaseResource,
@@ -136,23 +139,30 @@ def test_a_record_id_in_two_folders_is_imported_into_both_and_named(instance, ex
     assert metadata(result, "shapes_memories")["memories_written"] == 3  # one per personality, and nova's own
 
 
-def test_a_dry_run_observes_the_bill_and_materializes_nothing(instance, export):
-    instance.add_dynamic_partitions(personality_partitions.name, ["luna", "nova"])
-    config = {"ops": {"shapes_memories": {"config": {"dry_run": True}}}}
+def test_the_memory_bill_job_observes_each_memory_asset_and_writes_nothing(instance, export):
+    """The UI's dry run: a job of its own, no mode of the memory assets. Its estimate is an
+    observation of each memory asset; the export survey's findings are its own figures."""
+    export.write_text("nobody", json.dumps([record([SENDERS[0]], "no personality has this folder")]))
     with OpenAITestServer() as server:
-        result = run(instance, export, server, run_config=config)
+        result = memory_bill.execute_in_process(
+            instance=instance,
+            resources=resources(export, server, ShapesExportResource(path=str(export.folder))),
+        )
         assert server.requests == []
-    assert result.success and result.asset_materializations_for_node("shapes_memories") == []
-    assert [
-        e.check_name for e in result.get_asset_check_evaluations() if e.asset_key.path == ["shapes_memories"]
-    ] == []
-    [observation] = [
-        e.asset_observation_data.asset_observation
+    assert result.success and result.get_asset_materialization_events() == []
+    observed = {
+        e.asset_observation_data.asset_observation.asset_key.to_user_string(): {
+            k: getattr(v, "value", v) for k, v in e.asset_observation_data.asset_observation.metadata.items()
+        }
         for e in result.get_asset_observation_events()
-        if e.asset_observation_data.asset_observation.asset_key == AssetKey("shapes_memories")
-    ]
-    figures = {k: getattr(v, "value", v) for k, v in observation.metadata.items()}
-    assert figures["dry_run"] is True and figures["texts_to_embed"] == 2 and figures["memories_to_write"] == 3
+    }
+    assert set(observed) == {"rebuilt_memories", "shapes_memories"}
+    shapes = observed["shapes_memories"]
+    assert shapes["dry_run"] is True and shapes["texts_to_embed"] == 2 and shapes["memories_to_write"] == 3
+    [output] = [e for e in result.all_events if e.is_successful_output]
+    totals = {k: getattr(v, "value", v) for k, v in output.event_specific_data.metadata.items()}
+    assert totals["texts_to_embed"] == 2 and "every_folder_maps_to_a_personality" in totals["findings"]
+    assert "nobody" in totals["findings"]
     assert export.conn.execute("SELECT count(*) FROM memories").fetchone()[0] == 0
     assert export.conn.execute("SELECT count(*) FROM shapes_persona_mappings").fetchone()[0] == 0
 

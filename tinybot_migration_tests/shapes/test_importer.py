@@ -15,10 +15,11 @@ from tinybot_migration.lib.ids import (
     deterministic_uuid,
     shapes_persona_mapping_seed,
 )
+from tinybot_migration.lib.memories.pipeline import estimate_memories
 from tinybot_migration.lib.personalities import personality_ids_for
 from tinybot_migration.lib.shapes.checks import every_record_accounted_for
 from tinybot_migration.lib.shapes.export import ShapesExportError
-from tinybot_migration.lib.shapes.importer import import_shapes_memories
+from tinybot_migration.lib.shapes.importer import ShapesSource, import_shapes_memories
 from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, client_for
 from tinybot_migration_tests.helpers.shapes_exports import SENDERS, T0, ShapesExport, record
 
@@ -47,6 +48,13 @@ def import_all(export: ShapesExport, server, slugs=("luna",), **options):
     return import_shapes_memories(
         conn, client_for(server), export.folder, personality_ids_for(conn, list(slugs)), **options
     )
+
+
+def estimate_all(export: ShapesExport, server, slugs=("luna",)):
+    """What importing `slugs` would write and cost, reading only (the memory bill's way)."""
+    conn = export.conn
+    source = ShapesSource(conn, conn, export.folder, personality_ids_for(conn, list(slugs)))
+    return estimate_memories(source, conn, client_for(server))
 
 
 def rows(conn, table: str, order: str = "1, 2") -> list[tuple]:
@@ -289,11 +297,11 @@ def test_a_malformed_mapping_file_stops_the_import_before_anything_is_written(ex
     assert server.requests == []
 
 
-def test_a_dry_run_writes_nothing_calls_nothing_and_estimates_what_the_run_then_spends(export, server):
+def test_an_estimate_writes_nothing_calls_nothing_and_is_what_the_run_then_spends(export, server):
     export.write(
         "luna", [record([MAPPED, UNLISTED], "one"), record([SECOND], "two"), record([SECOND], "one")]
     )
-    dry = import_all(export, server, dry_run=True)
+    dry = estimate_all(export, server)
     assert server.requests == []
     for table in (
         "memories",
@@ -305,7 +313,7 @@ def test_a_dry_run_writes_nothing_calls_nothing_and_estimates_what_the_run_then_
     assert (dry.estimate.texts, dry.pending) == (2, 4)
     real = import_all(export, server)
     assert real.provider_inputs == dry.estimate.texts and real.tokens == dry.estimate.tokens
-    assert import_all(export, server, dry_run=True).estimate.texts == 0
+    assert estimate_all(export, server).estimate.texts == 0
 
 
 def test_a_file_with_a_byte_order_mark_is_read_whole_even_for_a_refused_record(export, server):
@@ -335,7 +343,7 @@ def test_personalities_are_imported_in_batches_of_files_with_one_account(export,
 
     monkeypatch.setattr(importer, "parse_memories_file", parse_and_note)
     lines: list = []
-    dry = import_all(export, server, slugs=("luna", "nova"), dry_run=True)
+    dry = estimate_all(export, server, slugs=("luna", "nova"))
     assert dry.estimate.texts == 3 and server.requests == []  # "one" twice is one text to embed
     report = import_all(export, server, slugs=("luna", "nova"), log=lines.append)
     assert parsed == ["luna", "nova", "luna", "nova"]

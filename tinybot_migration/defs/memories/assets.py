@@ -12,8 +12,8 @@ from typing import Literal, TypeVar
 from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetObservation,
     AssetSpec,
+    Config,
     MaterializeResult,
     MetadataValue,
     multi_asset,
@@ -22,7 +22,6 @@ from pydantic import Field
 
 from tinybot_migration.defs.check_results import selected_results
 from tinybot_migration.defs.cli_logger import progress_of
-from tinybot_migration.defs.dry_run import DryRunConfig
 from tinybot_migration.defs.memory_source import MEMORY_ASSET_OPTIONS, failing_clearly
 from tinybot_migration.defs.resources import (
     EmbeddingProviderResource,
@@ -40,11 +39,11 @@ from tinybot_migration.lib.memories.checks import (
     no_duplicate_memories,
 )
 from tinybot_migration.lib.memories.coverage import HISTORY_DELTA, HISTORY_FULL
-from tinybot_migration.lib.memories.rebuild import RebuildReport, estimate_rebuild, rebuild_memories
+from tinybot_migration.lib.memories.rebuild import RebuildReport, rebuild_memories
 from tinybot_migration.lib.memories.writer import SOURCE_BOT, memory_count
 
 
-class RebuildConfig(DryRunConfig):
+class RebuildConfig(Config):
     history: Literal["full", "delta"] = Field(
         default=HISTORY_FULL,
         description="full: pair every message of the personalities (the migration, a reconciliation); "
@@ -114,19 +113,8 @@ REBUILT_MEMORY_CHECKS = (
 )
 
 
-def estimate_metadata(report: RebuildReport, model: str) -> dict:
-    return {
-        **report.estimate.estimate_metadata(model),
-        "history_from": report.history_from,
-        "personalities": len(report.personality_ids),
-        "exchanges": report.stats.exchanges,
-        "memories_to_write": report.pending,
-        "memories_already_present": report.already_present,
-    }
-
-
-# A multi_asset of one asset, so that a dry run can end with an observation instead of a
-# materialization (an @asset's check results are required outputs).
+# A multi_asset of one asset, so that a run may leave its checks out (`can_subset`; an @asset's
+# check results are required outputs).
 @multi_asset(
     specs=[
         AssetSpec(
@@ -138,8 +126,8 @@ def estimate_metadata(report: RebuildReport, model: str) -> dict:
             description="One memory per exchange of the conversation history, embedded (cached) and "
             "bulk-loaded. Partitioned by personality slug: before the first migration the partitions "
             "are the old DB's slugs (so Materialize all works on a fresh instance), and the "
-            "`personalities` asset registers new ones as it copies them. Run config dry_run: true "
-            "estimates the bill and writes nothing; history: delta (the incremental sensor's runs) pairs "
+            "`personalities` asset registers new ones as it copies them (the `memory_bill` job "
+            "estimates what it would embed and cost). Run config history: delta (the incremental sensor's runs) pairs "
             "only what came after each personality's coverage mark.",
         )
     ],
@@ -158,17 +146,6 @@ def rebuilt_memories(
 ) -> Iterator:
     slugs = list(context.partition_keys)
     model = cache_model_name(embedding_provider.client())
-    if config.dry_run:
-        with new_database.connect_read_only() as conn:
-            report = failing_clearly(
-                lambda: estimate_rebuild(
-                    conn, old_database.connect, embedding_provider.client(), slugs, progress_of(context)
-                )
-            )
-        context.log_event(
-            AssetObservation(asset_key="rebuilt_memories", metadata=estimate_metadata(report, model))
-        )
-        return
     context.log.info(
         f"rebuilding memories of {len(slugs)} personalities in {new_database.display_url()} with {model}"
     )

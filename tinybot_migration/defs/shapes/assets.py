@@ -2,14 +2,11 @@
 imported per personality through the cache and the shared memory writer)."""
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
 from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetObservation,
     AssetSpec,
     Failure,
     MaterializeResult,
@@ -20,7 +17,6 @@ from dagster import (
 
 from tinybot_migration.defs.check_results import check_results, selected_results
 from tinybot_migration.defs.cli_logger import progress_of
-from tinybot_migration.defs.dry_run import DRY_RUN_TAG, READ_ONLY, DryRunConfig
 from tinybot_migration.defs.memory_source import MEMORY_ASSET_OPTIONS, failing_clearly
 from tinybot_migration.defs.resources import (
     EmbeddingProviderResource,
@@ -28,8 +24,7 @@ from tinybot_migration.defs.resources import (
     OldDatabaseResource,
 )
 from tinybot_migration.defs.resources.shapes_export import ShapesExportResource
-from tinybot_migration.lib.embeddings.cache import CostEstimate, cache_model_name
-from tinybot_migration.lib.embeddings.client import EmbeddingClient
+from tinybot_migration.lib.embeddings.cache import cache_model_name
 from tinybot_migration.lib.memories.checks import (
     EMBEDDINGS_PRESENT_WITH_RIGHT_DIMENSIONS,
     MEMORY_CHECK_DESCRIPTIONS,
@@ -38,56 +33,35 @@ from tinybot_migration.lib.memories.checks import (
     no_duplicate_memories,
 )
 from tinybot_migration.lib.memories.writer import SOURCE_SHAPES, memory_count
-from tinybot_migration.lib.new_database_schema import has_rows
-from tinybot_migration.lib.personalities import personality_ids_for
-from tinybot_migration.lib.schema import PERSONALITIES
+from tinybot_migration.lib.personalities import people_database, personality_ids_for, personality_slugs
 from tinybot_migration.lib.shapes.checks import (
-    EVERY_FILE_PARSES,
-    EVERY_FOLDER_MAPS_TO_A_PERSONALITY,
     EVERY_RECORD_ACCOUNTED_FOR,
-    RECORD_IDS_UNIQUE_ACROSS_FOLDERS,
     SENDERS_MAPPED_TO_PERSONAS,
     SHAPES_CHECK_DESCRIPTIONS,
-    every_file_parses,
-    every_folder_maps_to_a_personality,
+    SURVEY_CHECKS,
     every_record_accounted_for,
-    record_ids_unique_across_folders,
     senders_mapped_to_personas,
+    survey_checks,
 )
-from tinybot_migration.lib.shapes.export import (
-    ExportSurvey,
-    ShapesExportError,
-    shared_record_ids,
-    survey_export,
-)
+from tinybot_migration.lib.shapes.export import ExportSurvey, ShapesExportError, survey_export
 from tinybot_migration.lib.shapes.importer import ShapesImportReport, import_shapes_memories
 
 SHAPES_GROUP = "shapes"
 PER_FOLDER_ROWS = 100
 
 
-@contextmanager
-def people_database(
-    new_database: NewDatabaseResource, old_database: OldDatabaseResource
-) -> Iterator[tuple[psycopg.Connection | None, psycopg.Connection]]:
-    """Read-only (new DB, DB to read users, personas and personalities from): the new DB for both
-    once it is migrated; before the first migration (a dry run on a fresh database) None and the
-    old DB, whose slugs and discord ids are the same."""
-    with new_database.connect_read_only() as new_conn:
-        if has_rows(new_conn, PERSONALITIES):
-            yield new_conn, new_conn
-            return
-        with old_database.connect() as old_conn:
-            yield None, old_conn
-
-
 def known_personality_slugs(
     new_database: NewDatabaseResource, old_database: OldDatabaseResource
 ) -> tuple[set[str], str]:
     """The slugs folders are matched against, and which database they came from."""
-    with people_database(new_database, old_database) as (migrated, people):
-        slugs = {slug for (slug,) in people.execute("SELECT slug FROM personalities").fetchall()}
-        return slugs, "new database" if migrated is not None else "old database"
+    with (
+        new_database.connect_read_only() as new_conn,
+        people_database(new_conn, old_database.connect) as (
+            migrated,
+            people,
+        ),
+    ):
+        return set(personality_slugs(people)), "new database" if migrated is not None else "old database"
 
 
 def export_folder(context: AssetExecutionContext, resource: ShapesExportResource) -> Path | None:
@@ -137,10 +111,9 @@ def survey_metadata(survey: ExportSurvey, folder: str, matched_in: str) -> dict:
     deps=["personalities"],
     check_specs=[
         AssetCheckSpec(name, asset="shapes_export", description=SHAPES_CHECK_DESCRIPTIONS[name])
-        for name in (EVERY_FOLDER_MAPS_TO_A_PERSONALITY, EVERY_FILE_PARSES, RECORD_IDS_UNIQUE_ACROSS_FOLDERS)
+        for name in SURVEY_CHECKS
     ],
     kinds={"json"},
-    op_tags={DRY_RUN_TAG: READ_ONLY},
     description="The shapes.inc export folder (SHAPES_EXPORT_DIR), every file parsed once: records, deleted, "
     "senders and parse errors per folder, and the folders whose slug matches no personality (never "
     "imported). Writes nothing.",
@@ -152,7 +125,6 @@ def shapes_export(
     old_database: OldDatabaseResource,
 ) -> MaterializeResult:
     folder = export_folder(context, shapes_export_folder)
-    shared: tuple[int, list] = (0, [])
     if folder is None:
         survey, matched_in = ExportSurvey(), "-"
     else:
@@ -162,12 +134,7 @@ def shapes_export(
             f"shapes export {folder}: {len(survey.files)} folders, {sum(p.total for p in survey.files):,} records, "
             f"{len(survey.errors)} unreadable files, {len(survey.unknown_folders)} unknown folders"
         )
-        shared = shared_record_ids(folder, survey)
-    outcomes = [
-        every_folder_maps_to_a_personality([p.slug for p in survey.files], survey.unknown_folders),
-        every_file_parses(len(survey.files) + (folder is not None), survey.errors),
-        record_ids_unique_across_folders(*shared),
-    ]
+    outcomes = survey_checks(folder, survey)
     return MaterializeResult(
         metadata=survey_metadata(survey, shapes_export_folder.describe(), matched_in),
         check_results=check_results(outcomes),
@@ -215,21 +182,6 @@ def import_metadata(report: ShapesImportReport, total: int, model: str, export: 
     return metadata
 
 
-def estimate_metadata(report: ShapesImportReport, model: str) -> dict:
-    return {
-        **report.estimate.estimate_metadata(model),
-        "records": report.total("records"),
-        "records_to_import": report.total("imported"),
-        "records_deleted": report.total("deleted"),
-        "records_duplicate": report.total("duplicates"),
-        "records_rejected": report.total("rejected"),
-        "memories_to_write": report.pending,
-        "memories_already_present": report.already_present,
-        "memories_to_relink": report.memories_to_relink,
-        "unmapped_senders": len(report.unmapped),
-    }
-
-
 SHAPES_MEMORY_CHECKS = (
     EVERY_RECORD_ACCOUNTED_FOR,
     SENDERS_MAPPED_TO_PERSONAS,
@@ -239,8 +191,8 @@ SHAPES_MEMORY_CHECKS = (
 _CHECK_DESCRIPTIONS = {**MEMORY_CHECK_DESCRIPTIONS, **SHAPES_CHECK_DESCRIPTIONS}
 
 
-# A multi_asset of one asset, so that a dry run can end with an observation instead of a
-# materialization (an @asset's check results are required outputs).
+# A multi_asset of one asset, so that a run may leave its checks out (`can_subset`; an @asset's
+# check results are required outputs).
 @multi_asset(
     specs=[
         AssetSpec(
@@ -252,7 +204,7 @@ _CHECK_DESCRIPTIONS = {**MEMORY_CHECK_DESCRIPTIONS, **SHAPES_CHECK_DESCRIPTIONS}
             description="The shapes.inc memories, one per sender of each record, re-embedded (cached) and "
             "bulk-loaded; senders linked to personas through uuid-mappings.json; every record imported, "
             "deleted, duplicate or rejected (rejects in shapes_rejects). Partitioned by personality slug "
-            "like rebuilt_memories. Run config dry_run: true estimates the bill and writes nothing.",
+            "like rebuilt_memories (the `memory_bill` job estimates what it would embed and cost).",
         )
     ],
     check_specs=[
@@ -268,7 +220,6 @@ _CHECK_DESCRIPTIONS = {**MEMORY_CHECK_DESCRIPTIONS, **SHAPES_CHECK_DESCRIPTIONS}
 )
 def shapes_memories(
     context: AssetExecutionContext,
-    config: DryRunConfig,
     new_database: NewDatabaseResource,
     old_database: OldDatabaseResource,
     embedding_provider: EmbeddingProviderResource,
@@ -277,12 +228,6 @@ def shapes_memories(
     slugs = list(context.partition_keys)
     model = cache_model_name(embedding_provider.client())
     folder = export_folder(context, shapes_export_folder)
-    if config.dry_run:
-        report = _dry_run(context, new_database, old_database, embedding_provider.client(), folder, slugs)
-        context.log_event(
-            AssetObservation(asset_key="shapes_memories", metadata=estimate_metadata(report, model))
-        )
-        return
     with new_database.connect() as conn:
         report = failing_clearly(
             lambda: (
@@ -314,30 +259,6 @@ def shapes_memories(
         metadata=import_metadata(report, total, model, shapes_export_folder.describe()),
         check_results=selected_results(context, outcomes),
     )
-
-
-def _dry_run(
-    context: AssetExecutionContext,
-    new_database: NewDatabaseResource,
-    old_database: OldDatabaseResource,
-    provider: EmbeddingClient,
-    folder: Path | None,
-    slugs: list[str],
-) -> ShapesImportReport:
-    """The import up to what it would write, on read-only connections. Before the first migration
-    the senders are looked up in the old DB (persona ids there differ; the texts and the bill not)."""
-    if folder is None:
-        return ShapesImportReport(dry_run=True, estimate=CostEstimate())
-    with people_database(new_database, old_database) as (migrated, people):
-        return import_shapes_memories(
-            migrated,
-            provider,
-            folder,
-            personality_ids_for(people, slugs),
-            log=progress_of(context),
-            dry_run=True,
-            people=people,
-        )
 
 
 shapes_assets = [shapes_export, shapes_memories]

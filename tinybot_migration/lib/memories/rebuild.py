@@ -7,23 +7,21 @@ answer, and history that arrived late (a second relational run after the bot alr
 memories); a memory the bot wrote itself in the same format is simply found present. A delta
 rebuild (the sensor's incremental runs) pairs only the contexts that moved since the personality's
 coverage mark (`coverage.py`), so its cost follows the delta, not the history. Either records the
-newest message it paired as the new mark. The missing memories go through the shared writer
-(`writer.embed_and_write`), oldest first.
+newest message it paired as the new mark. The history is a memory source (`RebuildSource`) of
+the one memory pipeline (`pipeline.py`), which writes the missing memories oldest first, or only
+prices them (`memory_bill.estimate_rebuild`).
 """
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
 
 import psycopg
 from psycopg.rows import args_row
 
-from tinybot_migration.lib.embeddings.cache import estimate_cost
 from tinybot_migration.lib.embeddings.client import EmbeddingClient
 from tinybot_migration.lib.memories.coverage import (
     HISTORY_DELTA,
@@ -35,22 +33,18 @@ from tinybot_migration.lib.memories.coverage import (
     record_coverage,
 )
 from tinybot_migration.lib.memories.pairing import Exchange, Message, PairingStats, pair_messages
-from tinybot_migration.lib.memories.vector_index import drop_for_bulk_load
+from tinybot_migration.lib.memories.pipeline import write_memories
 from tinybot_migration.lib.memories.writer import (
     SOURCE_BOT,
     MemorySourceReport,
     NewMemory,
-    check_embedding_dimensions,
     memory_count,
     memory_ids,
     present_memory_ids,
-    write_pending,
 )
-from tinybot_migration.lib.new_database_schema import has_new_schema, has_rows
 from tinybot_migration.lib.personalities import personality_batches, personality_ids_for
 from tinybot_migration.lib.postgres import Connect
-from tinybot_migration.lib.progress import Progress, quiet
-from tinybot_migration.lib.schema import CONVERSATION_HISTORY
+from tinybot_migration.lib.progress import Progress
 
 CANON_SCOPE = "personal"
 SUMMARY_TYPE = "conversation"
@@ -79,10 +73,21 @@ class RebuildReport(MemorySourceReport):
     duplicate_exchanges: int = 0  # same content as an earlier exchange of the same persona/personality
     rejected: int = 0
     rejection_samples: list[str] = field(default_factory=list)
-    history_from: str = "new database"  # where a dry run paired the history
+    history_from: str = "new database"  # where the history was paired from (an estimate: maybe the old DB)
     history: str = HISTORY_FULL  # full: every message of the personalities; delta: since their marks
     messages_read: int = 0
     newest_paired: dict[uuid.UUID, datetime | None] = field(default_factory=dict)  # coverage marks to record
+
+    def estimate_metadata(self, model: str) -> dict:
+        """An estimate's figures (`pipeline.estimate_memories`), named as a run names what it spent."""
+        return {
+            **self.estimate.estimate_metadata(model),
+            "history_from": self.history_from,
+            "personalities": len(self.personality_ids),
+            "exchanges": self.stats.exchanges,
+            "memories_to_write": self.pending,
+            "memories_already_present": self.already_present,
+        }
 
 
 def load_messages(conn: psycopg.Connection, personality_ids: Sequence[uuid.UUID]) -> list[Message]:
@@ -114,6 +119,66 @@ def memory_of(exchange: Exchange) -> NewMemory:
     )
 
 
+class RebuildSource:
+    """The conversation history as a memory source (`pipeline.MemorySource`): one memory per
+    distinct exchange. The history is read from `history` (the new database; the old one for an
+    estimate before the first migration), the memories already present from `memories` (None: a
+    new database without any)."""
+
+    stage = "memories"
+
+    def __init__(
+        self,
+        history: psycopg.Connection,
+        memories: psycopg.Connection | None,
+        slugs: Sequence[str],
+        mode: str = HISTORY_FULL,
+        history_from: str = "new database",
+    ) -> None:
+        if mode not in HISTORY_MODES:
+            raise ValueError(f"history must be one of {', '.join(HISTORY_MODES)}, not {mode!r}")
+        self.history, self.memories = history, memories
+        self.report = RebuildReport(
+            personality_ids=personality_ids_for(history, slugs), history=mode, history_from=history_from
+        )
+
+    def batches(self) -> list[dict[str, uuid.UUID]]:
+        # A delta is small by definition: one batch, without counting every personality's history.
+        if self.report.history == HISTORY_DELTA:
+            return [self.report.personality_ids]
+        return history_batches(self.history, self.report.personality_ids)
+
+    def load_bound(self, batches: list[dict[str, uuid.UUID]]) -> int:
+        return answers_without_memory(self.history, list(self.report.personality_ids.values()))
+
+    def plan(self, batch: dict[str, uuid.UUID]) -> list[NewMemory]:
+        report = self.report
+        distinct = distinct_exchanges(pair_personalities(self.history, report, batch), report)
+        return missing_memories(self.memories, distinct, report, batch)
+
+    def batch_line(self, number: int, batches: int, batch: dict, pending: int) -> str:
+        return batch_line(self.report, number, batches, batch, pending)
+
+    def apply(self, conn: psycopg.Connection, batch: dict[str, uuid.UUID]) -> None:
+        pass  # the history is the new database's own: nothing to write before the memories
+
+    def rejected(self, memory: NewMemory, slug: str, reason: str) -> None:
+        """A memory whose text the provider refused: counted, and the first few named."""
+        report = self.report
+        report.rejected += 1
+        report.per_personality[slug].rejected += 1
+        if len(report.rejection_samples) < REJECTION_SAMPLES:
+            report.rejection_samples.append(f"memory {memory.id} (answer {memory.message_ids[-1]}): {reason}")
+
+    def account(self, batch: dict[str, uuid.UUID]) -> None:
+        pass  # pairing counted every message as it planned
+
+    def record(self, conn: psycopg.Connection, batch: dict[str, uuid.UUID]) -> None:
+        """The batch's coverage marks: its memories are written, so a delta starts after them."""
+        newest = self.report.newest_paired
+        record_coverage(conn, {pid: newest[pid] for pid in batch.values() if pid in newest})
+
+
 def rebuild_memories(
     conn: psycopg.Connection,
     provider: EmbeddingClient,
@@ -128,44 +193,8 @@ def rebuild_memories(
     `connect` opens more connections to the same database, for chunks that run side by side.
     `history` is `full` or `delta`; a personality without a coverage mark is paired in full.
     """
-    if history not in HISTORY_MODES:
-        raise ValueError(f"history must be one of {', '.join(HISTORY_MODES)}, not {history!r}")
-    started = time.perf_counter()
-    log = log or quiet
-    check_embedding_dimensions(conn, provider)
-    report = RebuildReport(personality_ids=personality_ids_for(conn, slugs), history=history)
-    # A delta is small by definition: one batch, without counting every personality's history.
-    batches = (
-        [report.personality_ids]
-        if history == HISTORY_DELTA
-        else history_batches(conn, report.personality_ids)
-    )
-    if len(batches) > 1:
-        # Each batch's writer weighs the vector index against its own share; the whole load does here.
-        drop_for_bulk_load(conn, answers_without_memory(conn, list(report.personality_ids.values())), log)
-    done = 0
-    for number, batch in enumerate(batches, start=1):
-        pending = missing_memories(
-            conn, distinct_exchanges(pair_personalities(conn, report, batch), report), report, batch
-        )
-        log(batch_line(report, number, len(batches), batch, len(pending)))
-        done = write_pending(
-            conn,
-            connect,
-            provider,
-            pending,
-            report,
-            "memories",
-            log,
-            started,
-            partial(_rejected, report),
-            chunk_size,
-            done,
-            report.pending,
-        )
-    record_coverage(conn, report.newest_paired)
-    report.seconds = time.perf_counter() - started
-    return report
+    source = RebuildSource(conn, conn, slugs, history)
+    return write_memories(source, conn, provider, connect=connect, log=log, chunk_size=chunk_size)
 
 
 def batch_line(report: RebuildReport, number: int, batches: int, batch: dict, pending: int) -> str:
@@ -203,48 +232,6 @@ def history_batches(
         ).fetchall()
     )
     return personality_batches(personality_ids, lambda _, pid: counts.get(pid, 0), MESSAGES_PER_BATCH)
-
-
-def estimate_rebuild(
-    new_conn: psycopg.Connection,
-    old_connect: Connect,
-    provider: EmbeddingClient,
-    slugs: Sequence[str],
-    log: Progress | None = None,
-) -> RebuildReport:
-    """What `rebuild_memories` would embed and what it would cost, reading only (`new_conn` may be
-    read-only; no provider is called). Before the first migration the new DB has no history: the
-    old DB's is paired instead (its ids differ, the texts and so the bill do not)."""
-    started = time.perf_counter()
-    if has_rows(new_conn, CONVERSATION_HISTORY):
-        report = RebuildReport(personality_ids=personality_ids_for(new_conn, slugs))
-        everyone = report.personality_ids
-        pending = missing_memories(
-            new_conn,
-            distinct_exchanges(pair_personalities(new_conn, report, everyone), report),
-            report,
-            everyone,
-        )
-        cache = new_conn
-    else:
-        with old_connect() as old_conn:
-            report = RebuildReport(
-                personality_ids=personality_ids_for(old_conn, slugs), history_from="old database"
-            )
-            distinct = distinct_exchanges(
-                pair_personalities(old_conn, report, report.personality_ids), report
-            )
-        pending = [memory_of(exchange) for exchange in distinct.values()]
-        report.pending = len(pending)
-        cache = new_conn if has_new_schema(new_conn) else None
-    report.estimate = estimate_cost(cache, provider, [m.content for m in pending])
-    (log or quiet)(
-        f"memories (dry run, history from the {report.history_from}): {report.stats.exchanges:,} exchanges, "
-        f"{report.pending:,} memories to write, {report.estimate.texts:,} texts to embed, "
-        f"~{report.estimate.tokens:,} tokens"
-    )
-    report.seconds = time.perf_counter() - started
-    return report
 
 
 def history_messages(
@@ -303,14 +290,17 @@ def distinct_exchanges(exchanges: list[Exchange], report: RebuildReport) -> dict
 
 
 def missing_memories(
-    conn: psycopg.Connection,
+    conn: psycopg.Connection | None,
     distinct: dict[uuid.UUID, Exchange],
     report: RebuildReport,
     batch: dict[str, uuid.UUID],
 ) -> list[NewMemory]:
     """The batch's memories not in the new DB yet, oldest first (a delta looks its few ids up; a
-    full rebuild reads every id of the batch's personalities once)."""
-    if report.history == HISTORY_DELTA:
+    full rebuild reads every id of the batch's personalities once; `conn` None: a new database
+    without memories)."""
+    if conn is None:
+        present: set[uuid.UUID] = set()
+    elif report.history == HISTORY_DELTA:
         present = present_memory_ids(conn, list(distinct), SOURCE_BOT)
     else:
         present = memory_ids(conn, list(batch.values()), SOURCE_BOT)
@@ -324,14 +314,6 @@ def missing_memories(
             pending.append(exchange)
     report.pending += len(pending)
     return [memory_of(exchange) for exchange in sorted(pending, key=_age)]
-
-
-def _rejected(report: RebuildReport, memory: NewMemory, slug: str, reason: str) -> None:
-    """A memory whose text the provider refused: counted, and the first few named."""
-    report.rejected += 1
-    report.per_personality[slug].rejected += 1
-    if len(report.rejection_samples) < REJECTION_SAMPLES:
-        report.rejection_samples.append(f"memory {memory.id} (answer {memory.message_ids[-1]}): {reason}")
 
 
 def _age(exchange: Exchange) -> tuple:

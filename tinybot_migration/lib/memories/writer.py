@@ -162,8 +162,9 @@ class MemorySourceReport(EmbeddingSpend):
     pending: int = 0
     memories_written: int = 0
     already_present: int = 0
-    estimate: CostEstimate | None = None  # a dry run's bill
+    estimate: CostEstimate | None = None  # set by an estimate (`pipeline.estimate_memories`)
     seconds: float = 0.0
+    phase_seconds: dict[str, float] = field(default_factory=dict)  # wall seconds per pipeline phase
 
 
 def write_pending(

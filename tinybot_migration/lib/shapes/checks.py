@@ -10,11 +10,13 @@ memory or a reject row that went missing fails it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import psycopg
 
 from tinybot_migration.lib.check_outcome import WARN, CheckOutcome, Markdown
 from tinybot_migration.lib.memories.writer import SOURCE_SHAPES, memory_ids
+from tinybot_migration.lib.shapes.export import ExportSurvey, shared_record_ids
 from tinybot_migration.lib.shapes.importer import ShapesImportReport
 
 EVERY_RECORD_ACCOUNTED_FOR = "every_record_accounted_for"
@@ -171,3 +173,16 @@ def record_ids_unique_across_folders(
             ),
         },
     )
+
+
+def survey_checks(export_dir: Path | None, survey: ExportSurvey) -> list[CheckOutcome]:
+    """The export survey's three checks, in `SURVEY_CHECKS` order (`export_dir` None: no export)."""
+    shared = (0, []) if export_dir is None else shared_record_ids(export_dir, survey)
+    return [
+        every_folder_maps_to_a_personality([p.slug for p in survey.files], survey.unknown_folders),
+        every_file_parses(len(survey.files) + (export_dir is not None), survey.errors),
+        record_ids_unique_across_folders(*shared),
+    ]
+
+
+SURVEY_CHECKS = (EVERY_FOLDER_MAPS_TO_A_PERSONALITY, EVERY_FILE_PARSES, RECORD_IDS_UNIQUE_ACROSS_FOLDERS)

@@ -5,17 +5,16 @@ For the personalities of a run: each `<slug>_memories.json` is read and checked
 gives one memory per sender with the legacy memory id (docs/design.md §3), memories not in the new DB yet
 are embedded through the cache and written, and rejected records are recorded in
 `shapes_rejects`. Every record ends up imported, deleted, duplicate or rejected, and the report
-counts each per personality. A dry run stops before anything is written and estimates the bill.
+counts each per personality. The export is a memory source (`ShapesSource`) of the one memory
+pipeline (`memories/pipeline.py`), which writes its memories or only prices them.
 """
 
 from __future__ import annotations
 
 import functools
-import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,26 +22,23 @@ from pathlib import Path
 import psycopg
 from psycopg.types.json import Jsonb
 
-from tinybot_migration.lib.embeddings.cache import estimate_cost
 from tinybot_migration.lib.embeddings.client import EmbeddingClient
 from tinybot_migration.lib.ids import legacy_memory_id
+from tinybot_migration.lib.memories.pipeline import estimate_memories, write_memories
 from tinybot_migration.lib.memories.writer import (
     SOURCE_SHAPES,
     MemorySourceReport,
     NewMemory,
-    check_embedding_dimensions,
     memory_ids,
-    write_pending,
 )
 from tinybot_migration.lib.personalities import personality_batches
 from tinybot_migration.lib.postgres import Connect
-from tinybot_migration.lib.progress import Progress, quiet
+from tinybot_migration.lib.progress import Progress
 from tinybot_migration.lib.schema import bot_timestamp
 from tinybot_migration.lib.shapes.export import (
     WHOLE_FILE,
     ParsedFile,
     RejectedRecord,
-    SenderMapping,
     ShapesRecord,
     file_fingerprint,
     jsonb_safe,
@@ -107,12 +103,25 @@ class ShapesImportReport(MemorySourceReport):
     unmapped: Counter[str] = field(default_factory=Counter)  # unmapped sender -> memories it has
     unmapped_reasons: dict[str, str] = field(default_factory=dict)
     links: LinkChanges = field(default_factory=LinkChanges)
-    dry_run: bool = False
-    memories_to_relink: int = 0  # dry run: memories a real run would re-point
-    phase_seconds: dict[str, float] = field(default_factory=dict)
+    memories_to_relink: int = 0  # memories whose persona the mappings change (planned before applied)
 
     def total(self, name: str) -> int:
         return sum(getattr(a, name) for a in self.per_personality.values())
+
+    def estimate_metadata(self, model: str) -> dict:
+        """An estimate's figures (`pipeline.estimate_memories`), named as a run names what it did."""
+        return {
+            **self.estimate.estimate_metadata(model),
+            "records": self.total("records"),
+            "records_to_import": self.total("imported"),
+            "records_deleted": self.total("deleted"),
+            "records_duplicate": self.total("duplicates"),
+            "records_rejected": self.total("rejected"),
+            "memories_to_write": self.pending,
+            "memories_already_present": self.already_present,
+            "memories_to_relink": self.memories_to_relink,
+            "unmapped_senders": len(self.unmapped),
+        }
 
 
 @dataclass
@@ -124,50 +133,121 @@ class _Plan:
     all_by_record: dict[int, list[uuid.UUID]] = field(default_factory=dict)
 
 
+class ShapesSource:
+    """A shapes.inc export as a memory source (`pipeline.MemorySource`): one memory per sender of
+    each kept record. Memories already present are looked up in `memories` (None: a new database
+    without any), senders in `people` (the new database; the old one for an estimate before the
+    first migration, whose discord ids are the same)."""
+
+    stage = "shapes"
+
+    def __init__(
+        self,
+        memories: psycopg.Connection | None,
+        people: psycopg.Connection,
+        export_dir: Path,
+        personality_ids: dict[str, uuid.UUID],
+        now: datetime | None = None,
+    ) -> None:
+        self.memories, self.people, self.export_dir = memories, people, export_dir
+        self.now = bot_timestamp(now)
+        self.report = ShapesImportReport(export_dir=str(export_dir), personality_ids=dict(personality_ids))
+        self.mappings = read_mappings(export_dir)  # a malformed file stops the import here
+        self.report.mapping_file = "missing" if self.mappings is None else f"{len(self.mappings):,} mappings"
+        self.senders: set[str] = set()
+        self._batch = _BatchPlan()
+
+    def batches(self) -> list[dict[str, uuid.UUID]]:
+        return file_batches(self.export_dir, self.report.personality_ids)
+
+    def load_bound(self, batches: list[dict[str, uuid.UUID]]) -> None:
+        return None  # records are only counted by parsing them
+
+    def plan(self, batch: dict[str, uuid.UUID]) -> list[NewMemory]:
+        """Parse the batch's files, resolve their senders and plan their memories (reads only)."""
+        report = self.report
+        files = _parse_files(self.export_dir, report, self.now, batch)
+        senders = {s for parsed in files for s in parsed.senders}
+        self.senders |= senders
+        resolution = resolve_senders(self.people, senders, self.mappings, kept=self.memories is not None)
+        report.unmapped_reasons |= dict(resolution.unmapped)
+        if self.memories is not None:
+            report.memories_to_relink += memories_to_repoint(
+                self.memories, resolution.links, list(batch.values())
+            )
+        plans = {p.source_file: _plan_file(p, batch[p.slug], resolution) for p in files}
+        self._batch = _BatchPlan(files, plans, resolution)
+        return _missing_memories(self.memories, plans, report, batch)
+
+    def batch_line(self, number: int, batches: int, batch: dict, pending: int) -> str:
+        report, files = self.report, self._batch.files
+        label = f"shapes (batch {number} of {batches})" if batches > 1 else "shapes"
+        return (
+            f"{label}: {len(files)} files, {sum(f.total for f in files):,} records, "
+            f"{len(self.senders):,} senders so far ({len(report.unmapped_reasons):,} unmapped), "
+            f"{report.already_present:,} memories present, {pending:,} to write"
+        )
+
+    def apply(self, conn: psycopg.Connection, batch: dict[str, uuid.UUID]) -> None:
+        """The mapping rows the file gives, and the batch's memories re-pointed to them."""
+        links = apply_links(conn, self._batch.resolution, list(batch.values()), self.now)
+        report = self.report
+        report.links.mappings_written += links.mappings_written
+        report.links.memories_linked += links.memories_linked
+        report.links.memories_repointed += links.memories_repointed
+        report.links.repointed_senders += links.repointed_senders
+
+    def rejected(self, memory: NewMemory, slug: str, reason: str) -> None:
+        self._batch.refused[memory.content] = f"{REFUSED_REASON} ({reason})"
+
+    def account(self, batch: dict[str, uuid.UUID]) -> None:
+        _account(self._batch.files, self._batch.plans, self._batch.refused, self.report)
+        self.report.senders = len(self.senders)
+
+    def record(self, conn: psycopg.Connection, batch: dict[str, uuid.UUID]) -> None:
+        record_rejects(conn, self.export_dir, self._batch.files, self.report)
+
+
+@dataclass
+class _BatchPlan:
+    """What planning a batch found, kept for writing and accounting for it."""
+
+    files: list[ParsedFile] = field(default_factory=list)
+    plans: dict[str, _Plan] = field(default_factory=dict)  # per source file
+    resolution: SenderResolution | None = None
+    refused: dict[str, str] = field(default_factory=dict)  # text -> why the provider refused it
+
+
 def import_shapes_memories(
-    conn: psycopg.Connection | None,
+    conn: psycopg.Connection,
     provider: EmbeddingClient,
     export_dir: Path,
     personality_ids: dict[str, uuid.UUID],
     *,
     connect: Connect | None = None,
     log: Progress | None = None,
-    dry_run: bool = False,
     now: datetime | None = None,
-    people: psycopg.Connection | None = None,
 ) -> ShapesImportReport:
     """Import the records of `personality_ids` (slug -> id) from `export_dir` into the new DB `conn`;
     see the module docstring. A malformed mapping file raises `ShapesExportError` before anything
-    is written.
+    is written."""
+    source = ShapesSource(conn, conn, export_dir, personality_ids, now)
+    return write_memories(source, conn, provider, connect=connect, log=log)
 
-    With `dry_run`, `conn` is only read (it may be read-only) and no provider is called; `conn`
-    None is a new DB without memories yet, and `people` the database whose users and default
-    personas map the senders (the old DB before the first migration; `conn` when not given).
-    """
-    started = time.perf_counter()
-    log = log or quiet
-    now = bot_timestamp(now)
-    report = ShapesImportReport(
-        export_dir=str(export_dir), personality_ids=dict(personality_ids), dry_run=dry_run
-    )
-    mappings = read_mappings(export_dir)
-    report.mapping_file = "missing" if mappings is None else f"{len(mappings):,} mappings"
-    if not dry_run:
-        assert conn is not None, "only a dry run may go without the new database"
-        check_embedding_dimensions(conn, provider)
-    batches = file_batches(export_dir, report.personality_ids)
-    importing = _BatchedImport(
-        conn, provider, export_dir, mappings, people or conn, connect, log, now, started
-    )
-    for number, personalities in enumerate(batches, start=1):
-        label = f"shapes (batch {number} of {len(batches)})" if len(batches) > 1 else "shapes"
-        importing.run(personalities, report, label)
-    report.senders = len(importing.senders)
-    if dry_run:
-        with _phase(report, "embed_and_write"):
-            report.estimate = estimate_cost(conn, provider, importing.texts_to_estimate)
-    report.seconds = time.perf_counter() - started
-    return report
+
+def estimate_shapes_import(
+    memories: psycopg.Connection | None,
+    people: psycopg.Connection,
+    provider: EmbeddingClient,
+    export_dir: Path,
+    personality_ids: dict[str, uuid.UUID],
+    log: Progress | None = None,
+) -> ShapesImportReport:
+    """What `import_shapes_memories` would write and what embedding it would cost, reading only;
+    `memories` None is a new database without memories (or schema) yet, `people` the database
+    whose users and default personas map the senders."""
+    source = ShapesSource(memories, people, export_dir, personality_ids)
+    return estimate_memories(source, memories, provider, log)
 
 
 def file_batches(export_dir: Path, personality_ids: dict[str, uuid.UUID]) -> list[dict[str, uuid.UUID]]:
@@ -178,91 +258,6 @@ def file_batches(export_dir: Path, personality_ids: dict[str, uuid.UUID]) -> lis
         return path.stat().st_size if path.is_file() else 0
 
     return personality_batches(personality_ids, file_bytes, FILE_BYTES_PER_BATCH)
-
-
-@dataclass
-class _BatchedImport:
-    """An import that works a batch of personalities at a time: its settings, and what it gathers
-    across the batches."""
-
-    conn: psycopg.Connection | None
-    provider: EmbeddingClient
-    export_dir: Path
-    mappings: dict[str, SenderMapping] | None
-    people: psycopg.Connection
-    connect: Connect | None
-    log: Progress
-    now: datetime
-    started: float
-    senders: set[str] = field(default_factory=set)
-    texts_to_estimate: list[str] = field(default_factory=list)  # a dry run's pending texts
-
-    def run(self, personalities: dict[str, uuid.UUID], report: ShapesImportReport, label: str) -> None:
-        """Parse, map, write and account for the files of `personalities`, into `report`."""
-        conn = self.conn
-        with _phase(report, "parse"):
-            files = _parse_files(self.export_dir, report, self.now, personalities)
-        with _phase(report, "map"):
-            senders = {s for parsed in files for s in parsed.senders}
-            self.senders |= senders
-            resolution = _map_senders(
-                conn, self.people, senders, self.mappings, report, self.now, personalities
-            )
-            plans = {p.source_file: _plan_file(p, personalities[p.slug], resolution) for p in files}
-            pending = _missing_memories(conn, plans, report, personalities)
-        self.log(
-            f"{label}: {len(files)} files, {sum(f.total for f in files):,} records, "
-            f"{len(self.senders):,} senders so far ({len(report.unmapped_reasons):,} unmapped), "
-            f"{report.already_present:,} memories present, {len(pending):,} to write"
-            + (" (dry run)" if report.dry_run else "")
-        )
-        refused: dict[str, str] = {}
-        with _phase(report, "embed_and_write"):
-            if report.dry_run:
-                self.texts_to_estimate += [m.content for m in pending]
-            else:
-                refused = _embed_and_write(
-                    conn, self.connect, self.provider, pending, report, self.log, self.started, label
-                )
-        with _phase(report, "account"):
-            _account(files, plans, refused, report)
-            if not report.dry_run:
-                record_rejects(conn, self.export_dir, files, report)
-
-
-@contextmanager
-def _phase(report: ShapesImportReport, name: str) -> Iterator[None]:
-    """Time one phase of the import into `report.phase_seconds` (the benchmark's breakdown)."""
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        report.phase_seconds[name] = report.phase_seconds.get(name, 0.0) + time.perf_counter() - started
-
-
-def _map_senders(
-    conn: psycopg.Connection | None,
-    people: psycopg.Connection,
-    senders: set[str],
-    mappings: dict[str, SenderMapping] | None,
-    report: ShapesImportReport,
-    now: datetime,
-    personalities: dict[str, uuid.UUID],
-) -> SenderResolution:
-    """Each sender's persona; a real run writes the mapping rows and re-points the personalities'
-    memories, a dry run (`report.dry_run`) counts the memories it would re-point."""
-    resolution = resolve_senders(people, senders, mappings, kept=conn is not None)
-    report.unmapped_reasons |= dict(resolution.unmapped)
-    pids = list(personalities.values())
-    if not report.dry_run:
-        links = apply_links(conn, resolution, pids, now)
-        report.links.mappings_written += links.mappings_written
-        report.links.memories_linked += links.memories_linked
-        report.links.memories_repointed += links.memories_repointed
-        report.links.repointed_senders += links.repointed_senders
-    elif conn is not None:
-        report.memories_to_relink += memories_to_repoint(conn, resolution.links, pids)
-    return resolution
 
 
 def _parse_files(
@@ -357,26 +352,6 @@ def _missing_memories(
     report.pending += len(pending)
     pending.sort(key=lambda m: (m.created_at, m.id))
     return pending
-
-
-def _embed_and_write(
-    conn: psycopg.Connection,
-    connect: Connect | None,
-    provider: EmbeddingClient,
-    pending: Sequence[NewMemory],
-    report: ShapesImportReport,
-    log: Progress,
-    started: float,
-    label: str = "shapes",
-) -> dict[str, str]:
-    """Embed and write `pending`; returns the texts the provider refused, with its reason."""
-    refused: dict[str, str] = {}
-
-    def rejected(memory: NewMemory, _slug: str, reason: str) -> None:
-        refused[memory.content] = f"{REFUSED_REASON} ({reason})"
-
-    write_pending(conn, connect, provider, pending, report, label, log, started, rejected)
-    return refused
 
 
 def _account(
