@@ -1,6 +1,6 @@
 """The delivered database is the bot's own: its catalog, its `_prisma_migrations`, and the bot's own
-statements (its memory insert, its pending-memory insert, its memory query, a cascading delete),
-run verbatim as the bot runs them after cutover.
+statements (its memory insert, its pending-memory insert, its memory query — the core's
+`bot_query.py` — a cascading delete), run verbatim as the bot runs them after cutover.
 
 `bot_catalog.json` was read off a database built by the bot's two Prisma migrations (not by this
 project), so the comparison is against the bot, not against our own description of it.
@@ -12,6 +12,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -20,6 +21,7 @@ import pytest
 from tinybot_migration.lib import ids
 from tinybot_migration.lib.demo_data import generate_demo_data
 from tinybot_migration.lib.embedded_postgres import embedded_database_url
+from tinybot_migration.lib.memories.bot_query import bot_memory_query, vector_literal
 from tinybot_migration.lib.new_database_schema import (
     BOT_MIGRATIONS,
     PRISMA_MIGRATIONS_SQL,
@@ -45,25 +47,6 @@ INSERT INTO memories (
 )
 ON CONFLICT (id) DO NOTHING
 """
-# The bot's memory query (PgvectorMemoryAdapter.queryMemories); the vector is spliced as a literal.
-BOT_MEMORY_QUERY = """
-SELECT m.id, m.persona_id, m.personality_id, m.content, m.embedding <=> '{vector}'::vector AS distance,
-       m.session_id, m.canon_scope, m.summary_type, m.channel_id, m.guild_id, m.message_ids, m.senders,
-       m.created_at, persona.name as persona_name,
-       COALESCE(personality.display_name, personality.name) as personality_name
-FROM memories m
-JOIN personas persona ON m.persona_id = persona.id
-JOIN personalities personality ON m.personality_id = personality.id
-WHERE m.persona_id = %(persona)s::uuid AND m.personality_id = %(personality)s::uuid
-  AND m.created_at < %(cutoff)s::timestamptz
-  AND m.embedding <=> '{vector}'::vector < %(max_distance)s
-ORDER BY distance ASC
-LIMIT %(limit)s
-"""
-
-
-def _vector_text(vector) -> str:
-    return "[" + ",".join(repr(float(x)) for x in vector.to_list()) + "]"
 
 
 def test_an_empty_database_gets_the_bots_schema_exactly(make_database):
@@ -177,7 +160,7 @@ def test_the_bots_statements_run_on_the_delivered_database(delivered, admin_conn
         "persona": str(persona),
         "personality": str(personality),
         "text": text,
-        "embedding": _vector_text(embedding),
+        "embedding": vector_literal(embedding.to_list()),
         "channel": channel,
         "message_ids": message_ids,
         "senders": senders,
@@ -191,18 +174,11 @@ def test_the_bots_statements_run_on_the_delivered_database(delivered, admin_conn
     assert conn.execute("SELECT count(*) FROM memories").fetchone()[0] == before + 1
 
     # The bot's memory query: the memory itself ranks first.
-    rows = conn.execute(
-        BOT_MEMORY_QUERY.replace("{vector}", _vector_text(embedding)),
-        {
-            "persona": str(persona),
-            "personality": str(personality),
-            "cutoff": "2100-01-01T00:00:00.000Z",
-            "max_distance": 1 - 0.15,
-            "limit": 15,
-        },
-    ).fetchall()
+    rows = bot_memory_query(
+        conn, embedding.to_list(), persona, personality, cutoff=datetime(2100, 1, 1), min_similarity=0.15
+    )
     # (the memory just added shares its vector, so the two tie at distance 0)
-    assert rows[0][4] < 1e-6 and memory_id in {r[0] for r in rows[:2]}
+    assert rows[0].distance < 1e-6 and memory_id in {r.id for r in rows[:2]}
 
     # The bot's pending-memory insert (Prisma's create) for a new reply.
     history_id = conn.execute(
