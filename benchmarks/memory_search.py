@@ -44,9 +44,6 @@ the same queries (psycopg's defaults: server-side binding, statements prepared a
 Plans (each a function that builds what it needs -- timed, sizes by `pg_relation_size` -- and returns
 its query; everything it made is dropped, and the table reloaded when it was rewritten, before the
 next plan):
-  shipped                     the installed `tinybot_migration.search_memories` (lib/memories/search_sql.py): the
-                              persona's rows through the bot's memories_persona_id_idx, ranked exactly;
-                              build = the index asset's VACUUM (ANALYZE)
   btree_exact                 the B-tree on persona_id (the schema's), exact distance; build = REINDEX
   btree_multicolumn_clustered B-tree (persona_id, personality_id, created_at), table CLUSTERed on it
   binary_rerank               stored `binary_quantize(embedding)::bit(1536)` column in a covering B-tree
@@ -89,8 +86,7 @@ from pgvector.psycopg import register_vector
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.relational_copy import fresh_database  # noqa: E402
-from tinybot_migration.lib.memories.search_sql import SEARCH_FUNCTION, SEARCH_INDEX  # noqa: E402
-from tinybot_migration.lib.memories.vector_index import vacuum_for_search  # noqa: E402
+from tinybot_migration.lib.memories.bot_query import PERSONA_INDEX as SEARCH_INDEX  # noqa: E402
 from tinybot_migration.lib.new_database_schema import apply_new_schema  # noqa: E402
 from tinybot_migration.lib.schema import MEMORIES  # noqa: E402
 
@@ -110,9 +106,7 @@ GOAL_P95_MS = 5.0
 GOAL_RECALL = 0.99
 BUILD_SETTINGS = ("SET maintenance_work_mem = '1GB'", "SET max_parallel_maintenance_workers = 1")
 SCHEMA_INDEXES = {index.name for index in MEMORIES.indexes} | {"memories_pkey"}
-DEFAULT_PLANS = (
-    "shipped,btree_exact,halfvec_rerank,hnsw_partial_large,binary_rerank,btree_multicolumn_clustered"
-)
+DEFAULT_PLANS = "btree_exact,halfvec_rerank,hnsw_partial_large,binary_rerank,btree_multicolumn_clustered"
 SETTINGS_SHOWN = (
     "server_version",
     "shared_buffers",
@@ -525,26 +519,6 @@ class PlanSetup:
     checks: dict = field(default_factory=dict)
 
 
-def shipped(conn: psycopg.Connection, data: Dataset, args, searches: list[Search]) -> PlanSetup:
-    """What the project ships: the installed `search_memories` (lib/memories/search_sql.py), exact over the
-    persona's rows read through the bot's memories_persona_id_idx, after the index asset's VACUUM.
-    The cut-off goes in as the moment it is in UTC (the function takes a timestamptz)."""
-    seconds = vacuum_for_search(conn)
-
-    def build(search: Search) -> str:
-        personality = "%(personality)s" if search.personality is not None else "NULL"
-        return (
-            f"SELECT id, personality_id, created_at, content, score FROM {SEARCH_FUNCTION}("
-            f"%(q)s, %(persona)s, {personality}, {LIMIT}, %(min_similarity)s, %(cutoff)s AT TIME ZONE 'UTC')"
-        )
-
-    return PlanSetup(
-        build_seconds=seconds,
-        index_bytes={SEARCH_INDEX: relation_bytes(conn, SEARCH_INDEX)},
-        variants=[Variant("shipped", (), build)],
-    )
-
-
 def btree_exact(conn: psycopg.Connection, data: Dataset, args, searches: list[Search]) -> PlanSetup:
     """The schema's B-tree on persona_id and exact distance: the bot's query unchanged."""
     seconds = timed(conn, [f"REINDEX INDEX {SEARCH_INDEX}", "ANALYZE memories"])
@@ -769,7 +743,6 @@ def partial_index_matching(conn, data, searches, promoted, settings) -> dict:
 
 
 PLANS: dict[str, Callable[..., PlanSetup]] = {
-    "shipped": shipped,
     "btree_exact": btree_exact,
     "btree_multicolumn_clustered": btree_multicolumn_clustered,
     "binary_rerank": binary_rerank,

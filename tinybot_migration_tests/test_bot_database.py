@@ -175,8 +175,8 @@ def test_the_bots_statements_run_on_the_delivered_database(delivered, admin_conn
 
     # The bot's memory query: the memory itself ranks first.
     rows = bot_memory_query(
-        conn, embedding.to_list(), persona, personality, cutoff=datetime(2100, 1, 1), min_similarity=0.15
-    )
+        embedding.to_list(), persona, personality, cutoff=datetime(2100, 1, 1), min_similarity=0.15
+    ).run(conn)
     # (the memory just added shares its vector, so the two tie at distance 0)
     assert rows[0].distance < 1e-6 and memory_id in {r.id for r in rows[:2]}
 

@@ -73,11 +73,11 @@ def search_command(
     for column in ("rank", "score", "personality", "created_at", "content"):
         table.add_column(column, justify="right" if column in ("rank", "score") else "left")
     for rank, memory in enumerate(result.memories, 1):
-        content = " ".join(memory.content.split())
+        content = " ".join(memory.readable_content().split())
         table.add_row(
             str(rank),
             f"{memory.score:.3f}",
-            memory.personality_slug,
+            memory.personality_name,
             memory.created_at.strftime("%Y-%m-%d %H:%M"),  # naive UTC
             content if len(content) <= CONTENT_CHARS else content[: CONTENT_CHARS - 1] + "…",
         )

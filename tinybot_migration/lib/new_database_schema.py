@@ -26,7 +26,6 @@ import psycopg
 
 from tinybot_migration.lib import schema
 from tinybot_migration.lib.ids import NAMESPACE
-from tinybot_migration.lib.memories.search_sql import SEARCH_FUNCTION_SQL
 
 # Serialises concurrent schema application (webserver, run workers, tests) on one server.
 _SCHEMA_LOCK_KEY = 0x7469_6E79  # "tiny"
@@ -85,13 +84,19 @@ PROJECT_STEPS: tuple[ProjectStep, ...] = (
     ProjectStep(
         1,
         "the pipeline's own tables (embedding cache, shapes rejects, memory coverage, pending-memory "
-        "outcomes), its indexes on the bot's tables, and the bot's memory query as a function",
-        f"{_project_tables_sql(schema.PROJECT_TABLES_OF_STEP_1)}\n{_added_indexes_sql()}\n{SEARCH_FUNCTION_SQL}",
+        "outcomes) and its indexes on the bot's tables",
+        f"{_project_tables_sql(schema.PROJECT_TABLES_OF_STEP_1)}\n{_added_indexes_sql()}",
     ),
     ProjectStep(
         2,
         "relational_rejects: the old rows left out for a missing parent, accounted for",
         _project_tables_sql((schema.RELATIONAL_REJECTS,)),
+    ),
+    ProjectStep(
+        3,
+        "the search_memories function goes: searches run the bot's own statement (bot_query.py)",
+        f"DROP FUNCTION IF EXISTS {schema.PROJECT_SCHEMA}.search_memories("
+        "vector, uuid, uuid, integer, double precision, timestamptz);",
     ),
 )
 PROJECT_SCHEMA_VERSION = PROJECT_STEPS[-1].version

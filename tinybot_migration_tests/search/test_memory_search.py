@@ -1,11 +1,12 @@
-"""The bot's search on a real new database: ordering, filters, threshold, time cut-off, names, the
-SQL function against an exact answer computed here, and `add_memory` written once."""
+"""The bot's search on a real new database: ordering, filters, threshold, time cut-off, names, ties,
+the bot's statement against an exact answer computed here, and `add_memory` written once."""
 
 from datetime import timedelta
 
 import numpy as np
 import pytest
 
+from tinybot_migration.lib.memories.bot_query import bot_memory_query
 from tinybot_migration.lib.memories.search import MemorySearch
 from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, client_for, offline_client
 from tinybot_migration_tests.search.conftest import T0
@@ -77,27 +78,39 @@ def test_names_replace_the_placeholders_and_come_with_each_memory(world, search)
         world["centre"], world["personas"]["Main"], world["personalities"]["luna"], limit=1
     ).memories
     # The persona's name, not its preferred name (Léa): what the bot's query puts there.
-    assert found.content.startswith("Main: note ") and found.content.endswith("\nLuna ✨: ok")
-    assert (found.persona_name, found.personality_name, found.personality_slug) == ("Main", "Luna ✨", "luna")
+    assert found.readable_content().startswith("Main: note ") and found.readable_content().endswith(
+        "\nLuna ✨: ok"
+    )
+    assert (found.persona_name, found.personality_name) == ("Main", "Luna ✨")
     [alt] = search.search_memories(
         world["centre"], world["personas"]["Alt"], world["personalities"]["nova"], limit=1
     ).memories
-    assert alt.content.startswith("Alt: note ") and alt.content.endswith("\nNova: ok")
+    assert alt.readable_content().startswith("Alt: note ") and alt.readable_content().endswith("\nNova: ok")
 
 
-def test_the_sql_function_gives_the_same_rows_as_the_python_search(world, search):
-    main = world["personas"]["Main"]
-    python_rows = search.search_memories(world["centre"], main, limit=10).memories
-    sql_rows = (
-        world["conn"]
-        .execute(
-            "SELECT id, score FROM tinybot_migration.search_memories(%s, %s, max_rows => 10)",
-            (world["centre"], main),
+def test_the_search_is_the_bots_statement_at_the_cutoff_and_on_ties(world, search):
+    """Parity with the bot: a memory created exactly at the cut-off is left out (strictly before),
+    one a millisecond earlier is in; two memories with one vector tie and both come back; the
+    rows, order and names are those of the bot's statement run directly."""
+    conn, main, luna = world["conn"], world["personas"]["Main"], world["personalities"]["luna"]
+    cutoff = T0 + timedelta(days=90)
+    twin = world["rows"][1]
+    for offset, label in ((timedelta(0), "at"), (timedelta(milliseconds=-1), "before")):
+        conn.execute(
+            "INSERT INTO memories (id, persona_id, personality_id, content, embedding, created_at, source_system)"
+            " VALUES (gen_random_uuid(), %s, %s, %s, %s, %s, 'tzurot-v3')",
+            (main, luna, f"{label} the cut-off", twin[4], cutoff + offset),
         )
-        .fetchall()
+    found = search.search_memories(twin[4], main, luna, limit=3, exclude_newer_than=cutoff).memories
+    assert [m.content for m in found[:2]] in (
+        [twin[3], "before the cut-off"],
+        ["before the cut-off", twin[3]],
     )
-    assert [(m.id, pytest.approx(m.score)) for m in python_rows] == [
-        (i, pytest.approx(s)) for i, s in sql_rows
+    assert found[0].distance == pytest.approx(0, abs=1e-6) and found[1].distance == pytest.approx(0, abs=1e-6)
+    assert "at the cut-off" not in {m.content for m in found}
+    direct = bot_memory_query(twin[4], main, luna, cutoff, 3).run(conn)
+    assert [(m.id, m.persona_name, m.personality_name) for m in direct] == [
+        (m.id, m.persona_name, m.personality_name) for m in found
     ]
 
 

@@ -11,6 +11,7 @@ from dagster import materialize
 from tinybot_migration.defs.resources import EmbeddingProviderResource, NewDatabaseResource
 from tinybot_migration.defs.search.assets import memory_vector_index
 from tinybot_migration.lib.memories import vector_index
+from tinybot_migration.lib.memories.bot_query import PERSONA_INDEX as SEARCH_INDEX
 from tinybot_migration.lib.memories.search_checks import (
     every_memory_has_an_embedding,
     search_latency_within_bound,
@@ -19,7 +20,6 @@ from tinybot_migration.lib.memories.search_checks import (
     vector_index_present_and_valid,
 )
 from tinybot_migration.lib.memories.search_quality import largest_persona_plan, measure_search, recall_at
-from tinybot_migration.lib.memories.search_sql import SEARCH_INDEX, SEARCH_QUERY, search_function_sql
 from tinybot_migration.lib.memories.vector_index import (
     INDEX_NAME,
     build_memory_mb,
@@ -125,13 +125,10 @@ def test_the_recall_and_plan_checks_fail_when_the_search_walks_the_hnsw_index(wo
     good = measure_search(conn, provider, personas_per_bucket=1, queries_per_persona=3)
     assert search_uses_the_intended_plan(largest_persona_plan(conn, good), 60).passed
 
-    # A search that lets the HNSW index order the persona's rows, walking one candidate: what the
-    # bot must never get (the shipped query is written so that no vector index can serve it).
-    walking = SEARCH_QUERY.replace("ORDER BY (m.embedding <=> $1) + 0", "ORDER BY m.embedding <=> $1")
-    assert walking != SEARCH_QUERY
-    conn.execute(search_function_sql(body=walking))
+    # The bot's statement walking the HNSW index one candidate deep under the persona filter (its
+    # B-tree gone, sequential scans and sorts priced out): the trap the checks are there to catch.
     conn.execute(f"DROP INDEX {SEARCH_INDEX}")
-    for setting in ("hnsw.ef_search = 1", "enable_seqscan = off"):
+    for setting in ("hnsw.ef_search = 1", "enable_seqscan = off", "enable_sort = off"):
         conn.execute(f"SET {setting}")
     bad = measure_search(conn, provider, personas_per_bucket=1, queries_per_persona=3)
     outcome = search_recall_against_exact(bad, 0.99)

@@ -21,6 +21,7 @@ from psycopg.rows import class_row
 
 DEFAULT_LIMIT = 15  # the llm config's memory_limit when it has none
 DEFAULT_MIN_SIMILARITY = 0.15  # its memory_score_threshold when it has none
+PERSONA_INDEX = "memories_persona_id_idx"  # the bot's B-tree on memories.persona_id
 
 _SELECT = """
             SELECT
@@ -78,6 +79,10 @@ class BotMemory:
         """What the bot calls the memory's score: 1 - distance."""
         return 1 - self.distance
 
+    def readable_content(self) -> str:
+        """The text as the bot shows it: `{user}` and `{assistant}` replaced by the names."""
+        return self.content.replace("{user}", self.persona_name).replace("{assistant}", self.personality_name)
+
 
 def vector_literal(vector: Sequence[float]) -> str:
     """`[x,y,…]` as the bot writes it (`queryEmbedding.join(',')`: each number in its shortest
@@ -110,18 +115,33 @@ def bot_memory_parameters(
     return params
 
 
+@dataclass(frozen=True)
+class BotMemoryQuery:
+    """One query as the bot sends it: the statement's text and its bound parameters."""
+
+    statement: str
+    params: dict
+
+    def run(self, conn: psycopg.Connection) -> list[BotMemory]:
+        with conn.cursor(row_factory=class_row(BotMemory)) as cur:
+            return cur.execute(self.statement, self.params).fetchall()
+
+    def explain(self, conn: psycopg.Connection) -> str:
+        """The plan PostgreSQL chooses for it (EXPLAIN, text)."""
+        return "\n".join(row[0] for row in conn.execute("EXPLAIN " + self.statement, self.params).fetchall())
+
+
 def bot_memory_query(
-    conn: psycopg.Connection,
     vector: Sequence[float],
     persona: uuid.UUID,
     personality: uuid.UUID | None = None,
     cutoff: datetime | None = None,
     limit: int = DEFAULT_LIMIT,
     min_similarity: float = DEFAULT_MIN_SIMILARITY,
-) -> list[BotMemory]:
-    """Run the bot's memory query: the persona's (and personality's) memories older than `cutoff`
+) -> BotMemoryQuery:
+    """The bot's memory query for the persona's (and personality's) memories older than `cutoff`
     whose similarity to `vector` is above `min_similarity`, nearest first, at most `limit`."""
-    statement = bot_memory_statement(vector, personality=personality is not None, cutoff=cutoff is not None)
-    params = bot_memory_parameters(persona, personality, cutoff, limit, min_similarity)
-    with conn.cursor(row_factory=class_row(BotMemory)) as cur:
-        return cur.execute(statement, params).fetchall()
+    return BotMemoryQuery(
+        bot_memory_statement(vector, personality=personality is not None, cutoff=cutoff is not None),
+        bot_memory_parameters(persona, personality, cutoff, limit, min_similarity),
+    )

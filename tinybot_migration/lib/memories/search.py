@@ -1,12 +1,9 @@
 """The bot's memory search and its one-memory write, for the CLI, the checks and the bot's services.
 
-The query lives once, as the SQL function `search_memories` installed with the new DB's schema
-(`lib/memories/search_sql.py`),
-so the bot's TypeScript services get exactly these rows with one `SELECT`; Python binds every value
-as a parameter. A persona is required, a personality optional; memories newer than
-`exclude_newer_than` are left out; score = 1 − cosine distance, at least `min_similarity`; best
-first, `limit` rows; `{user}` and `{assistant}` in the text are replaced by the persona's and the
-personality's names.
+A search runs the bot's own statement (`bot_query.py`), so it returns the bot's rows in the bot's
+order under the bot's names: a persona is required, a personality optional; memories at or after
+`exclude_newer_than` are left out; distance below 1 − `min_similarity`; nearest first, `limit`
+rows (`BotMemory.readable_content` replaces `{user}` and `{assistant}` as the bot does).
 """
 
 from __future__ import annotations
@@ -19,33 +16,23 @@ from datetime import datetime
 
 import numpy as np
 from pgvector.psycopg import register_vector
-from psycopg.rows import args_row
 from psycopg_pool import ConnectionPool
 
 from tinybot_migration.lib.embeddings.client import EmbeddingClient
 from tinybot_migration.lib.ids import memory_id
-from tinybot_migration.lib.memories.search_sql import DEFAULT_LIMIT, DEFAULT_MIN_SIMILARITY
+from tinybot_migration.lib.memories.bot_query import (
+    DEFAULT_LIMIT,
+    DEFAULT_MIN_SIMILARITY,
+    BotMemory,
+    bot_memory_query,
+)
 from tinybot_migration.lib.memories.writer import SOURCE_BOT, NewMemory, embed_and_write
 from tinybot_migration.lib.schema import EMBEDDING_DIMENSIONS, bot_timestamp
 
 
 @dataclass(frozen=True)
-class FoundMemory:
-    id: uuid.UUID
-    content: str  # with {user} and {assistant} replaced by the names
-    score: float  # 1 - cosine distance
-    created_at: datetime
-    persona_id: uuid.UUID
-    persona_name: str
-    personality_id: uuid.UUID
-    personality_name: str
-    personality_slug: str
-    source_system: str
-
-
-@dataclass(frozen=True)
 class SearchResult:
-    memories: list[FoundMemory]
+    memories: list[BotMemory]
     seconds: float  # the query in the database, embedding the text not included
 
 
@@ -83,13 +70,12 @@ class MemorySearch:
     ) -> SearchResult:
         """Memories of `persona_id` nearest to `query` (a text, embedded here, or a vector)."""
         vector = self.embed(query)
+        bot_query = bot_memory_query(
+            vector, persona_id, personality_id, exclude_newer_than, limit, min_similarity
+        )
         with self.pool.connection() as conn:
             started = time.perf_counter()
-            with conn.cursor(row_factory=args_row(FoundMemory)) as cur:
-                rows = cur.execute(
-                    "SELECT * FROM tinybot_migration.search_memories(%s, %s, %s, %s, %s, %s)",
-                    (vector, persona_id, personality_id, limit, min_similarity, exclude_newer_than),
-                ).fetchall()
+            rows = bot_query.run(conn)
             return SearchResult(rows, time.perf_counter() - started)
 
     def add_memory(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import psycopg
 
 from tinybot_migration.lib.check_outcome import WARN, CheckOutcome, Markdown
+from tinybot_migration.lib.memories.bot_query import PERSONA_INDEX as SEARCH_INDEX
 from tinybot_migration.lib.memories.search_quality import THRESHOLDS, SearchQuality
-from tinybot_migration.lib.memories.search_sql import SEARCH_INDEX
 from tinybot_migration.lib.memories.vector_index import INDEX_NAME, index_state
 
 VECTOR_INDEX_PRESENT_AND_VALID = "vector_index_present_and_valid"

@@ -2,15 +2,15 @@
 
 Personas are sampled by size (the smallest, the median and the largest), each queried with the
 text of some of its own memories cut in half (a paraphrase by truncation, embedded through the
-cache so a re-run pays nothing). Every query runs the installed `search_memories` as the bot
-does, timed, with and without the threshold, and again as `SEARCH_QUERY` with index scans off
-(exact distance over every row of the persona); recall@10 counts a returned memory as right when
-its score reaches the exact tenth score (ties at the cut are not errors).
+cache so a re-run pays nothing). Every query runs the bot's own statement (`bot_query.py`) with
+whatever indexes and settings the database has, timed, with and without the threshold, and again
+as `EXACT_QUERY` (exact distance over every row of the persona, an order no vector index can
+serve); recall@10 counts a returned memory as right when its score reaches the exact tenth score
+(ties at the cut are not errors).
 """
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -18,17 +18,23 @@ from dataclasses import dataclass, field
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
-from psycopg import sql
 
 from tinybot_migration.lib.embeddings.cache import embed_with_cache
 from tinybot_migration.lib.embeddings.client import EmbeddingClient
-from tinybot_migration.lib.memories.search_sql import DEFAULT_LIMIT, DEFAULT_MIN_SIMILARITY, SEARCH_QUERY
+from tinybot_migration.lib.memories.bot_query import DEFAULT_LIMIT, DEFAULT_MIN_SIMILARITY, bot_memory_query
 
 RECALL_AT = 10
 NO_THRESHOLD = -1.0
 THRESHOLDS = {"threshold": DEFAULT_MIN_SIMILARITY, "no_threshold": NO_THRESHOLD}
 SCORE_TOLERANCE = 1e-6
-EXACT_SETTINGS = ("enable_indexscan = off", "enable_indexonlyscan = off", "enable_bitmapscan = off")
+# The bot's filters and threshold, ranked by `distance + 0`: no vector index can serve that order,
+# so the persona's rows are all read and ranked exactly (the reference, not the bot's statement).
+EXACT_QUERY = """
+SELECT id, 1 - (embedding <=> %(q)s) FROM memories
+WHERE persona_id = %(persona)s AND embedding <=> %(q)s < %(max_distance)s
+ORDER BY (embedding <=> %(q)s) + 0, id
+LIMIT %(limit)s
+"""
 
 
 @dataclass
@@ -136,7 +142,7 @@ def measure_search(
     queries_per_persona: int = 5,
     repeats: int = 3,
 ) -> SearchQuality:
-    """Latency and recall of the installed search over sampled personas; see the module docstring. Each search runs
+    """Latency and recall of the bot's query over sampled personas; see the module docstring. Each search runs
     `repeats` times and counts with its median time, so that one stall of a busy machine is not
     taken for the plan's tail."""
     samples = (
@@ -150,10 +156,11 @@ def measure_search(
         figures = quality.buckets.setdefault(sample.bucket, BucketFigures())
         figures.rows = max(figures.rows, sample.persona_rows)
         for which, threshold in THRESHOLDS.items():
+            query = bot_memory_query(sample.vector, sample.persona_id, min_similarity=threshold)
             timings = []
             for _ in range(max(1, repeats)):
                 started = time.perf_counter()
-                found = _search(conn, sample, threshold)
+                found = [(memory.id, memory.score) for memory in query.run(conn)]
                 timings.append((time.perf_counter() - started) * 1000)
             figures.latencies_ms.append(float(np.median(timings)))
             figures.recalls[which].append(recall_at(found, sample.exact[threshold]))
@@ -168,26 +175,12 @@ def measure_search(
     return quality
 
 
-def _search(conn: psycopg.Connection, sample: QuerySample, threshold: float) -> list[tuple[uuid.UUID, float]]:
-    return conn.execute(
-        "SELECT id, score FROM tinybot_migration.search_memories(%s, %s, NULL, %s, %s)",
-        (sample.vector, sample.persona_id, DEFAULT_LIMIT, threshold),
-    ).fetchall()
-
-
 def exact_search(
     conn: psycopg.Connection, vector, persona_id: uuid.UUID, threshold: float
 ) -> list[tuple[uuid.UUID, float]]:
     """(id, score) of the bot's search done exactly: every row of the persona, by exact distance."""
-    params = {"p1": vector, "p2": persona_id, "p3": None, "p4": DEFAULT_LIMIT, "p5": threshold, "p6": None}
-    with conn.transaction():
-        for setting in EXACT_SETTINGS:
-            conn.execute(f"SET LOCAL {setting}")
-        rows = conn.execute(_NAMED_PARAMETERS.sub(r"%(p\1)s", SEARCH_QUERY), params).fetchall()
-    return [(row[0], row[2]) for row in rows]
-
-
-_NAMED_PARAMETERS = re.compile(r"\$(\d+)")
+    params = {"q": vector, "persona": persona_id, "max_distance": 1 - threshold, "limit": DEFAULT_LIMIT}
+    return conn.execute(EXACT_QUERY, params).fetchall()
 
 
 def recall_at(
@@ -202,33 +195,18 @@ def recall_at(
 
 
 def _example(conn: psycopg.Connection, persona_id: uuid.UUID, text: str, vector) -> str:
-    row = conn.execute(
-        "SELECT content, score FROM tinybot_migration.search_memories(%s, %s, max_rows => 1)",
-        (vector, persona_id),
-    ).fetchone()
-    if row is None:
+    found = bot_memory_query(vector, persona_id, limit=1).run(conn)
+    if not found:
         return f"persona {persona_id}, query {text[:60]!r}: nothing above the threshold"
-    return f"persona {persona_id}, query {text[:60]!r} → {row[0][:80]!r} (score {row[1]:.3f})"
+    return (
+        f"persona {persona_id}, query {text[:60]!r} → {found[0].readable_content()[:80]!r} "
+        f"(score {found[0].score:.3f})"
+    )
 
 
 def search_plan(conn: psycopg.Connection, persona_id: uuid.UUID, vector) -> str:
-    """EXPLAIN of the query the installed `search_memories` runs (its body, read from the
-    database), for one persona, with the bot's defaults."""
-    register_vector(conn)
-    [(body,)] = conn.execute("SELECT prosrc FROM pg_proc WHERE proname = 'search_memories'").fetchall()
-    values = [
-        sql.Literal(vector),
-        sql.Literal(persona_id),
-        sql.SQL("NULL::uuid"),
-        sql.Literal(DEFAULT_LIMIT),
-        sql.Literal(DEFAULT_MIN_SIMILARITY),
-        sql.SQL("NULL::timestamptz"),
-    ]
-    template = body.replace("{", "{{").replace("}", "}}")
-    for position in range(len(values), 0, -1):  # $10 before $1, were there ten
-        template = template.replace(f"${position}", "{" + str(position - 1) + "}")
-    statement = sql.SQL("EXPLAIN " + template).format(*values)
-    return "\n".join(row[0] for row in conn.execute(statement).fetchall())
+    """EXPLAIN of the bot's statement for one persona, with the bot's defaults."""
+    return bot_memory_query(vector, persona_id).explain(conn)
 
 
 def largest_persona_plan(conn: psycopg.Connection, quality: SearchQuality) -> str | None:

@@ -2,9 +2,9 @@
 to the table, dropped before a load that would have to maintain it row by row, left in place by
 incremental runs.
 
-The persona-filtered search reads the persona's rows through the bot's `memories_persona_id_idx`
-(`lib/memories/search_sql.py`), so dropping it for a bulk load never slows that search down. After a load the
-table is vacuumed and analyzed (`vacuum_for_search`) so the planner knows its size.
+Whether the bot's memory query (`bot_query.py`) walks this index or reads the persona's rows
+through its `memories_persona_id_idx` is the planner's choice, judged by the search checks. After
+a load the table is vacuumed and analyzed (`vacuum_for_search`) so the planner knows its size.
 """
 
 from __future__ import annotations
