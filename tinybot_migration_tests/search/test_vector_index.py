@@ -4,9 +4,13 @@ left in place when valid, rebuilt when invalid, dropped before a large load, and
 import threading
 import time
 import uuid
+from datetime import datetime
 
+import numpy as np
+import psutil
 import psycopg
 from dagster import materialize
+from pgvector.psycopg import register_vector
 
 from tinybot_migration.defs.resources import EmbeddingProviderResource, NewDatabaseResource
 from tinybot_migration.defs.search.assets import memory_vector_index
@@ -61,10 +65,52 @@ def test_the_index_is_built_once_used_and_left_in_place(world):
     assert vector_index_present_and_valid(conn).passed
 
 
-def test_the_build_memory_is_sized_from_the_table_and_capped():
+def test_the_build_memory_is_sized_from_the_table_and_capped(world):
     assert build_memory_mb(60, 16, 2048) == 64  # the floor
     assert 700 <= build_memory_mb(100_000, 16, 2048) <= 800  # ~6.4 KB a row, with a margin
     assert build_memory_mb(1_000_000, 16, 2048) == 2048
+    # Auto: the embedded server runs here (a unix socket), so half of what this machine has free.
+    local = vector_index.build_memory_cap_mb(world["conn"], vector_index.AUTO_BUILD_MEMORY)
+    assert (
+        local == int(psutil.virtual_memory().available * 0.5 / 2**20)
+        or abs(local - 0.5 * psutil.virtual_memory().available / 2**20) < 512
+    )
+    assert vector_index.build_memory_cap_mb(world["conn"], 300) == 300
+
+
+def test_a_graph_that_outgrows_the_build_memory_is_said_and_reported(make_database, monkeypatch):
+    """PostgreSQL's NOTICE that the graph no longer fits is caught: the build says it finished on
+    disk, and a warning said beforehand that the memory was short."""
+    monkeypatch.setattr(vector_index, "MIN_BUILD_MEMORY_MB", 1)
+    with psycopg.connect(make_database("outgrown"), autocommit=True) as conn:
+        apply_new_schema(conn)
+        rng = np.random.default_rng(5)
+        personality = uuid.uuid4()
+        conn.execute(
+            "INSERT INTO personalities (id, name, slug, character_info, personality_traits, created_at, updated_at)"
+            " VALUES (%s, 'P', 'p', 'c', 't', now(), now())",
+            (personality,),
+        )
+        register_vector(conn)
+        with conn.cursor().copy(
+            "COPY memories (id, personality_id, content, embedding, created_at) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["uuid", "uuid", "text", "vector", "timestamp"])
+            for i, vector in enumerate(rng.standard_normal((1_500, 1536), dtype=np.float32)):
+                copy.write_row(
+                    (
+                        uuid.uuid4(),
+                        personality,
+                        f"m{i}",
+                        vector / np.linalg.norm(vector),
+                        datetime(2025, 1, 1),
+                    )
+                )
+        said: list = []
+        build = ensure_vector_index(conn, max_build_memory_mb=1, log=said.append)
+    assert build.maintenance_work_mem_mb == 1 and build.wanted_memory_mb > 10
+    assert not build.graph_fit_in_memory and build.state.valid
+    assert any("the graph needs about" in str(line) for line in said)
 
 
 def test_an_invalid_index_is_dropped_and_built_again(world):

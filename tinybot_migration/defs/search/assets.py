@@ -25,6 +25,7 @@ from tinybot_migration.lib.memories.search_quality import SearchQuality, largest
 from tinybot_migration.lib.memories.vector_index import (
     DEFAULT_EF_CONSTRUCTION,
     DEFAULT_M,
+    AUTO_BUILD_MEMORY,
     DEFAULT_MAX_BUILD_MEMORY_MB,
     INDEX_NAME,
     ensure_vector_index,
@@ -41,8 +42,10 @@ class VectorIndexConfig(Config):
         default=DEFAULT_EF_CONSTRUCTION, description="HNSW candidates while building"
     )
     max_build_memory_mb: int = Field(
-        default=DEFAULT_MAX_BUILD_MEMORY_MB,
-        description="the most maintenance_work_mem the build may take (sized from the table up to this)",
+        default=AUTO_BUILD_MEMORY,
+        description="the most maintenance_work_mem the build may take (sized from the table up to this); 0: "
+        f"half this machine's available memory for a server running here, {DEFAULT_MAX_BUILD_MEMORY_MB} MB "
+        "for one elsewhere. A graph that does not fit is finished on disk, several times slower.",
     )
     min_recall: float = Field(default=0.99, description="recall@10 against exact search below this fails")
     max_p95_ms: float = Field(
@@ -109,6 +112,9 @@ def memory_vector_index(
             "vacuum_seconds": round(vacuum_seconds, 3),
             "index_size_bytes": build.state.size_bytes,
             "maintenance_work_mem_mb": build.maintenance_work_mem_mb,
+            "graph_memory_mb": build.wanted_memory_mb,
+            "graph_fit_in_memory": build.graph_fit_in_memory,
+            "parallel_workers": build.parallel_workers,
             "built_concurrently": build.concurrently,
             "m": config.m,
             "ef_construction": config.ef_construction,

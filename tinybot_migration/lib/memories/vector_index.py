@@ -15,18 +15,26 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
+import psutil
 import psycopg
 
 from tinybot_migration.lib.database import DatabaseConnectionError
 from tinybot_migration.lib.postgres import VECTOR_INDEX_LOCK, Connect, advisory_lock
-from tinybot_migration.lib.progress import Advanced, Progress, quiet, rate
+from tinybot_migration.lib.progress import Advanced, Notice, Progress, quiet, rate
 from tinybot_migration.lib.schema import EMBEDDING_DIMENSIONS
 
 INDEX_NAME = "idx_memories_embedding"
 DEFAULT_M = 16
 DEFAULT_EF_CONSTRUCTION = 64
+# The build's memory cap for a server elsewhere (its memory is not known here); 0 means "size it
+# from this machine's available memory" for a server running here. A graph that outgrows
+# maintenance_work_mem is finished on disk, page by page: 5.7x slower at 40k vectors with a quarter
+# of the memory it wanted (benchmarks/README.md, "The HNSW build").
 DEFAULT_MAX_BUILD_MEMORY_MB = 2048
+AUTO_BUILD_MEMORY = 0
+LOCAL_SERVER_MEMORY_SHARE = 0.5  # of this machine's available memory, for a server running here
 MIN_BUILD_MEMORY_MB = 64  # PostgreSQL's default maintenance_work_mem
+GRAPH_OUTGREW_MEMORY = "hnsw graph no longer fits into maintenance_work_mem"
 # A load adding at least this share of the table's rows (and at least BULK_LOAD_MIN_ROWS) drops
 # the index first: inserting into HNSW row by row costs a few times what building over all rows
 # costs per row, so past about half the table the rebuild is cheaper.
@@ -52,6 +60,9 @@ class IndexBuild:
     state: IndexState
     maintenance_work_mem_mb: int = 0
     concurrently: bool = False
+    wanted_memory_mb: int = 0  # what the whole graph needs in memory
+    graph_fit_in_memory: bool = True  # False: PostgreSQL finished the build on disk (its NOTICE)
+    parallel_workers: int = 0  # max_parallel_maintenance_workers of the build's session
 
 
 def index_state(conn: psycopg.Connection) -> IndexState:
@@ -63,12 +74,30 @@ def index_state(conn: psycopg.Connection) -> IndexState:
     return IndexState(False) if row is None else IndexState(True, row[0], row[1], row[2])
 
 
-def build_memory_mb(rows: int, m: int, max_mb: int, dimensions: int = EMBEDDING_DIMENSIONS) -> int:
-    """maintenance_work_mem for building over `rows` vectors in memory: the vector, the neighbour
-    lists of layer 0 (2·m item pointers) and their overhead, with a margin; capped at `max_mb`."""
+def graph_memory_mb(rows: int, m: int, dimensions: int = EMBEDDING_DIMENSIONS) -> int:
+    """What building over `rows` vectors in memory needs: the vector, the neighbour lists of layer
+    0 (2·m item pointers) and their overhead, with a margin."""
     per_row = dimensions * 4 + 2 * m * 8 + 96
-    wanted = int(rows * per_row * 1.2 / 2**20) + 1
-    return max(MIN_BUILD_MEMORY_MB, min(max_mb, wanted))
+    return int(rows * per_row * 1.2 / 2**20) + 1
+
+
+def build_memory_mb(rows: int, m: int, max_mb: int, dimensions: int = EMBEDDING_DIMENSIONS) -> int:
+    """maintenance_work_mem for the build: the graph's memory, capped at `max_mb`."""
+    return max(MIN_BUILD_MEMORY_MB, min(max_mb, graph_memory_mb(rows, m, dimensions)))
+
+
+def build_memory_cap_mb(conn: psycopg.Connection, max_build_memory_mb: int) -> int:
+    """The most the build may take: `max_build_memory_mb`, or for AUTO_BUILD_MEMORY a share of this
+    machine's available memory when the server runs here (a unix socket or a loopback host), else
+    DEFAULT_MAX_BUILD_MEMORY_MB."""
+    if max_build_memory_mb != AUTO_BUILD_MEMORY:
+        return max_build_memory_mb
+    host = conn.info.host or ""
+    if host.startswith("/") or host in ("localhost", "127.0.0.1", "::1"):
+        return max(
+            MIN_BUILD_MEMORY_MB, int(psutil.virtual_memory().available * LOCAL_SERVER_MEMORY_SHARE / 2**20)
+        )
+    return DEFAULT_MAX_BUILD_MEMORY_MB
 
 
 def other_sessions(conn: psycopg.Connection) -> int:
@@ -83,7 +112,7 @@ def ensure_vector_index(
     conn: psycopg.Connection,
     m: int = DEFAULT_M,
     ef_construction: int = DEFAULT_EF_CONSTRUCTION,
-    max_build_memory_mb: int = DEFAULT_MAX_BUILD_MEMORY_MB,
+    max_build_memory_mb: int = AUTO_BUILD_MEMORY,
     log: Progress | None = None,
     watch: Connect | None = None,
 ) -> IndexBuild:
@@ -118,14 +147,32 @@ def _ensure_vector_index(
     action = "rebuilt (was invalid)" if state.exists else "built"
     if state.exists:
         conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {INDEX_NAME}")
-    memory_mb = build_memory_mb(rows, m, max_build_memory_mb)
+    wanted_mb = graph_memory_mb(rows, m)
+    memory_mb = build_memory_mb(rows, m, build_memory_cap_mb(conn, max_build_memory_mb))
+    workers = int(conn.execute("SHOW max_parallel_maintenance_workers").fetchone()[0])
     concurrently = other_sessions(conn) > 0
     log(
         f"vector index: building {INDEX_NAME} over {rows:,} memories (m={m}, ef_construction={ef_construction}, "
-        f"maintenance_work_mem {memory_mb} MB{', concurrently: the table serves other sessions' if concurrently else ''})"
+        f"maintenance_work_mem {memory_mb:,} MB, {workers} parallel workers"
+        f"{', concurrently: the table serves other sessions' if concurrently else ''})"
     )
+    if memory_mb < wanted_mb:
+        log(
+            Notice(
+                f"vector index: the graph needs about {wanted_mb:,} MB but the build may take {memory_mb:,} MB: "
+                "PostgreSQL finishes it on disk, several times slower (raise max_build_memory_mb if the "
+                "database server has the memory)"
+            )
+        )
+    outgrew: list[str] = []
+
+    def note(diagnostic) -> None:
+        if (diagnostic.message_primary or "").startswith(GRAPH_OUTGREW_MEMORY):
+            outgrew.append(diagnostic.message_primary)
+
     started = time.perf_counter()
     conn.execute(f"SET maintenance_work_mem = '{memory_mb}MB'")
+    conn.add_notice_handler(note)
     try:
         with _build_progress(conn.info.backend_pid, rows, watch, log):
             conn.execute(
@@ -133,9 +180,12 @@ def _ensure_vector_index(
                 f" USING hnsw (embedding vector_cosine_ops) WITH (m = {int(m)}, ef_construction = {int(ef_construction)})"
             )
     finally:
+        conn.remove_notice_handler(note)
         conn.execute("RESET maintenance_work_mem")
     seconds = time.perf_counter() - started
-    return IndexBuild(action, rows, seconds, index_state(conn), memory_mb, concurrently)
+    return IndexBuild(
+        action, rows, seconds, index_state(conn), memory_mb, concurrently, wanted_mb, not outgrew, workers
+    )
 
 
 @contextmanager
