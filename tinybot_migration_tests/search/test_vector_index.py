@@ -71,10 +71,7 @@ def test_the_build_memory_is_sized_from_the_table_and_capped(world):
     assert build_memory_mb(1_000_000, 16, 2048) == 2048
     # Auto: the embedded server runs here (a unix socket), so half of what this machine has free.
     local = vector_index.build_memory_cap_mb(world["conn"], vector_index.AUTO_BUILD_MEMORY)
-    assert (
-        local == int(psutil.virtual_memory().available * 0.5 / 2**20)
-        or abs(local - 0.5 * psutil.virtual_memory().available / 2**20) < 512
-    )
+    assert abs(local - psutil.virtual_memory().available * 0.5 / 2**20) < 1024  # free memory moves a little
     assert vector_index.build_memory_cap_mb(world["conn"], 300) == 300
 
 
