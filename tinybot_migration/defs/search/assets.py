@@ -23,9 +23,9 @@ from tinybot_migration.lib.memories.search_checks import (
 )
 from tinybot_migration.lib.memories.search_quality import SearchQuality, largest_persona_plan, measure_search
 from tinybot_migration.lib.memories.vector_index import (
+    AUTO_BUILD_MEMORY,
     DEFAULT_EF_CONSTRUCTION,
     DEFAULT_M,
-    AUTO_BUILD_MEMORY,
     DEFAULT_MAX_BUILD_MEMORY_MB,
     INDEX_NAME,
     ensure_vector_index,
