@@ -62,6 +62,9 @@ class NotesSource:
     def apply(self, conn, batch):
         self.calls.append(f"apply {next(iter(batch))}")
 
+    def foresee(self, batch):
+        pass  # notes write nothing of their own
+
     def rejected(self, memory, slug, reason):
         self.refused.append(memory.content)
 

@@ -188,6 +188,10 @@ def test_a_sender_mapped_later_is_linked_in_place_without_a_request(export, serv
 
     persona = export.person("1005", name="Late")
     export.map(UNLISTED, "1005")
+    foreseen = estimate_all(export, server)  # the estimate counts the re-pointing and does none of it
+    assert foreseen.memories_to_relink == 2 and foreseen.links.memories_linked == 0
+    unlisted = [m for m in memories(export.conn) if str(m["legacy_shapes_user_id"]) == UNLISTED]
+    assert [m["persona_id"] for m in unlisted] == [None, None]
     relinked = import_all(export, server)
     assert len(server.requests) == sent and relinked.memories_written == 0
     assert relinked.links.memories_linked == 2 and relinked.links.mappings_written == 1

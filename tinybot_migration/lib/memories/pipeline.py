@@ -7,8 +7,9 @@ The pipeline does the rest the same way for each:
 
 - `write_memories` embeds and writes the planned memories through the shared writer, between the
   source's own writes (`apply` before them, `record` after), one batch at a time;
-- `estimate_memories` stops after planning and prices the planned texts through the cache. It
-  writes nothing and calls no provider: the estimate is a function of its own, not a mode threaded
+- `estimate_memories` stops after planning, asks the source what its own writes would change
+  (`foresee`, in place of `apply`) and prices the planned texts through the cache. It writes
+  nothing and calls no provider: the estimate is a function of its own, not a mode threaded
   through the writing path.
 """
 
@@ -64,6 +65,10 @@ class MemorySource(Protocol[R]):
 
     def apply(self, conn: psycopg.Connection, batch: Batch) -> None:
         """Its own writes that the memories depend on (shapes.inc: the sender mappings)."""
+        ...
+
+    def foresee(self, batch: Batch) -> None:
+        """For an estimate, what `apply` would change, into `report`. Reads only."""
         ...
 
     def rejected(self, memory: NewMemory, slug: str, reason: str) -> None:
@@ -145,6 +150,8 @@ def estimate_memories(
             pending = source.plan(batch)
         log(source.batch_line(number, len(batches), batch, len(pending)))
         texts += [memory.content for memory in pending]
+        with phase(report, "apply"):
+            source.foresee(batch)
         with phase(report, "account"):
             source.account(batch)
     report.estimate = estimate_cost(cache, provider, texts)

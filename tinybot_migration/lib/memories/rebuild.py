@@ -162,6 +162,9 @@ class RebuildSource:
     def apply(self, conn: psycopg.Connection, batch: dict[str, uuid.UUID]) -> None:
         pass  # the history is the new database's own: nothing to write before the memories
 
+    def foresee(self, batch: dict[str, uuid.UUID]) -> None:
+        pass  # nor anything to foresee
+
     def rejected(self, memory: NewMemory, slug: str, reason: str) -> None:
         """A memory whose text the provider refused: counted, and the first few named."""
         report = self.report

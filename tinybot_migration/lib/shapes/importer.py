@@ -24,7 +24,7 @@ from psycopg.types.json import Jsonb
 
 from tinybot_migration.lib.embeddings.client import EmbeddingClient
 from tinybot_migration.lib.ids import legacy_memory_id
-from tinybot_migration.lib.memories.pipeline import estimate_memories, write_memories
+from tinybot_migration.lib.memories.pipeline import write_memories
 from tinybot_migration.lib.memories.writer import (
     SOURCE_SHAPES,
     MemorySourceReport,
@@ -103,7 +103,7 @@ class ShapesImportReport(MemorySourceReport):
     unmapped: Counter[str] = field(default_factory=Counter)  # unmapped sender -> memories it has
     unmapped_reasons: dict[str, str] = field(default_factory=dict)
     links: LinkChanges = field(default_factory=LinkChanges)
-    memories_to_relink: int = 0  # memories whose persona the mappings change (planned before applied)
+    memories_to_relink: int = 0  # an estimate's: memories whose persona the mappings would change
 
     def total(self, name: str) -> int:
         return sum(getattr(a, name) for a in self.per_personality.values())
@@ -171,10 +171,6 @@ class ShapesSource:
         self.senders |= senders
         resolution = resolve_senders(self.people, senders, self.mappings, kept=self.memories is not None)
         report.unmapped_reasons |= dict(resolution.unmapped)
-        if self.memories is not None:
-            report.memories_to_relink += memories_to_repoint(
-                self.memories, resolution.links, list(batch.values())
-            )
         plans = {p.source_file: _plan_file(p, batch[p.slug], resolution) for p in files}
         self._batch = _BatchPlan(files, plans, resolution)
         return _missing_memories(self.memories, plans, report, batch)
@@ -196,6 +192,13 @@ class ShapesSource:
         report.links.memories_linked += links.memories_linked
         report.links.memories_repointed += links.memories_repointed
         report.links.repointed_senders += links.repointed_senders
+
+    def foresee(self, batch: dict[str, uuid.UUID]) -> None:
+        """The memories `apply` would re-point (none before the first migration: no memories yet)."""
+        if self.memories is not None:
+            self.report.memories_to_relink += memories_to_repoint(
+                self.memories, self._batch.resolution.links, list(batch.values())
+            )
 
     def rejected(self, memory: NewMemory, slug: str, reason: str) -> None:
         self._batch.refused[memory.content] = f"{REFUSED_REASON} ({reason})"
@@ -233,21 +236,6 @@ def import_shapes_memories(
     is written."""
     source = ShapesSource(conn, conn, export_dir, personality_ids, now)
     return write_memories(source, conn, provider, connect=connect, log=log)
-
-
-def estimate_shapes_import(
-    memories: psycopg.Connection | None,
-    people: psycopg.Connection,
-    provider: EmbeddingClient,
-    export_dir: Path,
-    personality_ids: dict[str, uuid.UUID],
-    log: Progress | None = None,
-) -> ShapesImportReport:
-    """What `import_shapes_memories` would write and what embedding it would cost, reading only;
-    `memories` None is a new database without memories (or schema) yet, `people` the database
-    whose users and default personas map the senders."""
-    source = ShapesSource(memories, people, export_dir, personality_ids)
-    return estimate_memories(source, memories, provider, log)
 
 
 def file_batches(export_dir: Path, personality_ids: dict[str, uuid.UUID]) -> list[dict[str, uuid.UUID]]:
