@@ -71,14 +71,15 @@ EXPLAIN (ANALYZE, BUFFERS) per bucket. Then concurrency, for `--concurrency-vari
 Variants (`VARIANTS`, a registry by name; `--variants a,b` selects; each is applied on top of the
 delivered database and undone before the next; settings go in with `ALTER DATABASE … SET` so that
 every new connection has them; variants that drop the delivered index run last):
-  delivered                             what the project delivers today: HNSW + vacuum, no settings
-  no_hnsw                               idx_memories_embedding dropped: memories_persona_id_idx + exact sort
-  iterative_{strict,relaxed}_ef{40,100} hnsw.iterative_scan = strict_order / relaxed_order, hnsw.ef_search
-  iterative_strict_ef40_maxscan100000   strict_order, ef_search 40, hnsw.max_scan_tuples = 100000
-  partial_hnsw_large                    a partial HNSW (vector_cosine_ops, m=16, ef_construction=64,
-                                        WHERE persona_id = '<uuid>') per persona of --promote-rows rows
-                                        or more, plus hnsw.iterative_scan = strict_order; reports how
-                                        many, their build seconds and size, which queries used them
+  delivered                             what the project delivers (the asset's own calls): idx_memories_embedding,
+                                        a partial HNSW (tinybot_migration_hnsw_<persona>, m=16, ef_construction=64)
+                                        per persona of 1,000+ memories, ALTER DATABASE hnsw.iterative_scan =
+                                        strict_order, ef_search 100, max_scan_tuples; vacuum
+  delivered_ef40                        delivered with pgvector's default hnsw.ef_search = 40
+  global_only                           what was delivered before issue 31: idx_memories_embedding alone, no settings
+  no_hnsw                               every HNSW index dropped: memories_persona_id_idx + exact sort
+  iterative_{strict,relaxed}_ef{40,100} on top of delivered: hnsw.iterative_scan, hnsw.ef_search
+  iterative_strict_ef40_maxscan100000   on top of delivered: strict_order, ef_search 40, max_scan_tuples 100000
 
 Output: a table per vectors kind (variant x bucket) and a concurrency table on stdout; everything in
 `benchmarks/results/bot_query_scale_<N>.json` (a preset) or `bot_query_rows_<rows>.json` (explicit
@@ -121,11 +122,12 @@ from tinybot_migration.lib.memories.bot_query import (  # noqa: E402
     vector_literal,
 )
 from tinybot_migration.lib.memories.vector_index import (  # noqa: E402
-    DEFAULT_EF_CONSTRUCTION,
-    DEFAULT_M,
+    DEFAULT_PERSONA_INDEX_MIN_ROWS,
     INDEX_NAME,
-    build_memory_mb,
+    PERSONA_INDEX_PREFIX,
+    ensure_persona_indexes,
     ensure_vector_index,
+    persona_indexes,
     vacuum_for_search,
 )
 from tinybot_migration.lib.new_database_schema import apply_new_schema  # noqa: E402
@@ -137,7 +139,6 @@ MIN_SIMILARITY = DEFAULT_MIN_SIMILARITY
 MAX_DISTANCE = 1 - MIN_SIMILARITY
 TIE_EPS = ms.TIE_EPS
 BUCKET_NAMES = {"small": "smallest", "median": "median", "next25": "large", "largest": "largest"}
-PARTIAL_PREFIX = "bench_partial_hnsw_"
 # rows, personas, largest. Scale 1's largest is not the brief's 64, which no Zipf layout can meet
 # (134 x 64 = 8,576 < 12,200): 607 is what the 100x preset's exponent (0.527) gives at 134 personas.
 PRESETS = {1: (12_200, 134, 607), 100: (1_217_300, 13_400, 6_400)}
@@ -552,15 +553,13 @@ def set_database(ctx: Context, settings: dict[str, str]) -> None:
 
 
 def undo(ctx: Context, rebuild_index: bool) -> float:
-    """Back to the delivered state: database settings reset, benchmark indexes dropped, the
-    delivered index rebuilt when a variant dropped it. Returns the seconds."""
+    """Back to the delivered state: database settings reset, the delivered index rebuilt when a
+    variant dropped it, the persona indexes and their settings as delivered. Returns the seconds."""
     started = time.perf_counter()
     ctx.conn.execute(sql.SQL("ALTER DATABASE {} RESET ALL").format(ctx.database))
-    for name in index_types(ctx.conn):
-        if name.startswith(PARTIAL_PREFIX):
-            ctx.conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
     if rebuild_index:
         ensure_vector_index(ctx.conn)
+    ensure_persona_indexes(ctx.conn)  # those a variant dropped, and the database's settings
     return time.perf_counter() - started
 
 
@@ -568,7 +567,19 @@ def delivered(ctx: Context) -> dict:
     return {}
 
 
+def without_persona_indexes(ctx: Context) -> None:
+    for index in persona_indexes(ctx.conn).values():
+        ctx.conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(index.name)))
+    ctx.conn.execute(sql.SQL("ALTER DATABASE {} RESET ALL").format(ctx.database))
+
+
+def global_only(ctx: Context) -> dict:
+    without_persona_indexes(ctx)
+    return {}
+
+
 def no_hnsw(ctx: Context) -> dict:
+    without_persona_indexes(ctx)
     ctx.conn.execute(f"DROP INDEX {INDEX_NAME}")
     return {}
 
@@ -581,41 +592,29 @@ def settings_variant(name: str, description: str, settings: dict[str, str]) -> V
     return Variant(name, description, apply)
 
 
-def partial_hnsw_large(ctx: Context) -> dict:
-    """A partial HNSW index per persona of --promote-rows rows or more, iterative strict scans."""
-    shape = ctx.shape
-    promoted = [int(p) for p in np.flatnonzero(shape.sizes >= ctx.args.promote_rows)]
-    started = time.perf_counter()
-    for p in promoted:
-        memory_mb = build_memory_mb(int(shape.sizes[p]), DEFAULT_M, 2048)
-        ctx.conn.execute(f"SET maintenance_work_mem = '{memory_mb}MB'")
-        ctx.conn.execute(
-            sql.SQL(
-                "CREATE INDEX {} ON memories USING hnsw (embedding vector_cosine_ops)"
-                " WITH (m = {}, ef_construction = {}) WHERE persona_id = {}"
-            ).format(
-                sql.Identifier(f"{PARTIAL_PREFIX}{p}"),
-                sql.Literal(DEFAULT_M),
-                sql.Literal(DEFAULT_EF_CONSTRUCTION),
-                sql.Literal(str(shape.persona_ids[p])),
-            )
-        )
-    ctx.conn.execute("RESET maintenance_work_mem")
-    seconds = time.perf_counter() - started
-    settings = {"hnsw.iterative_scan": "strict_order"}
-    set_database(ctx, settings)
-    sizes = [ms.relation_bytes(ctx.conn, f"{PARTIAL_PREFIX}{p}") for p in promoted]
-    return {
-        "database_settings": settings,
-        "partial_indexes": len(promoted),
-        "promoted_rows": int(shape.sizes[promoted].sum()) if promoted else 0,
-        "partial_build_seconds": round(seconds, 2),
-        "partial_bytes": int(sum(sizes)),
-    }
-
-
-register(Variant("delivered", "what the project delivers: HNSW + vacuum, no settings", delivered))
-register(Variant("no_hnsw", f"{INDEX_NAME} dropped: {PERSONA_INDEX} + exact sort", no_hnsw, True))
+register(
+    Variant(
+        "delivered",
+        "what the project delivers: the global HNSW, a partial HNSW per persona of 1,000+ memories, "
+        "hnsw.iterative_scan = strict_order, ef_search 100, vacuum",
+        delivered,
+    )
+)
+register(
+    Variant(
+        "global_only",
+        f"what it delivered before issue 31: {INDEX_NAME} alone, no persona index, no settings",
+        global_only,
+    )
+)
+register(
+    Variant("no_hnsw", f"every HNSW index dropped, no settings: {PERSONA_INDEX} + exact sort", no_hnsw, True)
+)
+register(
+    settings_variant(
+        "delivered_ef40", "delivered with pgvector's default hnsw.ef_search = 40", {"hnsw.ef_search": "40"}
+    )
+)
 for order in ("strict", "relaxed"):
     for ef in (40, 100):
         register(
@@ -630,13 +629,6 @@ register(
         "iterative_strict_ef40_maxscan100000",
         "strict_order, ef_search 40, hnsw.max_scan_tuples = 100000",
         {"hnsw.iterative_scan": "strict_order", "hnsw.ef_search": "40", "hnsw.max_scan_tuples": "100000"},
-    )
-)
-register(
-    Variant(
-        "partial_hnsw_large",
-        "a partial HNSW per persona of --promote-rows rows or more + iterative strict scans",
-        partial_hnsw_large,
     )
 )
 
@@ -683,7 +675,9 @@ def measure(url: str, shape: Shape, kept: KeptVectors, queries: list[Query], exa
                 continue
             on_hnsw = [q for q in group if "hnsw" in plans[q.number]["types"]]
             partial = [
-                q for q in group if any(n.startswith(PARTIAL_PREFIX) for n in plans[q.number]["indexes"])
+                q
+                for q in group
+                if any(n.startswith(PERSONA_INDEX_PREFIX) for n in plans[q.number]["indexes"])
             ]
             latencies = [timings[q.number] for q in group]
             results = [judged[q.number] for q in group]
@@ -838,13 +832,23 @@ def deliver(kind: str, shape: Shape, queries: list[Query], args) -> tuple[str, K
             "bytes": build.state.size_bytes,
             "definition": build.state.definition,
         }
+        personas = ensure_persona_indexes(conn)
+        out["persona_indexes"] = {
+            "count": personas.count,
+            "memories": sum(personas.built.values()),
+            "seconds": round(personas.seconds, 1),
+            "bytes": personas.size_bytes,
+            "settings": personas.settings,
+        }
         out["vacuum_seconds"] = round(vacuum_for_search(conn), 2)
         out["visibility_after_vacuum"] = visibility(conn)
         out["table_bytes"] = ms.relation_bytes(conn, "memories")
         out["index_bytes"] = index_sizes(conn)
     print(
         f"[{kind}] {INDEX_NAME} built in {build.seconds:.1f} s ({build.state.size_bytes / 1e6:.1f} MB,"
-        f" maintenance_work_mem {build.maintenance_work_mem_mb} MB); VACUUM (ANALYZE) {out['vacuum_seconds']:.1f} s;"
+        f" maintenance_work_mem {build.maintenance_work_mem_mb} MB); {personas.count} persona indexes over"
+        f" {out['persona_indexes']['memories']:,} memories in {personas.seconds:.1f} s ({personas.size_bytes / 1e6:.1f} MB,"
+        f" settings {personas.settings}); VACUUM (ANALYZE) {out['vacuum_seconds']:.1f} s;"
         f" after it {out['visibility_after_vacuum']}",
         flush=True,
     )
@@ -973,12 +977,10 @@ def print_tables(report: dict) -> None:
         print(f"\n-- {kind}: setup per variant --")
         for name, entry in data["variants"].items():
             hnsw = entry["index_bytes"].get(INDEX_NAME)
-            extra = ""
-            if "partial_indexes" in entry:
-                extra = (
-                    f"  {entry['partial_indexes']} partial indexes over {entry['promoted_rows']:,} rows,"
-                    f" {entry['partial_build_seconds']:.1f} s, {entry['partial_bytes'] / 1e6:.1f} MB"
-                )
+            persona = sum(
+                size for name, size in entry["index_bytes"].items() if name.startswith(PERSONA_INDEX_PREFIX)
+            )
+            extra = f"  persona indexes {persona / 1e6:.1f} MB" if persona else ""
             vis = entry["visibility"]
             print(
                 f"{name:<36} {entry['setup_seconds']:>7.1f} s  {INDEX_NAME} "
@@ -1073,7 +1075,6 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=20, help="queries per bucket")
     parser.add_argument("--seconds", type=float, default=5.0, help="per client count in the concurrency runs")
     parser.add_argument("--clients", default="1,4,16")
-    parser.add_argument("--promote-rows", type=int, default=1000, help="partial HNSW for personas this large")
     parser.add_argument("--query-noise", type=float, default=0.5, help="noise norm added to a stored vector")
     parser.add_argument(
         "--exact-check", type=int, default=2, help="queries per bucket checked with index scans off"
@@ -1128,7 +1129,7 @@ def main() -> None:
             "median": float(np.median(ascending)),
             "p10": float(np.percentile(ascending, 10)),
             "smallest": int(ascending[0]),
-            "at_least_promote_rows": int((shape.sizes >= args.promote_rows).sum()),
+            "at_least_persona_index_rows": int((shape.sizes >= DEFAULT_PERSONA_INDEX_MIN_ROWS).sum()),
         },
         "buckets": {
             b: sorted({int(shape.sizes[q.persona]) for q in queries if q.bucket == b})

@@ -133,6 +133,14 @@ def print_sync_summary(report) -> None:
         console.print(
             f"vector index: {report.index.action} over {report.index.rows:,} memories in {report.index.seconds:.1f}s"
         )
+    if report.persona_indexes is not None and (
+        report.persona_indexes.built or report.persona_indexes.dropped
+    ):
+        personas = report.persona_indexes
+        console.print(
+            f"persona indexes: {len(personas.built)} built, {len(personas.dropped)} dropped, {personas.kept} kept "
+            f"in {personas.seconds:.1f}s"
+        )
     for check in report.checks:
         mark = "[green]ok[/]" if check.passed else "[red]FAILED[/]"
         console.print(f"{mark} {check.name}: {check.description}", highlight=False)

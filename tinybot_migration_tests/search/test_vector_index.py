@@ -23,7 +23,7 @@ from tinybot_migration.lib.memories.search_checks import (
     search_uses_the_intended_plan,
     vector_index_present_and_valid,
 )
-from tinybot_migration.lib.memories.search_quality import largest_persona_plan, measure_search, recall_at
+from tinybot_migration.lib.memories.search_quality import measure_search, recall_at, search_plans
 from tinybot_migration.lib.memories.vector_index import (
     INDEX_NAME,
     build_memory_mb,
@@ -166,7 +166,7 @@ def test_the_recall_and_plan_checks_fail_when_the_search_walks_the_hnsw_index(wo
     provider = offline_client()
     ensure_vector_index(conn)
     good = measure_search(conn, provider, personas_per_bucket=1, queries_per_persona=3)
-    assert search_uses_the_intended_plan(largest_persona_plan(conn, good), 60).passed
+    assert search_uses_the_intended_plan(search_plans(conn, good), 60).passed
 
     # The bot's statement walking the HNSW index one candidate deep under the persona filter (its
     # B-tree gone, sequential scans and sorts priced out): the trap the checks are there to catch.
@@ -176,7 +176,7 @@ def test_the_recall_and_plan_checks_fail_when_the_search_walks_the_hnsw_index(wo
     bad = measure_search(conn, provider, personas_per_bucket=1, queries_per_persona=3)
     outcome = search_recall_against_exact(bad, 0.99)
     assert not outcome.passed and "recall@10 below 0.99" in outcome.description
-    plan = search_uses_the_intended_plan(largest_persona_plan(conn, bad), 60)
+    plan = search_uses_the_intended_plan(search_plans(conn, bad), 60)
     assert not plan.passed and INDEX_NAME in plan.description
 
 
@@ -186,9 +186,10 @@ def test_the_shipped_search_reads_the_persona_rows_through_the_bots_persona_inde
     vacuum_for_search(conn)
     conn.execute("SET enable_seqscan = off")  # on 60 rows, push the planner towards any index
     quality = measure_search(conn, offline_client(), 1, 1)
-    plan = largest_persona_plan(conn, quality)
-    assert INDEX_NAME not in plan and SEARCH_INDEX in plan, plan
-    assert search_uses_the_intended_plan(plan, 60).passed
+    plans = search_plans(conn, quality)
+    assert INDEX_NAME not in plans.largest.plan and SEARCH_INDEX in plans.largest.plan, plans.largest.plan
+    assert plans.largest.index is None and plans.indexed == []
+    assert search_uses_the_intended_plan(plans, 60).passed
 
 
 def test_the_latency_check_warns_when_its_bound_is_below_what_is_measured(world):

@@ -21,13 +21,19 @@ from tinybot_migration.lib.memories.search_checks import (
     search_uses_the_intended_plan,
     vector_index_present_and_valid,
 )
-from tinybot_migration.lib.memories.search_quality import SearchQuality, largest_persona_plan, measure_search
+from tinybot_migration.lib.memories.search_quality import SearchQuality, measure_search, search_plans
 from tinybot_migration.lib.memories.vector_index import (
     AUTO_BUILD_MEMORY,
     DEFAULT_EF_CONSTRUCTION,
+    DEFAULT_EF_SEARCH,
     DEFAULT_M,
     DEFAULT_MAX_BUILD_MEMORY_MB,
+    DEFAULT_PERSONA_INDEX_MIN_ROWS,
     INDEX_NAME,
+    ITERATIVE_SCAN,
+    PERSONA_INDEX_PREFIX,
+    PersonaIndexes,
+    ensure_persona_indexes,
     ensure_vector_index,
     vacuum_for_search,
     vector_index_lock,
@@ -46,6 +52,15 @@ class VectorIndexConfig(Config):
         description="the most maintenance_work_mem the build may take (sized from the table up to this); 0: "
         f"half this machine's available memory for a server running here, {DEFAULT_MAX_BUILD_MEMORY_MB} MB "
         "for one elsewhere. A graph that does not fit is finished on disk, several times slower.",
+    )
+    persona_index_min_rows: int = Field(
+        default=DEFAULT_PERSONA_INDEX_MIN_ROWS,
+        description="a persona with this many memories gets its own partial HNSW index (one below half of it "
+        "loses it); 0: no persona index",
+    )
+    ef_search: int = Field(
+        default=DEFAULT_EF_SEARCH,
+        description="hnsw.ef_search set on the database for every session: candidates an HNSW scan starts from",
     )
     min_recall: float = Field(default=0.99, description="recall@10 against exact search below this fails")
     max_p95_ms: float = Field(
@@ -72,9 +87,12 @@ class VectorIndexConfig(Config):
     kinds={"postgres", "pgvector"},
     description=f"{INDEX_NAME}: HNSW (vector_cosine_ops) over every memory, built after both memory sources "
     "are loaded with maintenance_work_mem sized from the table, concurrently when the table serves other "
-    "sessions; left in place when it exists and is valid (a large load drops it first). Then the table is "
-    "vacuumed and analyzed, and the bot's search is measured against exact search "
-    "on sampled personas (recall@10, p50/p95 per persona size).",
+    "sessions; left in place when it exists and is valid (a large load drops it first). Then a partial HNSW "
+    f"index ({PERSONA_INDEX_PREFIX}<persona>) per persona with persona_index_min_rows memories or more, and the "
+    f"database settings their scans need (hnsw.iterative_scan = {ITERATIVE_SCAN}, hnsw.ef_search, "
+    "hnsw.max_scan_tuples); only what is missing is built. Then the table is vacuumed and analyzed, and the bot's "
+    "query, in a new session as the bot's, is measured against exact search on sampled personas (recall@10, "
+    "p50/p95 per persona size) and its plans checked.",
 )
 def memory_vector_index(
     context: AssetExecutionContext,
@@ -92,18 +110,33 @@ def memory_vector_index(
             progress_of(context),
             watch=new_database.connect,
         )
-        vacuum_seconds = vacuum_for_search(conn)
-        quality = measure_search(
-            conn, embedding_provider.client(), config.personas_per_bucket, config.queries_per_persona
+        personas = ensure_persona_indexes(
+            conn,
+            config.persona_index_min_rows,
+            config.m,
+            config.ef_construction,
+            config.ef_search,
+            config.max_build_memory_mb,
+            progress_of(context),
         )
+        vacuum_seconds = vacuum_for_search(conn)
+        # Measured in a new session: it has the database's settings, as the bot's sessions do.
+        with new_database.connect() as session:
+            quality = measure_search(
+                session, embedding_provider.client(), config.personas_per_bucket, config.queries_per_persona
+            )
+            plans = search_plans(session, quality)
         outcomes = [
             vector_index_present_and_valid(conn),
             every_memory_has_an_embedding(conn),
-            search_uses_the_intended_plan(largest_persona_plan(conn, quality), build.rows),
+            search_uses_the_intended_plan(plans, build.rows),
             search_recall_against_exact(quality, config.min_recall),
             search_latency_within_bound(quality, config.max_p95_ms),
         ]
-    context.log.info(f"vector index: {build.action} over {build.rows:,} memories in {build.seconds:.1f}s")
+    context.log.info(
+        f"vector index: {build.action} over {build.rows:,} memories in {build.seconds:.1f}s; "
+        f"{personas.count} persona indexes ({len(personas.built)} built in {personas.seconds:.1f}s)"
+    )
     return MaterializeResult(
         metadata={
             "dagster/row_count": build.rows,
@@ -119,10 +152,27 @@ def memory_vector_index(
             "m": config.m,
             "ef_construction": config.ef_construction,
             "definition": build.state.definition,
+            **persona_index_metadata(personas),
             **search_metadata(quality),
         },
         check_results=check_results(outcomes),
     )
+
+
+def persona_index_metadata(personas: PersonaIndexes) -> dict:
+    metadata: dict = {
+        "persona_indexes": personas.count,
+        "persona_indexes_built": len(personas.built),
+        "persona_indexes_dropped": len(personas.dropped),
+        "persona_index_min_rows": personas.min_rows,
+        "persona_index_seconds": round(personas.seconds, 3),
+        "persona_index_bytes": personas.size_bytes,
+        "persona_indexed_memories_built": sum(personas.built.values()),
+        "database_settings": personas.settings,
+    }
+    if personas.refused:
+        metadata["persona_indexes_refused"] = personas.refused
+    return metadata
 
 
 def search_metadata(quality: SearchQuality) -> dict:

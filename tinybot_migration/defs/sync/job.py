@@ -51,6 +51,7 @@ def sync_metadata(report: SyncReport) -> dict:
         "seconds": round(report.seconds, 2),
         "summary": MetadataValue.md(summary_markdown(report)),
         **({"vector_index": report.index.action} if report.index else {}),
+        **({"persona_indexes": report.persona_indexes.count} if report.persona_indexes else {}),
         **{
             f"check_{c.name}": ("passed: " if c.passed else "FAILED: ") + c.description for c in report.checks
         },

@@ -6,8 +6,8 @@ import psycopg
 
 from tinybot_migration.lib.check_outcome import WARN, CheckOutcome, Markdown
 from tinybot_migration.lib.memories.bot_query import PERSONA_INDEX as SEARCH_INDEX
-from tinybot_migration.lib.memories.search_quality import THRESHOLDS, SearchQuality
-from tinybot_migration.lib.memories.vector_index import INDEX_NAME, index_state
+from tinybot_migration.lib.memories.search_quality import THRESHOLDS, PersonaPlan, SearchPlans, SearchQuality
+from tinybot_migration.lib.memories.vector_index import INDEX_NAME, ITERATIVE_SCAN, index_state
 
 VECTOR_INDEX_PRESENT_AND_VALID = "vector_index_present_and_valid"
 EVERY_MEMORY_HAS_AN_EMBEDDING = "every_memory_has_an_embedding"
@@ -21,8 +21,10 @@ SEQUENTIAL_SCAN_MAX_ROWS = 10_000
 SEARCH_CHECK_DESCRIPTIONS = {
     VECTOR_INDEX_PRESENT_AND_VALID: f"{INDEX_NAME} exists, is an HNSW index with vector_cosine_ops, and is valid.",
     EVERY_MEMORY_HAS_AN_EMBEDDING: "No memory lacks an embedding (it would be invisible to the index and to search).",
-    SEARCH_USES_THE_INTENDED_PLAN: f"EXPLAIN of the search for the largest persona reads the persona's rows "
-    f"from {SEARCH_INDEX}, not from a sequential scan of all memories nor from the global HNSW index.",
+    SEARCH_USES_THE_INTENDED_PLAN: "In a new session (the database's settings, as the bot's sessions have them), "
+    "EXPLAIN of the bot's query for the largest persona and for every persona with its own HNSW index reads "
+    f"the persona's rows through its own index or {SEARCH_INDEX}, never through the global {INDEX_NAME}; the "
+    f"persona indexes are valid and every session scans them with hnsw.iterative_scan = {ITERATIVE_SCAN}.",
     SEARCH_RECALL_AGAINST_EXACT: "Over the smallest, median and largest personas, queried with their own "
     "memories' text cut in half, recall@10 against exact search (every row of the persona by exact "
     "distance; the mean over a bucket's queries) is at least min_recall, with and without the 0.15 threshold.",
@@ -65,32 +67,67 @@ def every_memory_has_an_embedding(conn: psycopg.Connection) -> CheckOutcome:
     )
 
 
-def search_uses_the_intended_plan(plan: str | None, memories: int) -> CheckOutcome:
-    """The search reads the persona's rows through the bot's persona B-tree (or, on a table small enough,
-    from a scan of all rows): never through the global HNSW index, which loses rows under the
-    persona filter."""
-    if plan is None:
+def search_uses_the_intended_plan(plans: SearchPlans, memories: int) -> CheckOutcome:
+    """In a session like the bot's, the bot's query reads a persona's rows through the persona's own
+    index where it has one (valid, with iterative scans set for every session) and otherwise through
+    the bot's persona B-tree (or, on a table small enough, a scan of all rows): never through the
+    global HNSW index, which loses rows under the persona filter."""
+    everything = ([plans.largest] if plans.largest else []) + plans.indexed
+    if not everything:
         return CheckOutcome(SEARCH_USES_THE_INTENDED_PLAN, True, "no persona has memories yet", {})
-    if INDEX_NAME in plan:
-        passed, description = (
-            False,
-            f"the bot's query walks {INDEX_NAME}, which loses rows under the persona filter",
+    problems = [
+        f"the bot's query for persona {p.persona_id} walks {INDEX_NAME}, which loses rows under the persona filter"
+        for p in everything
+        if INDEX_NAME in p.plan
+    ]
+    problems += [f"{i.name} is invalid (an interrupted build)" for i in plans.indexes.values() if not i.valid]
+    if plans.indexes and plans.iterative_scan != ITERATIVE_SCAN:
+        problems.append(
+            f"a new session has hnsw.iterative_scan = {plans.iterative_scan}, not {ITERATIVE_SCAN}: the persona "
+            "indexes return fewer rows than qualify under a personality or cutoff filter"
         )
-    elif SEARCH_INDEX in plan:
-        passed, description = True, f"the search reads the persona's rows through {SEARCH_INDEX}"
-    elif memories < SEQUENTIAL_SCAN_MAX_ROWS:
-        passed, description = (
-            True,
-            f"on {memories:,} memories the planner reads them another way (cheaper than {SEARCH_INDEX} here)",
+    largest = plans.largest
+    if (
+        largest
+        and largest.index is None
+        and SEARCH_INDEX not in largest.plan
+        and memories >= SEQUENTIAL_SCAN_MAX_ROWS
+    ):
+        problems.append(
+            f"the bot's query for the largest persona does not use {SEARCH_INDEX} on {memories:,} memories"
         )
+    unused = [p.index for p in plans.indexed if p.index not in p.plan]
+    if problems:
+        description = "; ".join(problems)
     else:
-        passed, description = False, f"the bot's query does not use {SEARCH_INDEX} on {memories:,} memories"
+        description = _largest_persona_path(largest, memories)
+        if plans.indexes:
+            description += (
+                f"; {len(plans.indexed) - len(unused)} of {len(plans.indexes)} persona indexes serve their persona"
+                + (f" (the planner prefers the B-tree for {', '.join(unused)})" if unused else "")
+            )
     return CheckOutcome(
         SEARCH_USES_THE_INTENDED_PLAN,
-        passed=passed,
+        passed=not problems,
         description=description,
-        metadata={"plan": Markdown(f"```\n{plan}\n```"), "memories": memories},
+        metadata={
+            "plan": Markdown(f"```\n{largest.plan if largest else everything[0].plan}\n```"),
+            "memories": memories,
+            "persona_indexes": len(plans.indexes),
+            "persona_indexes_used": len(plans.indexed) - len(unused),
+            "iterative_scan": plans.iterative_scan,
+        },
     )
+
+
+def _largest_persona_path(largest: PersonaPlan | None, memories: int) -> str:
+    if largest is None:
+        return "no persona sampled"
+    if largest.index and largest.index in largest.plan:
+        return f"the largest persona's rows are read through its own index {largest.index}"
+    if SEARCH_INDEX in largest.plan:
+        return f"the largest persona's rows are read through {SEARCH_INDEX}"
+    return f"on {memories:,} memories the planner reads the largest persona's rows another way (cheaper than {SEARCH_INDEX} here)"
 
 
 def search_recall_against_exact(quality: SearchQuality, min_recall: float) -> CheckOutcome:

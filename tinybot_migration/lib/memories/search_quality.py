@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import psycopg
+from pgvector import Vector
 from pgvector.psycopg import register_vector
 
 from tinybot_migration.lib.embeddings.cache import embed_with_cache
 from tinybot_migration.lib.embeddings.client import EmbeddingClient
 from tinybot_migration.lib.memories.bot_query import DEFAULT_LIMIT, DEFAULT_MIN_SIMILARITY, bot_memory_query
+from tinybot_migration.lib.memories.vector_index import PersonaIndex, persona_indexes
 
 RECALL_AT = 10
 NO_THRESHOLD = -1.0
@@ -209,6 +211,44 @@ def search_plan(conn: psycopg.Connection, persona_id: uuid.UUID, vector) -> str:
     return bot_memory_query(vector, persona_id).explain(conn)
 
 
-def largest_persona_plan(conn: psycopg.Connection, quality: SearchQuality) -> str | None:
-    """EXPLAIN of the bot's query for the largest persona `measure_search` sampled."""
-    return None if quality.largest_query is None else search_plan(conn, *quality.largest_query)
+@dataclass(frozen=True)
+class PersonaPlan:
+    persona_id: uuid.UUID
+    index: str | None  # the persona's own index, when it has one
+    plan: str
+
+
+@dataclass
+class SearchPlans:
+    """What the plan check judges, read in a session like the bot's (a new one, with the
+    database's settings): the plan of the bot's query for the largest persona sampled and for every
+    persona with its own index, the persona indexes, and the session's iterative scan setting."""
+
+    largest: PersonaPlan | None
+    indexed: list[PersonaPlan]
+    indexes: dict[uuid.UUID, PersonaIndex]
+    iterative_scan: str
+
+
+def search_plans(conn: psycopg.Connection, quality: SearchQuality) -> SearchPlans:
+    """EXPLAIN the bot's query (the bot's defaults, no personality, no cutoff) for the largest
+    persona `measure_search` sampled and, with one of its own memories as the query, for each
+    persona with its own index."""
+    register_vector(conn)
+    indexes = persona_indexes(conn)
+    largest = None
+    if quality.largest_query is not None:
+        persona, vector = quality.largest_query
+        own = indexes.get(persona)
+        largest = PersonaPlan(persona, own.name if own else None, search_plan(conn, persona, vector))
+    indexed = []
+    for persona, index in sorted(indexes.items()):
+        row = conn.execute(
+            "SELECT embedding FROM memories WHERE persona_id = %s AND embedding IS NOT NULL ORDER BY id LIMIT 1",
+            (persona,),
+        ).fetchone()
+        if row is not None:
+            vector = row[0].to_numpy() if isinstance(row[0], Vector) else row[0]  # binary results are Vector
+            indexed.append(PersonaPlan(persona, index.name, search_plan(conn, persona, vector)))
+    iterative_scan = conn.execute("SELECT current_setting('hnsw.iterative_scan', true)").fetchone()[0]
+    return SearchPlans(largest, indexed, indexes, iterative_scan or "off")

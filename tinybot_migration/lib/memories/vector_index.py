@@ -1,22 +1,37 @@
-"""The HNSW index on `memories.embedding` (docs/design.md §5): built after the bulk load with memory sized
-to the table, dropped before a load that would have to maintain it row by row, left in place by
-incremental runs.
+"""The HNSW indexes on `memories.embedding` (docs/design.md §5) and the settings their scans need.
 
-Whether the bot's memory query (`bot_query.py`) walks this index or reads the persona's rows
-through its `memories_persona_id_idx` is the planner's choice, judged by the search checks. After
-a load the table is vacuumed and analyzed (`vacuum_for_search`) so the planner knows its size.
+- `idx_memories_embedding`, over every memory, as the migration plan asks (the bot's later
+  migrations drop it by that name): built after the bulk load with memory sized to the table,
+  dropped before a load that would have to maintain it row by row, left in place by incremental
+  runs. Under the bot's persona filter it is a trap (a scan finds ef_search candidates, then
+  filters them away); the planner reaches for it only for personas that hold a large share of the
+  table, which is why:
+- one partial HNSW index per persona with at least `persona_index_min_rows` memories
+  (`tinybot_migration_hnsw_<persona hex>`, `WHERE persona_id = '<uuid>'`): the bot's query for that
+  persona walks a graph of its own memories only, a few milliseconds where reading them all
+  exactly costs ~1.5-6 µs a row (benchmarks/README.md, "The bot's memory query"). Smaller personas
+  are read exactly through the bot's `memories_persona_id_idx`.
+- database settings (`ALTER DATABASE … SET`, seen by every new session, the bot's included):
+  `hnsw.iterative_scan = strict_order`, so a persona index under a personality or cutoff filter
+  keeps walking until k rows qualify, in order, instead of returning fewer; `hnsw.ef_search`;
+  `hnsw.max_scan_tuples` at least the largest indexed persona, so such a walk may cover it all.
+  Without them the persona indexes would lose rows: when the role may not set them, none is built.
+
+After a load the table is vacuumed and analyzed (`vacuum_for_search`) so the planner knows its size.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
 
 import psutil
 import psycopg
+from psycopg import sql
 
 from tinybot_migration.lib.database import DatabaseConnectionError
 from tinybot_migration.lib.postgres import VECTOR_INDEX_LOCK, Connect, advisory_lock
@@ -40,6 +55,16 @@ GRAPH_OUTGREW_MEMORY = "hnsw graph no longer fits into maintenance_work_mem"
 # costs per row, so past about half the table the rebuild is cheaper.
 BULK_LOAD_SHARE = 0.5
 BULK_LOAD_MIN_ROWS = 10_000
+# Personas with at least this many memories get their own partial HNSW index: reading that many
+# rows exactly costs about 5 ms at 100x (1.5 µs a row in cache, up to 6 µs from the OS's), the
+# bot's latency target here.
+DEFAULT_PERSONA_INDEX_MIN_ROWS = 1_000
+PERSONA_INDEX_PREFIX = "tinybot_migration_hnsw_"
+# Candidates a persona index's scan starts from (pgvector's default is 40): recall@15 reached 1.000
+# at 100 on clustered vectors of personas up to 6,400 memories (benchmarks/README.md).
+DEFAULT_EF_SEARCH = 100
+PGVECTOR_MAX_SCAN_TUPLES = 20_000  # pgvector's default hnsw.max_scan_tuples
+ITERATIVE_SCAN = "strict_order"
 # How often a build's progress is read from pg_stat_progress_create_index (when it can be watched).
 BUILD_PROGRESS_SECONDS = 2.0
 
@@ -164,6 +189,34 @@ def _ensure_vector_index(
                 "database server has the memory)"
             )
         )
+    seconds, fit = build_hnsw(
+        conn,
+        INDEX_NAME,
+        "",
+        m,
+        ef_construction,
+        memory_mb,
+        concurrently,
+        lambda: _build_progress(conn.info.backend_pid, rows, watch, log),
+    )
+    return IndexBuild(
+        action, rows, seconds, index_state(conn), memory_mb, concurrently, wanted_mb, fit, workers
+    )
+
+
+def build_hnsw(
+    conn: psycopg.Connection,
+    name: str,
+    where: str,
+    m: int,
+    ef_construction: int,
+    memory_mb: int,
+    concurrently: bool,
+    watching: Callable[[], AbstractContextManager[None]] = nullcontext,
+) -> tuple[float, bool]:
+    """CREATE INDEX `name` (HNSW, cosine) on memories.embedding, `where` a partial index's predicate
+    (already quoted) or "", with maintenance_work_mem `memory_mb`. Returns the seconds and whether
+    the graph fit in memory (PostgreSQL says so in a NOTICE when it did not)."""
     outgrew: list[str] = []
 
     def note(diagnostic) -> None:
@@ -171,21 +224,19 @@ def _ensure_vector_index(
             outgrew.append(diagnostic.message_primary)
 
     started = time.perf_counter()
-    conn.execute(f"SET maintenance_work_mem = '{memory_mb}MB'")
+    conn.execute(f"SET maintenance_work_mem = '{int(memory_mb)}MB'")
     conn.add_notice_handler(note)
     try:
-        with _build_progress(conn.info.backend_pid, rows, watch, log):
+        with watching():
             conn.execute(
-                f"CREATE INDEX {'CONCURRENTLY ' if concurrently else ''}{INDEX_NAME} ON memories"
+                f"CREATE INDEX {'CONCURRENTLY ' if concurrently else ''}{name} ON memories"
                 f" USING hnsw (embedding vector_cosine_ops) WITH (m = {int(m)}, ef_construction = {int(ef_construction)})"
+                + (f" WHERE {where}" if where else "")
             )
     finally:
         conn.remove_notice_handler(note)
         conn.execute("RESET maintenance_work_mem")
-    seconds = time.perf_counter() - started
-    return IndexBuild(
-        action, rows, seconds, index_state(conn), memory_mb, concurrently, wanted_mb, not outgrew, workers
-    )
+    return time.perf_counter() - started, not outgrew
 
 
 @contextmanager
@@ -272,8 +323,200 @@ def _drop_for_bulk_load(
     if incoming < share * existing:
         return False
     (log or quiet)(
-        f"vector index: dropping {INDEX_NAME} before writing {incoming:,} memories into about {existing:,}; "
-        "memory_vector_index builds it again after the load"
+        f"vector index: dropping {INDEX_NAME} and the persona indexes before writing {incoming:,} memories "
+        f"into about {existing:,}; memory_vector_index builds them again after the load"
     )
     conn.execute(f"DROP INDEX IF EXISTS {INDEX_NAME}")
+    _drop_persona_indexes(conn)
     return True
+
+
+def _drop_persona_indexes(conn: psycopg.Connection) -> None:
+    for index in persona_indexes(conn).values():
+        _drop_index(conn, index.name, concurrently=False)
+
+
+# --- the persona indexes and the search settings ----------------------------------------------------
+
+
+class SearchSettingsRefused(Exception):
+    """The role may not set the database's search settings (it neither owns the database nor is a
+    superuser); the message says what to run as the owner."""
+
+
+@dataclass(frozen=True)
+class PersonaIndex:
+    name: str
+    persona_id: uuid.UUID
+    valid: bool
+    size_bytes: int
+
+
+@dataclass
+class PersonaIndexes:
+    """What `ensure_persona_indexes` found and did."""
+
+    min_rows: int
+    built: dict[uuid.UUID, int] = field(default_factory=dict)  # persona -> memories indexed
+    kept: int = 0
+    dropped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    size_bytes: int = 0  # of every persona index after the run
+    settings: dict[str, str] = field(default_factory=dict)  # the database's, as a new session sees them
+    refused: str = ""  # why none is built (the settings could not be set)
+
+    @property
+    def count(self) -> int:
+        return len(self.built) + self.kept
+
+
+def persona_index_name(persona_id: uuid.UUID) -> str:
+    return f"{PERSONA_INDEX_PREFIX}{persona_id.hex}"
+
+
+def persona_indexes(conn: psycopg.Connection) -> dict[uuid.UUID, PersonaIndex]:
+    """The persona indexes on memories, by persona."""
+    rows = conn.execute(
+        "SELECT c.relname, i.indisvalid, pg_relation_size(c.oid) FROM pg_index i"
+        " JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = 'public.memories'::regclass"
+        " AND starts_with(c.relname, %s)",
+        (PERSONA_INDEX_PREFIX,),
+    ).fetchall()
+    found = {}
+    for name, valid, size in rows:
+        persona = uuid.UUID(name.removeprefix(PERSONA_INDEX_PREFIX))
+        found[persona] = PersonaIndex(name, persona, valid, size)
+    return found
+
+
+def large_personas(conn: psycopg.Connection, min_rows: int) -> dict[uuid.UUID, int]:
+    """Memories per persona, for the personas with at least `min_rows`."""
+    rows = conn.execute(
+        "SELECT persona_id, count(*) FROM memories WHERE persona_id IS NOT NULL"
+        " GROUP BY persona_id HAVING count(*) >= %s",
+        (max(1, min_rows),),
+    ).fetchall()
+    return dict(rows)
+
+
+def database_settings(conn: psycopg.Connection) -> dict[str, str]:
+    """The settings the database gives every new session (`ALTER DATABASE … SET`)."""
+    row = conn.execute(
+        "SELECT setconfig FROM pg_db_role_setting WHERE setrole = 0"
+        " AND setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    ).fetchone()
+    return dict(entry.split("=", 1) for entry in (row[0] if row else []))
+
+
+def search_settings(ef_search: int, largest_indexed: int) -> dict[str, str]:
+    """What the persona indexes need from every session: see the module docstring."""
+    return {
+        "hnsw.iterative_scan": ITERATIVE_SCAN,
+        "hnsw.ef_search": str(int(ef_search)),
+        "hnsw.max_scan_tuples": str(max(PGVECTOR_MAX_SCAN_TUPLES, int(largest_indexed))),
+    }
+
+
+def apply_search_settings(conn: psycopg.Connection, wanted: dict[str, str]) -> dict[str, str]:
+    """Set `wanted` on the database where it differs from what the database has (nothing to do, no
+    privilege needed, when an owner has set them already). Returns the database's settings after.
+    Raises SearchSettingsRefused when the role may not."""
+    have = database_settings(conn)
+    changes = {name: value for name, value in wanted.items() if have.get(name) != value}
+    if not changes:
+        return have
+    conn.execute("SELECT '[1]'::vector")  # loads pgvector, whose hnsw.* settings ALTER DATABASE checks
+    database = conn.info.dbname
+    statements = [
+        sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+            sql.Identifier(database), sql.SQL(name), sql.Literal(value)
+        )
+        for name, value in changes.items()
+    ]
+    try:
+        for statement in statements:
+            conn.execute(statement)
+    except psycopg.errors.InsufficientPrivilege as error:
+        wanted_sql = "; ".join(s.as_string(conn) for s in statements)
+        raise SearchSettingsRefused(
+            f"the role {conn.info.user!r} may not set database {database!r}'s search settings "
+            f"({error.diag.message_primary}); as its owner run: {wanted_sql}"
+        ) from None
+    return database_settings(conn)
+
+
+def ensure_persona_indexes(
+    conn: psycopg.Connection,
+    min_rows: int = DEFAULT_PERSONA_INDEX_MIN_ROWS,
+    m: int = DEFAULT_M,
+    ef_construction: int = DEFAULT_EF_CONSTRUCTION,
+    ef_search: int = DEFAULT_EF_SEARCH,
+    max_build_memory_mb: int = AUTO_BUILD_MEMORY,
+    log: Progress | None = None,
+) -> PersonaIndexes:
+    """A valid partial index for every persona with at least `min_rows` memories, the search
+    settings they need on the database, and no index left for a persona that fell below half of
+    `min_rows` (between the two, an index is kept and none is built: a persona near the line does
+    not flip). Only what is missing is built. `conn` must be in autocommit mode; `min_rows` 0 turns
+    the persona indexes off (each one dropped)."""
+    log = log or quiet
+    with vector_index_lock(conn, log):
+        return _ensure_persona_indexes(
+            conn, min_rows, m, ef_construction, ef_search, max_build_memory_mb, log
+        )
+
+
+def _ensure_persona_indexes(
+    conn: psycopg.Connection,
+    min_rows: int,
+    m: int,
+    ef_construction: int,
+    ef_search: int,
+    max_build_memory_mb: int,
+    log: Progress,
+) -> PersonaIndexes:
+    started = time.perf_counter()
+    report = PersonaIndexes(min_rows)
+    sizes = large_personas(conn, (min_rows + 1) // 2) if min_rows > 0 else {}
+    existing = persona_indexes(conn)
+    concurrently = other_sessions(conn) > 0
+    for persona, index in existing.items():
+        if persona not in sizes or not index.valid:
+            _drop_index(conn, index.name, concurrently)
+            report.dropped.append(index.name)
+    kept = {p for p, index in existing.items() if p in sizes and index.valid}
+    wanted = {p: rows for p, rows in sizes.items() if rows >= min_rows and p not in kept}
+    if kept or wanted:
+        largest = max([sizes[p] for p in kept] + list(wanted.values()))
+        try:
+            report.settings = apply_search_settings(conn, search_settings(ef_search, largest))
+        except SearchSettingsRefused as refused:
+            report.refused = str(refused)
+            log(Notice(f"vector index: no persona index: {refused}"))
+            for persona in kept:
+                _drop_index(conn, existing[persona].name, concurrently)
+                report.dropped.append(existing[persona].name)
+            kept, wanted = set(), {}
+    report.kept = len(kept)
+    if wanted:
+        cap_mb = build_memory_cap_mb(conn, max_build_memory_mb)
+        log(
+            f"vector index: building {len(wanted):,} persona indexes over {sum(wanted.values()):,} memories "
+            f"(personas with {min_rows:,} or more; m={m}, ef_construction={ef_construction})"
+        )
+        for done, (persona, rows) in enumerate(sorted(wanted.items(), key=lambda item: -item[1]), start=1):
+            where = sql.SQL("persona_id = {}").format(sql.Literal(str(persona))).as_string(conn)
+            memory_mb = build_memory_mb(rows, m, cap_mb)
+            build_hnsw(conn, persona_index_name(persona), where, m, ef_construction, memory_mb, concurrently)
+            report.built[persona] = rows
+            log(Advanced("persona indexes", done, len(wanted), "personas indexed"))
+    report.size_bytes = sum(index.size_bytes for index in persona_indexes(conn).values())
+    if not report.settings:
+        report.settings = database_settings(conn)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _drop_index(conn: psycopg.Connection, name: str, concurrently: bool) -> None:
+    statement = "DROP INDEX CONCURRENTLY IF EXISTS {}" if concurrently else "DROP INDEX IF EXISTS {}"
+    conn.execute(sql.SQL(statement).format(sql.Identifier(name)))

@@ -21,7 +21,9 @@ from tinybot_migration.lib.check_outcome import CheckOutcome
 from tinybot_migration.lib.database import open_connection, open_read_only
 from tinybot_migration.lib.memories.vector_index import (
     IndexBuild,
+    PersonaIndexes,
     drop_for_bulk_load,
+    ensure_persona_indexes,
     ensure_vector_index,
     index_state,
 )
@@ -55,6 +57,7 @@ class SyncReport:
     tables: list[TableSync]
     checks: list[CheckOutcome] = field(default_factory=list)
     index: IndexBuild | None = None
+    persona_indexes: PersonaIndexes | None = None
     seconds: float = 0.0
 
     @property
@@ -130,6 +133,8 @@ def _sync_locked(
     report = SyncReport(source, target, options, tables)
     if not options.dry_run and (dropped or _index_missing(target_conn)):
         report.index = ensure_vector_index(target_conn, log=log, watch=watch)
+    if not options.dry_run:  # personas the sync made large get their index; only what is missing is built
+        report.persona_indexes = ensure_persona_indexes(target_conn, log=log)
     if not options.dry_run:
         log("checking the target: counts against the summary, orphans, embeddings, both sides again")
         report.checks = checks_after_sync(source_conn, target_conn, tables)
