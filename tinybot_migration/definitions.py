@@ -10,11 +10,13 @@ import tinybot_migration  # noqa: F401  (warning filters before any decorator ru
 from tinybot_migration.defs.cli_logger import CLI_LOGGER, cli_logger
 from tinybot_migration.defs.memories import definitions as memories
 from tinybot_migration.defs.memory_bill import memory_bill_jobs
+from tinybot_migration.defs.qdrant import definitions as qdrant
 from tinybot_migration.defs.relational import definitions as relational
 from tinybot_migration.defs.resources import (
     EmbeddingProviderResource,
     NewDatabaseResource,
     OldDatabaseResource,
+    QdrantStoreResource,
     ShapesExportResource,
 )
 from tinybot_migration.defs.search import definitions as search
@@ -26,12 +28,13 @@ from tinybot_migration.lib.settings import (
     EMBEDDING_ENVIRONMENT,
     NEW_DATABASE,
     OLD_DATABASE,
+    QDRANT_ENVIRONMENT,
     SHAPES_EXPORT_SETTING,
 )
 
 # Each domain's definitions module, in pipeline order (only `defs` below may be a module-level
 # Definitions object, or the Dagster CLIs refuse to load this module).
-DOMAINS = (relational, memories, shapes, search)
+DOMAINS = (relational, memories, shapes, search, qdrant)
 
 
 def _from_env(name: str) -> EnvVar | None:
@@ -61,6 +64,7 @@ defs = Definitions.merge(
             "embedding_provider": EmbeddingProviderResource(
                 **_settings_from_env(**EMBEDDING_ENVIRONMENT), **numbers_from_environment()
             ),
+            "qdrant_store": QdrantStoreResource(**_settings_from_env(**QDRANT_ENVIRONMENT)),
         },
     ),
 )

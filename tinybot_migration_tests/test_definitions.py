@@ -68,6 +68,7 @@ def test_the_migration_stages_follow_the_graph_and_cover_every_asset():
     assert set(stages[0].asset_keys) == {AssetKey(spec.name) for spec in RELATIONAL_TABLES} | {
         AssetKey("shapes_export"),
         AssetKey("pending_memories"),
+        AssetKey("qdrant_points"),  # the landing needs nothing but the store and the new DB
     }
     # The import follows the rebuild in the same run (the in-process executor keeps this order).
     assert stages[1].asset_keys == (AssetKey("rebuilt_memories"), AssetKey("shapes_memories"))

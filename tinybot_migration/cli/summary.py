@@ -150,7 +150,10 @@ def _print_index(name: str, m: dict) -> None:
     line = f"{name}: {m['action']} over {m['dagster/row_count']:,} memories"
     if m["action"] != "left in place":
         line += f" in {m['build_seconds']:.1f}s (maintenance_work_mem {m['maintenance_work_mem_mb']:,} MB)"
-    console.print(f"{line}, {m['index_size_bytes'] / 2**20:,.1f} MB")
+    line += f", {m['index_size_bytes'] / 2**20:,.1f} MB"
+    if m.get("persona_indexes"):
+        line += f"; {m['persona_indexes']:,} persona indexes, {m['persona_index_bytes'] / 2**20:,.1f} MB"
+    console.print(line)
     buckets = [b for b in ("smallest", "median", "largest") if f"search_p95_ms_{b}" in m]
     if m.get("search_queries") and buckets:
         console.print(

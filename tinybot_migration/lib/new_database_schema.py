@@ -98,6 +98,11 @@ PROJECT_STEPS: tuple[ProjectStep, ...] = (
         f"DROP FUNCTION IF EXISTS {schema.PROJECT_SCHEMA}.search_memories("
         "vector, uuid, uuid, integer, double precision, timestamptz);",
     ),
+    ProjectStep(
+        4,
+        "qdrant_points and qdrant_collections: the Qdrant store the migration replaces, landed point by point",
+        _project_tables_sql((schema.QDRANT_POINTS, schema.QDRANT_COLLECTIONS)),
+    ),
 )
 PROJECT_SCHEMA_VERSION = PROJECT_STEPS[-1].version
 

@@ -3,6 +3,7 @@ preparation and deadlock retries."""
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import time
@@ -215,3 +216,30 @@ def prepare_bulk_load(conn: psycopg.Connection, table_name: str) -> list[sql.Com
             )
         )
     return rebuild
+
+
+def storable_text(text: str) -> str | None:
+    """`text` when PostgreSQL can store it as text, else None."""
+    if "\x00" in text:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return text
+
+
+def jsonb_safe(value: object) -> object:
+    """`value` with what PostgreSQL's jsonb cannot hold made representable: NaN and infinities
+    become strings, NUL characters and lone surrogates are escaped as text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str):
+        return storable_text(value) or value.encode("utf-8", "backslashreplace").decode().replace(
+            "\x00", "\\u0000"
+        )
+    if isinstance(value, list):
+        return [jsonb_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {jsonb_safe(k): jsonb_safe(v) for k, v in value.items()}
+    return value

@@ -541,6 +541,46 @@ RELATIONAL_REJECTS = Table(
     schema=PROJECT_SCHEMA,
 )
 
+# Every point of the Qdrant store the migration replaces (lib/qdrant), landed before anything is
+# decided about it: collection, id as text (a UUID or an unsigned integer), payload and vector as
+# Qdrant returned them; then what became of it (outcome NULL until decided). Rejected never means
+# lost: the point stays here with its reason.
+QDRANT_POINTS = Table(
+    "qdrant_points",
+    (
+        Column("collection", "text"),
+        Column("point_id", "text"),
+        Column("payload", "jsonb"),
+        Column("vector", "real[]", null=True),  # NULL: no unnamed dense vector (vector_kind says what)
+        Column("vector_kind", "text"),  # 'dense', 'named' (a dict of vectors, not landed) or 'none'
+        Column("landed_at", "timestamp with time zone", default="now()"),
+        Column("outcome", "text", null=True),  # matched, imported, duplicate, superseded, rejected
+        Column("reason", "text", null=True),
+        Column("memory_id", "uuid", null=True),
+        Column("decided_at", "timestamp with time zone", null=True),
+    ),
+    primary_key=("collection", "point_id"),
+    schema=PROJECT_SCHEMA,
+)
+# One row per Qdrant collection per landing: its configuration and the two exact counts the
+# landing read between (a difference means Qdrant was written during the read).
+QDRANT_COLLECTIONS = Table(
+    "qdrant_collections",
+    (
+        Column("collection", "text"),
+        Column("vector_size", "integer", null=True),
+        Column("distance", "text", null=True),
+        Column("count_before", "bigint"),
+        Column("count_after", "bigint"),
+        Column("points_read", "bigint"),
+        Column("points_new", "bigint"),
+        Column("points_changed", "bigint"),
+        Column("landed_at", "timestamp with time zone", default="now()"),
+    ),
+    primary_key=("collection",),
+    schema=PROJECT_SCHEMA,
+)
+
 # The project's tables by the step that created them (new_database_schema.PROJECT_STEPS).
 PROJECT_TABLES_OF_STEP_1: tuple[Table, ...] = (
     EMBEDDING_CACHE,
@@ -548,7 +588,12 @@ PROJECT_TABLES_OF_STEP_1: tuple[Table, ...] = (
     MEMORY_COVERAGE,
     PENDING_MEMORY_OUTCOMES,
 )
-PROJECT_TABLES: tuple[Table, ...] = (*PROJECT_TABLES_OF_STEP_1, RELATIONAL_REJECTS)
+PROJECT_TABLES: tuple[Table, ...] = (
+    *PROJECT_TABLES_OF_STEP_1,
+    RELATIONAL_REJECTS,
+    QDRANT_POINTS,
+    QDRANT_COLLECTIONS,
+)
 
 # Indexes of ours on the bot's tables (the catalog allows added indexes): named apart from any
 # name Prisma would give, so no later bot migration can collide with one.

@@ -105,6 +105,19 @@ def embedding_environment() -> dict[str, str]:
     return {field: os.environ[name] for field, name in EMBEDDING_ENVIRONMENT.items() if os.environ.get(name)}
 
 
+# The Qdrant store the migration replaces (lib/qdrant): a server (the key is a secret, bound as an
+# EnvVar) or a local-mode store folder.
+QDRANT_URL = "QDRANT_URL"
+QDRANT_API_KEY = "QDRANT_API_KEY"
+QDRANT_PATH = "QDRANT_PATH"
+QDRANT_ENVIRONMENT = {"url": QDRANT_URL, "api_key": QDRANT_API_KEY, "path": QDRANT_PATH}
+
+
+def qdrant_environment() -> dict[str, str]:
+    """The Qdrant settings the environment sets (field -> value), unset ones left out."""
+    return {field: os.environ[name] for field, name in QDRANT_ENVIRONMENT.items() if os.environ.get(name)}
+
+
 MINIMUM_EMBEDDING_DEADLINE_SECONDS = 5
 
 
@@ -149,6 +162,9 @@ ENVIRONMENT = {
     SHAPES_EXPORT_SETTING: "the shapes.inc export folder",
     **{name: f"the embedding provider's {field}" for field, name in EMBEDDING_ENVIRONMENT.items()},
     "EMBEDDING_DEADLINE_SECONDS": "how long a provider that stopped answering is waited for",
+    QDRANT_URL: "the Qdrant server (or Qdrant Cloud) the migration replaces, read only",
+    QDRANT_API_KEY: "its API key",
+    QDRANT_PATH: "or a Qdrant local-mode store folder, read only",
     "MEMORY_REBUILD_INTERVAL_SECONDS": "how often the incremental memory sensor looks",
     "MEMORY_RECONCILE_INTERVAL_SECONDS": "how often that sensor pairs the whole history",
     **{side.variable: f"the {side.role} a sync moves rows to or from" for side in SYNC_SIDES.values()},

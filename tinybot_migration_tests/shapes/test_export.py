@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 
 from tinybot_migration.defs.resources.shapes_export import ShapesExportResource
+from tinybot_migration.lib.postgres import jsonb_safe
 from tinybot_migration.lib.shapes.export import (
     ShapesExportError,
-    jsonb_safe,
     parse_memories_file,
     read_mappings,
     survey_export,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinybot_migration.lib.postgres import storable_text
 from tinybot_migration.lib.schema import bot_timestamp
 from tinybot_migration.lib.settings import DEMO_SHAPES_EXPORT_FOLDER, SHAPES_EXPORT_SETTING, tinybot_home
 
@@ -202,22 +203,6 @@ def read_mappings(export_dir: Path) -> dict[str, SenderMapping] | None:
             raise malformed(f"{key} is listed twice with different discordIds")
         mappings[canonical] = SenderMapping(discord_id, note)
     return mappings
-
-
-def jsonb_safe(value: object) -> object:
-    """`value` with what PostgreSQL's jsonb cannot hold made representable: NaN and infinities
-    become strings, NUL characters and lone surrogates are escaped as text."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    if isinstance(value, str):
-        return _storable(value) or value.encode("utf-8", "backslashreplace").decode().replace(
-            "\x00", "\\u0000"
-        )
-    if isinstance(value, list):
-        return [jsonb_safe(v) for v in value]
-    if isinstance(value, dict):
-        return {jsonb_safe(k): jsonb_safe(v) for k, v in value.items()}
-    return value
 
 
 @dataclass(frozen=True)
@@ -435,21 +420,10 @@ def _text(name: str, value: object) -> None:
     """A string PostgreSQL can store (no NUL, valid Unicode), or a rejection naming the field."""
     if not isinstance(value, str):
         raise _Rejected(f"{name} is {_json_type(value)}, not a string")
-    if _storable(value) is None:
+    if storable_text(value) is None:
         raise _Rejected(
             f"{name} holds a NUL character or invalid Unicode, which PostgreSQL text cannot store"
         )
-
-
-def _storable(text: str) -> str | None:
-    """`text` when PostgreSQL can store it as text, else None."""
-    if "\x00" in text:
-        return None
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return None
-    return text
 
 
 def _json_type(value: object) -> str:

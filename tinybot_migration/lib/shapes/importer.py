@@ -32,7 +32,7 @@ from tinybot_migration.lib.memories.writer import (
     memory_ids,
 )
 from tinybot_migration.lib.personalities import personality_batches
-from tinybot_migration.lib.postgres import Connect
+from tinybot_migration.lib.postgres import Connect, jsonb_safe
 from tinybot_migration.lib.progress import Progress
 from tinybot_migration.lib.schema import bot_timestamp
 from tinybot_migration.lib.shapes.export import (
@@ -41,7 +41,6 @@ from tinybot_migration.lib.shapes.export import (
     RejectedRecord,
     ShapesRecord,
     file_fingerprint,
-    jsonb_safe,
     memories_file,
     parse_memories_file,
     read_json,

@@ -1,0 +1,55 @@
+"""The Qdrant store the migration replaces, as a Dagster resource: where it is (the key from the
+environment, never shown) over the core's `lib.qdrant.source`. Unconfigured (neither a URL nor a
+path) is a state, not an error: the Qdrant assets then say so and everything else runs as before."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from dagster import ConfigurableResource
+from pydantic import Field
+from qdrant_client import QdrantClient
+
+from tinybot_migration.lib.progress import Progress
+from tinybot_migration.lib.qdrant.source import (
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_TIMEOUT_SECONDS,
+    QdrantLocation,
+    open_qdrant,
+)
+
+
+class QdrantStoreResource(ConfigurableResource):
+    """QDRANT_URL (+ QDRANT_API_KEY) for a server or Qdrant Cloud, or QDRANT_PATH for a local-mode
+    store folder; read only."""
+
+    url: str | None = Field(default=None, description="env QDRANT_URL: a Qdrant server or Qdrant Cloud")
+    api_key: str | None = Field(default=None, description="env QDRANT_API_KEY")
+    path: str | None = Field(default=None, description="env QDRANT_PATH: a local-mode store folder")
+    timeout_seconds: int = Field(
+        default=DEFAULT_TIMEOUT_SECONDS, description="the longest one request may take"
+    )
+    page_size: int = Field(
+        default=DEFAULT_PAGE_SIZE, description="points per scroll page (halved on a timeout, down to a floor)"
+    )
+
+    def location(self) -> QdrantLocation | None:
+        """Where the store is, or None when nothing is configured (both set is an error)."""
+        if not self.url and not self.path:
+            return None
+        return QdrantLocation(self.url, self.api_key, self.path, self.timeout_seconds)
+
+    @contextmanager
+    def open(self, log: Progress | None = None) -> Iterator[QdrantClient | None]:
+        """A client on the store for the block (closed after: a local store allows one client), or
+        None when no Qdrant is configured."""
+        location = self.location()
+        if location is None:
+            yield None
+            return
+        client = open_qdrant(location, log)
+        try:
+            yield client
+        finally:
+            client.close()
