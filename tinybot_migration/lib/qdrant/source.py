@@ -102,7 +102,10 @@ def _open_server(location: QdrantLocation, log: Progress) -> QdrantClient:
     where = location.describe()
     # No version probe: listing the collections below proves the server, and says why when it cannot.
     client = QdrantClient(
-        url=location.url, api_key=location.api_key, timeout=location.timeout_seconds, check_compatibility=False
+        url=location.url,
+        api_key=location.api_key,
+        timeout=location.timeout_seconds,
+        check_compatibility=False,
     )
 
     def said_retry(state) -> None:
