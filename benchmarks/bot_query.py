@@ -72,8 +72,9 @@ Variants (`VARIANTS`, a registry by name; `--variants a,b` selects; each is appl
 delivered database and undone before the next; settings go in with `ALTER DATABASE … SET` so that
 every new connection has them; variants that drop the delivered index run last):
   delivered                             what the project delivers (the asset's own calls): idx_memories_embedding,
-                                        a partial HNSW (tinybot_migration_hnsw_<persona>, m=16, ef_construction=64)
-                                        per persona of 1,000+ memories, ALTER DATABASE hnsw.iterative_scan =
+                                        a partial HNSW (tinybot_migration_hnsw_…, m=16, ef_construction=64) per
+                                        persona, and per persona with one personality, of 1,000+ memories,
+                                        ALTER DATABASE hnsw.iterative_scan =
                                         strict_order, ef_search 100, max_scan_tuples; vacuum
   delivered_ef40                        delivered with pgvector's default hnsw.ef_search = 40
   global_only                           what was delivered before issue 31: idx_memories_embedding alone, no settings
@@ -595,7 +596,8 @@ def settings_variant(name: str, description: str, settings: dict[str, str]) -> V
 register(
     Variant(
         "delivered",
-        "what the project delivers: the global HNSW, a partial HNSW per persona of 1,000+ memories, "
+        "what the project delivers: the global HNSW, a partial HNSW per persona (and per persona with one "
+        "personality) of 1,000+ memories, "
         "hnsw.iterative_scan = strict_order, ef_search 100, vacuum",
         delivered,
     )
@@ -735,6 +737,10 @@ def measure(url: str, shape: Shape, kept: KeptVectors, queries: list[Query], exa
             "returned": judged[q.number].returned,
             "k": min(K, exact[q.number].qualifying),
             "types": plans[q.number]["types"],
+            "indexes": plans[q.number]["indexes"],
+            "persona_rows": int(shape.sizes[q.persona]),
+            "personality": q.personality is not None,
+            "cutoff": q.cutoff_us is not None,
         }
         for q in queries
     ]
@@ -1153,6 +1159,10 @@ def main() -> None:
         report["vectors"][kind]["seconds"] = round(time.perf_counter() - kind_started, 1)
         # The machine's load average (1, 5, 15 min) around the kind's run: other work shares the cores.
         report["vectors"][kind]["load_average"] = {"before": load_before, "after": os.getloadavg()}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(
+            json.dumps(report, indent=2, default=str)
+        )  # a kind's figures survive the next's failure
     report["total_seconds"] = round(time.perf_counter() - started, 1)
     report["verdicts"] = verdicts(report)
     print_tables(report)

@@ -53,7 +53,9 @@ def exact_ids(conn, vector, persona, personality=None, cutoff=None, limit=15) ->
 def test_a_large_persona_gets_its_own_index_and_every_new_session_the_settings(world):
     conn, main = world["conn"], world["personas"]["Main"]  # Main holds 40 memories, Alt 20
     report = ensure_persona_indexes(conn, min_rows=30)
-    assert report.built == {main: 40} and report.kept == 0 and not report.dropped and not report.refused
+    assert (
+        report.built == {(main, None): 40} and report.kept == 0 and not report.dropped and not report.refused
+    )
     [index] = persona_indexes(conn).values()
     definition = conn.execute("SELECT pg_get_indexdef(%s::regclass)", (index.name,)).fetchone()[0]
     assert index.valid and index.name == persona_index_name(main) and index.size_bytes > 0
@@ -75,25 +77,31 @@ def test_a_large_persona_gets_its_own_index_and_every_new_session_the_settings(w
     assert ensure_persona_indexes(conn, min_rows=0).count == 0
 
 
-def test_the_bots_query_walks_the_persona_index_and_misses_nothing_under_its_filters(world):
+def test_the_bots_query_walks_the_scopes_index_and_misses_nothing_under_its_filters(world):
     conn, main = world["conn"], world["personas"]["Main"]
     luna = world["personalities"]["luna"]
-    ensure_vector_index(conn)  # the global index is there too: the persona's own must win
-    ensure_persona_indexes(conn, min_rows=30)
+    ensure_vector_index(conn)  # the global index is there too: the scope's own must win
+    built = ensure_persona_indexes(
+        conn, min_rows=20
+    )  # Main (40), Alt (20), Main with luna and with nova (20 each)
+    alt, nova = world["personas"]["Alt"], world["personalities"]["nova"]
+    assert set(built.built) == {(main, None), (alt, None), (main, luna), (main, nova)}
+    assert set(persona_indexes(conn)) == set(built.built)  # each scope read back from its predicate
     vector = world["rows"][1][4]  # one of Main's memories
     with new_session(world) as session:
         session.execute("SET enable_sort = off")  # 40 rows: price the exact sort out to show the index path
         for personality, cutoff in ((None, None), (luna, None), (None, T0 + timedelta(days=30)), (luna, T0)):
             query = bot_memory_query(vector, main, personality, cutoff, min_similarity=EVERYTHING)
             plan = query.explain(session)
-            assert persona_index_name(main) in plan and INDEX_NAME not in plan, plan
+            assert persona_index_name(main, personality) in plan and INDEX_NAME not in plan, plan
             assert [m.id for m in query.run(session)] == exact_ids(session, vector, main, personality, cutoff)
 
-        # A walk that starts from one candidate: with the database's iterative scan it keeps going
-        # until 15 rows pass the personality filter; without it, it stops short (the trap).
+        # A walk that starts from one candidate under the cut-off filter: with the database's
+        # iterative scan it keeps going until 15 rows qualify; without it, it stops short (the trap).
         session.execute("SET hnsw.ef_search = 1")
-        filtered = bot_memory_query(vector, main, luna, min_similarity=EVERYTHING)
-        assert len(filtered.run(session)) == len(exact_ids(session, vector, main, luna)) == 15
+        cutoff = T0 + timedelta(days=50)
+        filtered = bot_memory_query(vector, main, cutoff=cutoff, min_similarity=EVERYTHING)
+        assert len(filtered.run(session)) == len(exact_ids(session, vector, main, cutoff=cutoff)) == 15
         session.execute("SET hnsw.iterative_scan = off")
         assert len(filtered.run(session)) < 15
 

@@ -23,7 +23,7 @@ from pgvector.psycopg import register_vector
 from tinybot_migration.lib.embeddings.cache import embed_with_cache
 from tinybot_migration.lib.embeddings.client import EmbeddingClient
 from tinybot_migration.lib.memories.bot_query import DEFAULT_LIMIT, DEFAULT_MIN_SIMILARITY, bot_memory_query
-from tinybot_migration.lib.memories.vector_index import PersonaIndex, persona_indexes
+from tinybot_migration.lib.memories.vector_index import PersonaIndex, Scope, persona_indexes
 
 RECALL_AT = 10
 NO_THRESHOLD = -1.0
@@ -214,7 +214,8 @@ def search_plan(conn: psycopg.Connection, persona_id: uuid.UUID, vector) -> str:
 @dataclass(frozen=True)
 class PersonaPlan:
     persona_id: uuid.UUID
-    index: str | None  # the persona's own index, when it has one
+    personality_id: uuid.UUID | None  # the query's personality filter, when it has one
+    index: str | None  # the index of that scope, when it has one
     plan: str
 
 
@@ -222,33 +223,35 @@ class PersonaPlan:
 class SearchPlans:
     """What the plan check judges, read in a session like the bot's (a new one, with the
     database's settings): the plan of the bot's query for the largest persona sampled and for every
-    persona with its own index, the persona indexes, and the session's iterative scan setting."""
+    scope with its own index, the persona indexes, and the session's iterative scan setting."""
 
     largest: PersonaPlan | None
     indexed: list[PersonaPlan]
-    indexes: dict[uuid.UUID, PersonaIndex]
+    indexes: dict[Scope, PersonaIndex]
     iterative_scan: str
 
 
 def search_plans(conn: psycopg.Connection, quality: SearchQuality) -> SearchPlans:
-    """EXPLAIN the bot's query (the bot's defaults, no personality, no cutoff) for the largest
-    persona `measure_search` sampled and, with one of its own memories as the query, for each
-    persona with its own index."""
+    """EXPLAIN the bot's query (the bot's defaults, no cutoff) for the largest persona
+    `measure_search` sampled (no personality) and, with one of its own memories as the query, for
+    each scope with its own index (with the personality when the scope has one)."""
     register_vector(conn)
     indexes = persona_indexes(conn)
     largest = None
     if quality.largest_query is not None:
         persona, vector = quality.largest_query
-        own = indexes.get(persona)
-        largest = PersonaPlan(persona, own.name if own else None, search_plan(conn, persona, vector))
+        own = indexes.get((persona, None))
+        largest = PersonaPlan(persona, None, own.name if own else None, search_plan(conn, persona, vector))
     indexed = []
-    for persona, index in sorted(indexes.items()):
+    for (persona, personality), index in sorted(indexes.items(), key=lambda item: item[1].name):
         row = conn.execute(
-            "SELECT embedding FROM memories WHERE persona_id = %s AND embedding IS NOT NULL ORDER BY id LIMIT 1",
-            (persona,),
+            "SELECT embedding FROM memories WHERE persona_id = %s AND (%s::uuid IS NULL OR personality_id = %s)"
+            " AND embedding IS NOT NULL ORDER BY id LIMIT 1",
+            (persona, personality, personality),
         ).fetchone()
         if row is not None:
             vector = row[0].to_numpy() if isinstance(row[0], Vector) else row[0]  # binary results are Vector
-            indexed.append(PersonaPlan(persona, index.name, search_plan(conn, persona, vector)))
+            plan = bot_memory_query(vector, persona, personality).explain(conn)
+            indexed.append(PersonaPlan(persona, personality, index.name, plan))
     iterative_scan = conn.execute("SELECT current_setting('hnsw.iterative_scan', true)").fetchone()[0]
     return SearchPlans(largest, indexed, indexes, iterative_scan or "off")

@@ -22,6 +22,7 @@ After a load the table is vacuumed and analyzed (`vacuum_for_search`) so the pla
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -344,10 +345,15 @@ class SearchSettingsRefused(Exception):
     superuser); the message says what to run as the owner."""
 
 
+# What a persona index covers: a persona's memories (personality None), or the memories of one
+# persona with one personality (the bot's query filters by both when it is given a personality).
+Scope = tuple[uuid.UUID, uuid.UUID | None]
+
+
 @dataclass(frozen=True)
 class PersonaIndex:
     name: str
-    persona_id: uuid.UUID
+    scope: Scope
     valid: bool
     size_bytes: int
 
@@ -357,7 +363,7 @@ class PersonaIndexes:
     """What `ensure_persona_indexes` found and did."""
 
     min_rows: int
-    built: dict[uuid.UUID, int] = field(default_factory=dict)  # persona -> memories indexed
+    built: dict[Scope, int] = field(default_factory=dict)  # scope -> memories indexed
     kept: int = 0
     dropped: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -370,33 +376,49 @@ class PersonaIndexes:
         return len(self.built) + self.kept
 
 
-def persona_index_name(persona_id: uuid.UUID) -> str:
-    return f"{PERSONA_INDEX_PREFIX}{persona_id.hex}"
+def persona_index_name(persona_id: uuid.UUID, personality_id: uuid.UUID | None = None) -> str:
+    """The persona's hex, or for a persona with one personality a UUID of the two (a name holds 63
+    characters): the scope itself is read back from the index's predicate."""
+    key = persona_id if personality_id is None else uuid.uuid5(persona_id, str(personality_id))
+    return f"{PERSONA_INDEX_PREFIX}{key.hex}"
 
 
-def persona_indexes(conn: psycopg.Connection) -> dict[uuid.UUID, PersonaIndex]:
-    """The persona indexes on memories, by persona."""
+def _predicate(scope: Scope) -> sql.Composable:
+    persona, personality = scope
+    where = sql.SQL("persona_id = {}").format(sql.Literal(str(persona)))
+    if personality is None:
+        return where
+    return sql.SQL("{} AND personality_id = {}").format(where, sql.Literal(str(personality)))
+
+
+_SCOPE_IN_PREDICATE = re.compile(r"(persona|personality)_id = '([0-9a-f-]{36})'::uuid")
+
+
+def persona_indexes(conn: psycopg.Connection) -> dict[Scope, PersonaIndex]:
+    """The persona indexes on memories, by scope (read from each index's predicate)."""
     rows = conn.execute(
-        "SELECT c.relname, i.indisvalid, pg_relation_size(c.oid) FROM pg_index i"
+        "SELECT c.relname, i.indisvalid, pg_relation_size(c.oid), pg_get_expr(i.indpred, i.indrelid) FROM pg_index i"
         " JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = 'public.memories'::regclass"
         " AND starts_with(c.relname, %s)",
         (PERSONA_INDEX_PREFIX,),
     ).fetchall()
     found = {}
-    for name, valid, size in rows:
-        persona = uuid.UUID(name.removeprefix(PERSONA_INDEX_PREFIX))
-        found[persona] = PersonaIndex(name, persona, valid, size)
+    for name, valid, size, predicate in rows:
+        ids = {column: uuid.UUID(value) for column, value in _SCOPE_IN_PREDICATE.findall(predicate or "")}
+        if "persona" in ids:
+            scope = (ids["persona"], ids.get("personality"))
+            found[scope] = PersonaIndex(name, scope, valid, size)
     return found
 
 
-def large_personas(conn: psycopg.Connection, min_rows: int) -> dict[uuid.UUID, int]:
-    """Memories per persona, for the personas with at least `min_rows`."""
+def large_scopes(conn: psycopg.Connection, min_rows: int) -> dict[Scope, int]:
+    """Memories per persona and per persona with one personality, for those with at least `min_rows`."""
     rows = conn.execute(
-        "SELECT persona_id, count(*) FROM memories WHERE persona_id IS NOT NULL"
-        " GROUP BY persona_id HAVING count(*) >= %s",
+        "SELECT persona_id, personality_id, count(*) FROM memories WHERE persona_id IS NOT NULL"
+        " GROUP BY GROUPING SETS ((persona_id), (persona_id, personality_id)) HAVING count(*) >= %s",
         (max(1, min_rows),),
     ).fetchall()
-    return dict(rows)
+    return {(persona, personality): rows for persona, personality, rows in rows}
 
 
 def database_settings(conn: psycopg.Connection) -> dict[str, str]:
@@ -477,44 +499,60 @@ def _ensure_persona_indexes(
 ) -> PersonaIndexes:
     started = time.perf_counter()
     report = PersonaIndexes(min_rows)
-    sizes = large_personas(conn, (min_rows + 1) // 2) if min_rows > 0 else {}
+    sizes = large_scopes(conn, (min_rows + 1) // 2) if min_rows > 0 else {}
     existing = persona_indexes(conn)
     concurrently = other_sessions(conn) > 0
-    for persona, index in existing.items():
-        if persona not in sizes or not index.valid:
+    for scope, index in existing.items():
+        if scope not in sizes or not index.valid:
             _drop_index(conn, index.name, concurrently)
             report.dropped.append(index.name)
-    kept = {p for p, index in existing.items() if p in sizes and index.valid}
-    wanted = {p: rows for p, rows in sizes.items() if rows >= min_rows and p not in kept}
+    kept = {scope for scope, index in existing.items() if scope in sizes and index.valid}
+    wanted = {scope: rows for scope, rows in sizes.items() if rows >= min_rows and scope not in kept}
     if kept or wanted:
-        largest = max([sizes[p] for p in kept] + list(wanted.values()))
+        largest = max([sizes[scope] for scope in kept] + list(wanted.values()))
         try:
             report.settings = apply_search_settings(conn, search_settings(ef_search, largest))
         except SearchSettingsRefused as refused:
             report.refused = str(refused)
             log(Notice(f"vector index: no persona index: {refused}"))
-            for persona in kept:
-                _drop_index(conn, existing[persona].name, concurrently)
-                report.dropped.append(existing[persona].name)
+            for scope in kept:
+                _drop_index(conn, existing[scope].name, concurrently)
+                report.dropped.append(existing[scope].name)
             kept, wanted = set(), {}
     report.kept = len(kept)
     if wanted:
-        cap_mb = build_memory_cap_mb(conn, max_build_memory_mb)
-        log(
-            f"vector index: building {len(wanted):,} persona indexes over {sum(wanted.values()):,} memories "
-            f"(personas with {min_rows:,} or more; m={m}, ef_construction={ef_construction})"
+        _build_persona_indexes(
+            conn, wanted, report, m, ef_construction, max_build_memory_mb, concurrently, log
         )
-        for done, (persona, rows) in enumerate(sorted(wanted.items(), key=lambda item: -item[1]), start=1):
-            where = sql.SQL("persona_id = {}").format(sql.Literal(str(persona))).as_string(conn)
-            memory_mb = build_memory_mb(rows, m, cap_mb)
-            build_hnsw(conn, persona_index_name(persona), where, m, ef_construction, memory_mb, concurrently)
-            report.built[persona] = rows
-            log(Advanced("persona indexes", done, len(wanted), "personas indexed"))
     report.size_bytes = sum(index.size_bytes for index in persona_indexes(conn).values())
     if not report.settings:
         report.settings = database_settings(conn)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _build_persona_indexes(
+    conn: psycopg.Connection,
+    wanted: dict[Scope, int],
+    report: PersonaIndexes,
+    m: int,
+    ef_construction: int,
+    max_build_memory_mb: int,
+    concurrently: bool,
+    log: Progress,
+) -> None:
+    cap_mb = build_memory_cap_mb(conn, max_build_memory_mb)
+    log(
+        f"vector index: building {len(wanted):,} persona indexes over {sum(wanted.values()):,} memories "
+        f"(personas, and personas with one personality, of {report.min_rows:,} memories or more; m={m}, "
+        f"ef_construction={ef_construction})"
+    )
+    for done, (scope, rows) in enumerate(sorted(wanted.items(), key=lambda item: -item[1]), start=1):
+        where = _predicate(scope).as_string(conn)
+        memory_mb = build_memory_mb(rows, m, cap_mb)
+        build_hnsw(conn, persona_index_name(*scope), where, m, ef_construction, memory_mb, concurrently)
+        report.built[scope] = rows
+        log(Advanced("persona indexes", done, len(wanted), "indexes built"))
 
 
 def _drop_index(conn: psycopg.Connection, name: str, concurrently: bool) -> None:
