@@ -114,6 +114,7 @@ sys.path.insert(0, str(BENCHMARKS.parent))
 import memory_search as ms  # noqa: E402
 
 from benchmarks.relational_copy import fresh_database  # noqa: E402
+from tinybot_migration.lib.embedded_postgres import embedded_database_url, embedded_server  # noqa: E402
 from tinybot_migration.lib.memories.bot_query import (  # noqa: E402
     DEFAULT_LIMIT,
     DEFAULT_MIN_SIMILARITY,
@@ -820,24 +821,42 @@ def concurrency(url: str, queries: list[Query], clients: int, seconds: float) ->
 
 def deliver(kind: str, shape: Shape, queries: list[Query], args) -> tuple[str, KeptVectors, dict]:
     """A fresh database with the data, the delivered index and vacuum, as the project delivers it."""
-    url = fresh_database(DATABASE, args.home)
     kept = KeptVectors(shape, queries)
     out: dict = {}
-    with psycopg.connect(url, autocommit=True) as conn:
-        apply_new_schema(conn)
-        ms.create_parents(conn, shape)
-        out["load_seconds"] = round(load_memories(conn, kind, shape, kept, args), 1)
-        print(f"[{kind}] {len(shape.ids):,} memories copied in {out['load_seconds']:.1f} s", flush=True)
-        out["visibility_after_copy"] = visibility(conn)
+    url = reusable_database(shape, args) if args.reuse else None
+    if url is not None:  # the same shape loaded by an earlier run: only the delivery's steps again
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("ALTER DATABASE {} RESET ALL").format(sql.Identifier(DATABASE)))
+            apply_new_schema(conn)
+        start = 0
+        for chunk in vector_chunks(kind, shape, args):
+            kept.take(start, chunk)
+            start += len(chunk)
+        out["reused"] = True
+        print(
+            f"[{kind}] {len(shape.ids):,} memories already loaded (--reuse): vectors regenerated", flush=True
+        )
+    else:
+        url = fresh_database(DATABASE, args.home)
+        with psycopg.connect(url, autocommit=True) as conn:
+            apply_new_schema(conn)
+            ms.create_parents(conn, shape)
+            out["load_seconds"] = round(load_memories(conn, kind, shape, kept, args), 1)
+            print(f"[{kind}] {len(shape.ids):,} memories copied in {out['load_seconds']:.1f} s", flush=True)
+            out["visibility_after_copy"] = visibility(conn)
     # Nobody else connected: the build is the plain one, as in a migration run.
     with psycopg.connect(url, autocommit=True) as conn:
-        build = ensure_vector_index(conn)
-        out["index_build"] = {
-            **{k: v for k, v in asdict(build).items() if k != "state"},
-            "seconds": round(build.seconds, 1),
-            "bytes": build.state.size_bytes,
-            "definition": build.state.definition,
-        }
+        build = ensure_vector_index(conn) if not args.skip_global_index else None
+        out["index_build"] = (
+            None
+            if build is None
+            else {
+                **{k: v for k, v in asdict(build).items() if k != "state"},
+                "seconds": round(build.seconds, 1),
+                "bytes": build.state.size_bytes,
+                "definition": build.state.definition,
+            }
+        )
         personas = ensure_persona_indexes(conn)
         out["persona_indexes"] = {
             "count": personas.count,
@@ -850,15 +869,32 @@ def deliver(kind: str, shape: Shape, queries: list[Query], args) -> tuple[str, K
         out["visibility_after_vacuum"] = visibility(conn)
         out["table_bytes"] = ms.relation_bytes(conn, "memories")
         out["index_bytes"] = index_sizes(conn)
+    built = (
+        f"{INDEX_NAME} built in {build.seconds:.1f} s ({build.state.size_bytes / 1e6:.1f} MB,"
+        f" maintenance_work_mem {build.maintenance_work_mem_mb} MB)"
+        if build
+        else f"{INDEX_NAME} not built (--skip-global-index)"
+    )
     print(
-        f"[{kind}] {INDEX_NAME} built in {build.seconds:.1f} s ({build.state.size_bytes / 1e6:.1f} MB,"
-        f" maintenance_work_mem {build.maintenance_work_mem_mb} MB); {personas.count} persona indexes over"
+        f"[{kind}] {built}; {personas.count} persona indexes over"
         f" {out['persona_indexes']['memories']:,} memories in {personas.seconds:.1f} s ({personas.size_bytes / 1e6:.1f} MB,"
         f" settings {personas.settings}); VACUUM (ANALYZE) {out['vacuum_seconds']:.1f} s;"
         f" after it {out['visibility_after_vacuum']}",
         flush=True,
     )
     return url, kept, out
+
+
+def reusable_database(shape: Shape, args) -> str | None:
+    """The benchmark database of an earlier run when it holds this shape's memories (--reuse;
+    the caller must know it was loaded with the same vector kind and seed), else None."""
+    url = embedded_database_url(DATABASE, args.home)
+    try:
+        with psycopg.connect(url) as conn:
+            rows = conn.execute("SELECT count(*) FROM memories").fetchone()[0]
+    except psycopg.Error:
+        return None
+    return url if rows == len(shape.ids) else None
 
 
 def run_kind(kind: str, shape: Shape, queries: list[Query], variants: list[str], args) -> dict:
@@ -1090,6 +1126,17 @@ def main() -> None:
     )
     parser.add_argument("--home", type=Path, default=BENCHMARKS / ".tinybot-bench-bot-query")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--skip-global-index",
+        action="store_true",
+        help=f"deliver without {INDEX_NAME} (a 100x build is ~30 min; say so beside the figures)",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep the database an earlier run loaded (same shape, seed and a single vector kind): only the "
+        "delivery's steps run again (a 100x load and HNSW build take ~35 min)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -1145,11 +1192,11 @@ def main() -> None:
     }
     print(f"shape: {report['shape']}", flush=True)
     print(f"variants: {', '.join(variants)}", flush=True)
-    with psycopg.connect(fresh_database(DATABASE, args.home), autocommit=True) as conn:
+    embedded_server(args.home)  # started, and the settings read where no benchmark data lives (--reuse)
+    with psycopg.connect(embedded_database_url("postgres", args.home), autocommit=True) as conn:
         report["server_settings"] = {s: conn.execute(f"SHOW {s}").fetchone()[0] for s in SETTINGS_SHOWN}
-        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         report["server_settings"]["pgvector"] = conn.execute(
-            "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+            "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'"
         ).fetchone()[0]
     print(f"server: {report['server_settings']}", flush=True)
     for kind in kinds:

@@ -75,8 +75,8 @@ def _project_tables_sql(tables: tuple[schema.Table, ...]) -> str:
     return "\n".join(table.create_sql() for table in tables)
 
 
-def _added_indexes_sql() -> str:
-    return "\n".join(index.ddl(table) for table, index in schema.ADDED_INDEXES)
+def _added_indexes_sql(indexes: tuple[tuple[str, schema.Index], ...]) -> str:
+    return "\n".join(index.ddl(table) for table, index in indexes)
 
 
 # Append only: a database records the steps it has, and gets the ones after them.
@@ -85,7 +85,7 @@ PROJECT_STEPS: tuple[ProjectStep, ...] = (
         1,
         "the pipeline's own tables (embedding cache, shapes rejects, memory coverage, pending-memory "
         "outcomes) and its indexes on the bot's tables",
-        f"{_project_tables_sql(schema.PROJECT_TABLES_OF_STEP_1)}\n{_added_indexes_sql()}",
+        f"{_project_tables_sql(schema.PROJECT_TABLES_OF_STEP_1)}\n{_added_indexes_sql(schema.ADDED_INDEXES_OF_STEP_1)}",
     ),
     ProjectStep(
         2,
@@ -102,6 +102,12 @@ PROJECT_STEPS: tuple[ProjectStep, ...] = (
         4,
         "qdrant_points and qdrant_collections: the Qdrant store the migration replaces, landed point by point",
         _project_tables_sql((schema.QDRANT_POINTS, schema.QDRANT_COLLECTIONS)),
+    ),
+    ProjectStep(
+        5,
+        "a B-tree on memories (persona_id, personality_id, created_at): the bot's query with a personality "
+        "reads that pair's rows alone",
+        _added_indexes_sql((schema.PERSONA_PERSONALITY_INDEX,)),
     ),
 )
 PROJECT_SCHEMA_VERSION = PROJECT_STEPS[-1].version
