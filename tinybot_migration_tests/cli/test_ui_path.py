@@ -137,6 +137,8 @@ def test_the_ui_path_step_by_step_then_the_sensor_rebuilds_the_one_personality_t
     assert run["status"] == "SUCCESS", run
     # shapes_export (group shapes) is the other root the memory assets need.
     assert ui.wait_for_run(ui.materialize(["shapes_export"])["run_id"])["status"] == "SUCCESS"
+    # The Qdrant landing (group qdrant): with no Qdrant configured it says so, its checks pass.
+    assert ui.wait_for_run(ui.materialize(["qdrant_points"])["run_id"])["status"] == "SUCCESS"
 
     # 2. The memory assets over every personality: one backfill, one run per asset.
     slugs = old_slugs(home)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import psycopg
 
 from tinybot_migration.lib.check_outcome import WARN, CheckOutcome, Markdown
-from tinybot_migration.lib.memories.bot_query import PERSONA_INDEX as SEARCH_INDEX
+from tinybot_migration.lib.memories.bot_query import PERSONA_INDEX
 from tinybot_migration.lib.memories.search_quality import THRESHOLDS, PersonaPlan, SearchPlans, SearchQuality
 from tinybot_migration.lib.memories.vector_index import INDEX_NAME, ITERATIVE_SCAN, index_state
+from tinybot_migration.lib.schema import PERSONA_PERSONALITY_INDEX
 
 VECTOR_INDEX_PRESENT_AND_VALID = "vector_index_present_and_valid"
 EVERY_MEMORY_HAS_AN_EMBEDDING = "every_memory_has_an_embedding"
@@ -17,6 +18,11 @@ SEARCH_LATENCY_WITHIN_BOUND = "search_latency_within_bound"
 # Below this many memories a sequential scan or the plain persona B-tree is the planner's right
 # answer for the bot's query.
 SEQUENTIAL_SCAN_MAX_ROWS = 10_000
+
+# The B-trees that read a persona's rows exactly: the bot's, and the project's (persona, personality,
+# created_at) one, whose leading column serves a persona alone as well.
+EXACT_PATHS = (PERSONA_INDEX, PERSONA_PERSONALITY_INDEX[1].name)
+SEARCH_INDEX = " or ".join(EXACT_PATHS)
 
 SEARCH_CHECK_DESCRIPTIONS = {
     VECTOR_INDEX_PRESENT_AND_VALID: f"{INDEX_NAME} exists, is an HNSW index with vector_cosine_ops, and is valid.",
@@ -90,7 +96,7 @@ def search_uses_the_intended_plan(plans: SearchPlans, memories: int) -> CheckOut
     if (
         largest
         and largest.index is None
-        and SEARCH_INDEX not in largest.plan
+        and not any(path in largest.plan for path in EXACT_PATHS)
         and memories >= SEQUENTIAL_SCAN_MAX_ROWS
     ):
         problems.append(
@@ -125,8 +131,9 @@ def _largest_persona_path(largest: PersonaPlan | None, memories: int) -> str:
         return "no persona sampled"
     if largest.index and largest.index in largest.plan:
         return f"the largest persona's rows are read through its own index {largest.index}"
-    if SEARCH_INDEX in largest.plan:
-        return f"the largest persona's rows are read through {SEARCH_INDEX}"
+    for path in EXACT_PATHS:
+        if path in largest.plan:
+            return f"the largest persona's rows are read through {path}"
     return f"on {memories:,} memories the planner reads the largest persona's rows another way (cheaper than {SEARCH_INDEX} here)"
 
 
