@@ -55,8 +55,8 @@ class VectorIndexConfig(Config):
     )
     persona_index_min_rows: int = Field(
         default=DEFAULT_PERSONA_INDEX_MIN_ROWS,
-        description="a persona with this many memories gets its own partial HNSW index (one below half of it "
-        "loses it); 0: no persona index",
+        description="a persona, or a persona with one personality, with this many memories gets its own "
+        "partial HNSW index (one below half of it loses it); 0: no persona index",
     )
     ef_search: int = Field(
         default=DEFAULT_EF_SEARCH,
@@ -88,7 +88,8 @@ class VectorIndexConfig(Config):
     description=f"{INDEX_NAME}: HNSW (vector_cosine_ops) over every memory, built after both memory sources "
     "are loaded with maintenance_work_mem sized from the table, concurrently when the table serves other "
     "sessions; left in place when it exists and is valid (a large load drops it first). Then a partial HNSW "
-    f"index ({PERSONA_INDEX_PREFIX}<persona>) per persona with persona_index_min_rows memories or more, and the "
+    f"index ({PERSONA_INDEX_PREFIX}…) per persona, and per persona with one personality, with "
+    "persona_index_min_rows memories or more, and the "
     f"database settings their scans need (hnsw.iterative_scan = {ITERATIVE_SCAN}, hnsw.ef_search, "
     "hnsw.max_scan_tuples); only what is missing is built. Then the table is vacuumed and analyzed, and the bot's "
     "query, in a new session as the bot's, is measured against exact search on sampled personas (recall@10, "

@@ -22,14 +22,15 @@ SEQUENTIAL_SCAN_MAX_ROWS = 10_000
 # The B-trees that read a persona's rows exactly: the bot's, and the project's (persona, personality,
 # created_at) one, whose leading column serves a persona alone as well.
 EXACT_PATHS = (PERSONA_INDEX, PERSONA_PERSONALITY_INDEX[1].name)
-SEARCH_INDEX = " or ".join(EXACT_PATHS)
+EXACT_PATHS_NAMED = " or ".join(EXACT_PATHS)  # for descriptions
 
 SEARCH_CHECK_DESCRIPTIONS = {
     VECTOR_INDEX_PRESENT_AND_VALID: f"{INDEX_NAME} exists, is an HNSW index with vector_cosine_ops, and is valid.",
     EVERY_MEMORY_HAS_AN_EMBEDDING: "No memory lacks an embedding (it would be invisible to the index and to search).",
     SEARCH_USES_THE_INTENDED_PLAN: "In a new session (the database's settings, as the bot's sessions have them), "
-    "EXPLAIN of the bot's query for the largest persona and for every persona with its own HNSW index reads "
-    f"the persona's rows through its own index or {SEARCH_INDEX}, never through the global {INDEX_NAME}; the "
+    "EXPLAIN of the bot's query for the largest persona and for every scope (persona, or persona and personality) "
+    "with its own HNSW index reads "
+    f"the persona's rows through its own index or {EXACT_PATHS_NAMED}, never through the global {INDEX_NAME}; the "
     f"persona indexes are valid and every session scans them with hnsw.iterative_scan = {ITERATIVE_SCAN}.",
     SEARCH_RECALL_AGAINST_EXACT: "Over the smallest, median and largest personas, queried with their own "
     "memories' text cut in half, recall@10 against exact search (every row of the persona by exact "
@@ -82,7 +83,9 @@ def search_uses_the_intended_plan(plans: SearchPlans, memories: int) -> CheckOut
     if not everything:
         return CheckOutcome(SEARCH_USES_THE_INTENDED_PLAN, True, "no persona has memories yet", {})
     problems = [
-        f"the bot's query for persona {p.persona_id} walks {INDEX_NAME}, which loses rows under the persona filter"
+        f"the bot's query for persona {p.persona_id}"
+        + (f" with personality {p.personality_id}" if p.personality_id else "")
+        + f" walks {INDEX_NAME}, which loses rows under the persona filter"
         for p in everything
         if INDEX_NAME in p.plan
     ]
@@ -100,7 +103,7 @@ def search_uses_the_intended_plan(plans: SearchPlans, memories: int) -> CheckOut
         and memories >= SEQUENTIAL_SCAN_MAX_ROWS
     ):
         problems.append(
-            f"the bot's query for the largest persona does not use {SEARCH_INDEX} on {memories:,} memories"
+            f"the bot's query for the largest persona does not use {EXACT_PATHS_NAMED} on {memories:,} memories"
         )
     unused = [p.index for p in plans.indexed if p.index not in p.plan]
     if problems:
@@ -134,7 +137,7 @@ def _largest_persona_path(largest: PersonaPlan | None, memories: int) -> str:
     for path in EXACT_PATHS:
         if path in largest.plan:
             return f"the largest persona's rows are read through {path}"
-    return f"on {memories:,} memories the planner reads the largest persona's rows another way (cheaper than {SEARCH_INDEX} here)"
+    return f"on {memories:,} memories the planner reads the largest persona's rows another way (cheaper than {EXACT_PATHS_NAMED} here)"
 
 
 def search_recall_against_exact(quality: SearchQuality, min_recall: float) -> CheckOutcome:

@@ -206,9 +206,11 @@ def _example(conn: psycopg.Connection, persona_id: uuid.UUID, text: str, vector)
     )
 
 
-def search_plan(conn: psycopg.Connection, persona_id: uuid.UUID, vector) -> str:
-    """EXPLAIN of the bot's statement for one persona, with the bot's defaults."""
-    return bot_memory_query(vector, persona_id).explain(conn)
+def search_plan(
+    conn: psycopg.Connection, persona_id: uuid.UUID, vector, personality_id: uuid.UUID | None = None
+) -> str:
+    """EXPLAIN of the bot's statement for one persona (and personality), with the bot's defaults."""
+    return bot_memory_query(vector, persona_id, personality_id).explain(conn)
 
 
 @dataclass(frozen=True)
@@ -251,7 +253,7 @@ def search_plans(conn: psycopg.Connection, quality: SearchQuality) -> SearchPlan
         ).fetchone()
         if row is not None:
             vector = row[0].to_numpy() if isinstance(row[0], Vector) else row[0]  # binary results are Vector
-            plan = bot_memory_query(vector, persona, personality).explain(conn)
+            plan = search_plan(conn, persona, vector, personality)
             indexed.append(PersonaPlan(persona, personality, index.name, plan))
     iterative_scan = conn.execute("SELECT current_setting('hnsw.iterative_scan', true)").fetchone()[0]
     return SearchPlans(largest, indexed, indexes, iterative_scan or "off")

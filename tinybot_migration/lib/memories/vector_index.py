@@ -6,15 +6,16 @@
   runs. Under the bot's persona filter it is a trap (a scan finds ef_search candidates, then
   filters them away); the planner reaches for it only for personas that hold a large share of the
   table, which is why:
-- one partial HNSW index per persona with at least `persona_index_min_rows` memories
-  (`tinybot_migration_hnsw_<persona hex>`, `WHERE persona_id = '<uuid>'`): the bot's query for that
-  persona walks a graph of its own memories only, a few milliseconds where reading them all
-  exactly costs ~1.5-6 µs a row (benchmarks/README.md, "The bot's memory query"). Smaller personas
-  are read exactly through the bot's `memories_persona_id_idx`.
+- one partial HNSW index per scope with at least `persona_index_min_rows` memories: a persona
+  (`WHERE persona_id = '<uuid>'`), or a persona with one personality (`… AND personality_id =
+  '<uuid>'`), as the bot's query filters when it has a personality. The query for that scope walks a
+  graph of its memories only, a few milliseconds where reading them all exactly costs ~1.5-6 µs a
+  row (benchmarks/README.md, "The bot's memory query"). Smaller scopes are read exactly through a
+  B-tree (the bot's `memories_persona_id_idx`, the project's persona-personality-time one).
 - database settings (`ALTER DATABASE … SET`, seen by every new session, the bot's included):
   `hnsw.iterative_scan = strict_order`, so a persona index under a personality or cutoff filter
   keeps walking until k rows qualify, in order, instead of returning fewer; `hnsw.ef_search`;
-  `hnsw.max_scan_tuples` at least the largest indexed persona, so such a walk may cover it all.
+  `hnsw.max_scan_tuples` at least the largest indexed scope, so such a walk may cover it all.
   Without them the persona indexes would lose rows: when the role may not set them, none is built.
 
 After a load the table is vacuumed and analyzed (`vacuum_for_search`) so the planner knows its size.
@@ -172,7 +173,7 @@ def _ensure_vector_index(
         return IndexBuild("left in place", rows, 0.0, state)
     action = "rebuilt (was invalid)" if state.exists else "built"
     if state.exists:
-        conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {INDEX_NAME}")
+        _drop_index(conn, INDEX_NAME, concurrently=True)
     wanted_mb = graph_memory_mb(rows, m)
     memory_mb = build_memory_mb(rows, m, build_memory_cap_mb(conn, max_build_memory_mb))
     workers = int(conn.execute("SHOW max_parallel_maintenance_workers").fetchone()[0])
@@ -327,7 +328,7 @@ def _drop_for_bulk_load(
         f"vector index: dropping {INDEX_NAME} and the persona indexes before writing {incoming:,} memories "
         f"into about {existing:,}; memory_vector_index builds them again after the load"
     )
-    conn.execute(f"DROP INDEX IF EXISTS {INDEX_NAME}")
+    _drop_index(conn, INDEX_NAME, concurrently=False)
     _drop_persona_indexes(conn)
     return True
 
@@ -476,10 +477,10 @@ def ensure_persona_indexes(
     max_build_memory_mb: int = AUTO_BUILD_MEMORY,
     log: Progress | None = None,
 ) -> PersonaIndexes:
-    """A valid partial index for every persona with at least `min_rows` memories, the search
-    settings they need on the database, and no index left for a persona that fell below half of
-    `min_rows` (between the two, an index is kept and none is built: a persona near the line does
-    not flip). Only what is missing is built. `conn` must be in autocommit mode; `min_rows` 0 turns
+    """A valid partial index for every scope (a persona, or a persona with one personality) with at
+    least `min_rows` memories, the search settings they need on the database, and no index left for
+    a scope that fell below half of `min_rows` (between the two, an index is kept and none is built:
+    a scope near the line does not flip). Only what is missing is built. `conn` must be in autocommit mode; `min_rows` 0 turns
     the persona indexes off (each one dropped)."""
     log = log or quiet
     with vector_index_lock(conn, log):

@@ -109,9 +109,9 @@ def land_collection(
     size, distance = _vector_config(client, name)
     census = CollectionLanding(name, size, distance, client.count(name, exact=True).count)
     conn.execute(_STAGE_SQL)
-    for page in scroll_points(client, name, page_size, log):
-        new, changed = _land_page(conn, name, page.points)
-        census.points_read += len(page.points)
+    for points in scroll_points(client, name, page_size, log):
+        new, changed = _land_page(conn, name, points)
+        census.points_read += len(points)
         census.points_new += new
         census.points_changed += changed
         log(

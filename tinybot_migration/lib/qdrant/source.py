@@ -154,19 +154,13 @@ def _cause(error: BaseException | None) -> str:
     return type(cause).__name__
 
 
-@dataclass(frozen=True)
-class Page:
-    points: list  # qdrant_client Records
-    offset: object  # the offset this page was asked with (None for the first)
-
-
 def scroll_points(
     client: QdrantClient,
     collection: str,
     page_size: int = DEFAULT_PAGE_SIZE,
     log: Progress | None = None,
-) -> Iterator[Page]:
-    """Every point of `collection` with payload and vector, page by page, following
+) -> Iterator[list]:
+    """Every point of `collection` with payload and vector, a page (list of Records) at a time, following
     `next_page_offset` (a point id, never a position). A page that times out is asked again at half
     the size, down to MIN_PAGE_SIZE; other errors are not retried here."""
     log = log or quiet
@@ -188,7 +182,7 @@ def scroll_points(
             size = max(MIN_PAGE_SIZE, size // 2)
             log(Notice(f"qdrant: {collection}: a page timed out at offset {offset!r}; pages of {size} now"))
             continue
-        yield Page(points, offset)
+        yield points
         if next_offset is None:
             return
         offset = next_offset
