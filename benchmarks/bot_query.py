@@ -77,6 +77,9 @@ every new connection has them; variants that drop the delivered index run last):
                                         ALTER DATABASE hnsw.iterative_scan =
                                         strict_order, ef_search 100, max_scan_tuples; vacuum
   delivered_ef40                        delivered with pgvector's default hnsw.ef_search = 40
+  delivered_ef200                       delivered with hnsw.ef_search = 200 (exactness against latency)
+  delivered_maxscan{2000,5000}          delivered with a lower hnsw.max_scan_tuples (random vectors: few rows pass the
+                                        threshold, and the iterative scan walks the persona's whole graph)
   global_only                           what was delivered before issue 31: idx_memories_embedding alone, no settings
   no_hnsw                               every HNSW index dropped: memories_persona_id_idx + exact sort
   iterative_{strict,relaxed}_ef{40,100} on top of delivered: hnsw.iterative_scan, hnsw.ef_search
@@ -616,6 +619,21 @@ register(
 register(
     settings_variant(
         "delivered_ef40", "delivered with pgvector's default hnsw.ef_search = 40", {"hnsw.ef_search": "40"}
+    )
+)
+for tuples in (2_000, 5_000):
+    register(
+        settings_variant(
+            f"delivered_maxscan{tuples}",
+            f"delivered with hnsw.max_scan_tuples = {tuples:,} (bounds the walk when few rows pass the threshold)",
+            {"hnsw.max_scan_tuples": str(tuples)},
+        )
+    )
+register(
+    settings_variant(
+        "delivered_ef200",
+        "delivered with hnsw.ef_search = 200 (exactness against latency)",
+        {"hnsw.ef_search": "200"},
     )
 )
 for order in ("strict", "relaxed"):

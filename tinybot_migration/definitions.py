@@ -28,6 +28,7 @@ from tinybot_migration.lib.settings import (
     EMBEDDING_ENVIRONMENT,
     NEW_DATABASE,
     OLD_DATABASE,
+    QDRANT_EMBEDDING_MODEL,
     QDRANT_ENVIRONMENT,
     SHAPES_EXPORT_SETTING,
 )
@@ -64,7 +65,9 @@ defs = Definitions.merge(
             "embedding_provider": EmbeddingProviderResource(
                 **_settings_from_env(**EMBEDDING_ENVIRONMENT), **numbers_from_environment()
             ),
-            "qdrant_store": QdrantStoreResource(**_settings_from_env(**QDRANT_ENVIRONMENT)),
+            "qdrant_store": QdrantStoreResource(
+                **_settings_from_env(**QDRANT_ENVIRONMENT, embedding_model=QDRANT_EMBEDDING_MODEL)
+            ),
         },
     ),
 )

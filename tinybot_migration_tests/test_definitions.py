@@ -69,9 +69,14 @@ def test_the_migration_stages_follow_the_graph_and_cover_every_asset():
         AssetKey("shapes_export"),
         AssetKey("pending_memories"),
         AssetKey("qdrant_points"),  # the landing needs nothing but the store and the new DB
+        AssetKey("qdrant_vectors"),  # before the memory sources: it seeds the cache they read
     }
     # The import follows the rebuild in the same run (the in-process executor keeps this order).
-    assert stages[1].asset_keys == (AssetKey("rebuilt_memories"), AssetKey("shapes_memories"))
+    assert stages[1].asset_keys == (
+        AssetKey("rebuilt_memories"),
+        AssetKey("shapes_memories"),
+        AssetKey("qdrant_point_outcomes"),  # after both sources: a point is matched to their memories
+    )
     assert stages[2].asset_keys == (AssetKey("memory_vector_index"),)  # after both memory sources
     for stage in stages:
         job_keys = defs.resolve_job_def(stage.job_name).asset_layer.selected_asset_keys
@@ -110,8 +115,14 @@ def test_the_pools_the_assets_declare_are_limited_by_the_shipped_dagster_yaml():
     `tinybot_embeddings`; 2 slots a pool, op granularity, 4 concurrent runs."""
     pools = {asset.key.to_user_string(): asset.op.pool for asset in ALL_ASSETS}
     assert {pools[spec.name] for spec in RELATIONAL_TABLES} == {NEW_DATABASE_POOL}
-    assert pools["rebuilt_memories"] == pools["shapes_memories"] == EMBEDDING_POOL
+    assert (
+        pools["rebuilt_memories"]
+        == pools["shapes_memories"]
+        == pools["qdrant_point_outcomes"]
+        == EMBEDDING_POOL
+    )
     assert pools["shapes_export"] is None  # it reads files and writes nothing
+    assert pools["qdrant_vectors"] == EMBEDDING_POOL  # it asks the provider for its samples
     assert pools["memory_vector_index"] == NEW_DATABASE_POOL
     assert set(pools.values()) == {NEW_DATABASE_POOL, EMBEDDING_POOL, None}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, MetadataValue
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, MetadataValue
 
 from tinybot_migration.lib.check_outcome import CheckOutcome, Markdown
 
@@ -34,3 +34,11 @@ def selected_results(
     """The results of the checks this run selected (an asset that can be subset gets only those)."""
     selected = {key.name for key in context.selected_asset_check_keys}
     return check_results(o for o in outcomes if o.name in selected)
+
+
+def check_specs_for(asset: str, descriptions: dict[str, str], blocking: bool = False) -> list[AssetCheckSpec]:
+    """One spec per check of `asset` (name -> description), blocking its downstream assets or not."""
+    return [
+        AssetCheckSpec(name, asset=asset, blocking=blocking, description=description)
+        for name, description in descriptions.items()
+    ]

@@ -109,6 +109,11 @@ PROJECT_STEPS: tuple[ProjectStep, ...] = (
         "reads that pair's rows alone",
         _added_indexes_sql((schema.PERSONA_PERSONALITY_INDEX,)),
     ),
+    ProjectStep(
+        6,
+        "qdrant_vector_classes: which classes of Qdrant vectors are reused, on which samples",
+        _project_tables_sql((schema.QDRANT_VECTOR_CLASSES,)),
+    ),
 )
 PROJECT_SCHEMA_VERSION = PROJECT_STEPS[-1].version
 

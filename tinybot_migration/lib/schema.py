@@ -581,6 +581,26 @@ QDRANT_COLLECTIONS = Table(
     schema=PROJECT_SCHEMA,
 )
 
+# What each class of landed Qdrant vectors was judged (lib/qdrant/vectors.py): reused (seeded into the
+# embedding cache) only when sampled re-embeddings agree; the samples are kept so that a re-run over
+# the same landing asks the provider nothing.
+QDRANT_VECTOR_CLASSES = Table(
+    "qdrant_vector_classes",
+    (
+        Column("model", "text"),
+        Column("class_key", "text"),
+        Column("points", "bigint"),
+        Column("eligible", "bigint"),
+        Column("sample_refs", "text[]"),
+        Column("min_cosine", "double precision", null=True),
+        Column("verdict", "text"),
+        Column("reason", "text"),
+        Column("judged_at", "timestamp with time zone", default="now()"),
+    ),
+    primary_key=("model", "class_key"),
+    schema=PROJECT_SCHEMA,
+)
+
 # The project's tables by the step that created them (new_database_schema.PROJECT_STEPS).
 PROJECT_TABLES_OF_STEP_1: tuple[Table, ...] = (
     EMBEDDING_CACHE,
@@ -593,6 +613,7 @@ PROJECT_TABLES: tuple[Table, ...] = (
     RELATIONAL_REJECTS,
     QDRANT_POINTS,
     QDRANT_COLLECTIONS,
+    QDRANT_VECTOR_CLASSES,
 )
 
 # Indexes of ours on the bot's tables (the catalog allows added indexes): named apart from any

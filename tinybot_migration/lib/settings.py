@@ -113,6 +113,12 @@ QDRANT_PATH = "QDRANT_PATH"
 QDRANT_ENVIRONMENT = {"url": QDRANT_URL, "api_key": QDRANT_API_KEY, "path": QDRANT_PATH}
 
 
+# The model the store's vectors were made with (no payload names it; the bot's default). A vector
+# is reused only when this is the model embedding now (lib/qdrant/vectors.py).
+QDRANT_EMBEDDING_MODEL = "QDRANT_EMBEDDING_MODEL"
+DEFAULT_QDRANT_EMBEDDING_MODEL = "text-embedding-3-small"
+
+
 def qdrant_environment() -> dict[str, str]:
     """The Qdrant settings the environment sets (field -> value), unset ones left out."""
     return {field: os.environ[name] for field, name in QDRANT_ENVIRONMENT.items() if os.environ.get(name)}
@@ -165,6 +171,7 @@ ENVIRONMENT = {
     QDRANT_URL: "the Qdrant server (or Qdrant Cloud) the migration replaces, read only",
     QDRANT_API_KEY: "its API key",
     QDRANT_PATH: "or a Qdrant local-mode store folder, read only",
+    QDRANT_EMBEDDING_MODEL: f"the model the store's vectors were made with ({DEFAULT_QDRANT_EMBEDDING_MODEL})",
     "MEMORY_REBUILD_INTERVAL_SECONDS": "how often the incremental memory sensor looks",
     "MEMORY_RECONCILE_INTERVAL_SECONDS": "how often that sensor pairs the whole history",
     **{side.variable: f"the {side.role} a sync moves rows to or from" for side in SYNC_SIDES.values()},

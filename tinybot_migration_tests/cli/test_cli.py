@@ -80,11 +80,12 @@ def test_run_shows_progress_and_keeps_dagsters_lines_in_a_log_file(cli_databases
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout + result.stderr
     assert " - INFO - " not in out and " - DEBUG - " not in out  # no Dagster line on the screen
-    assert "migration_stage_1_unpartitioned: 14 asset(s)" in result.stdout
+    assert "migration_stage_1_unpartitioned: 15 asset(s)" in result.stdout
     # Each stage's end is said (the lines between are thinned out so a fast run stays short).
-    assert re.search(r"^  14/14 done \(\w+, [\d,]+ rows\)$", result.stdout, re.M), result.stdout
+    assert re.search(r"^  15/15 done \(\w+, [\d,]+ rows\)$", result.stdout, re.M), result.stdout
     assert (
-        "  2/2 done (shapes_memories" in result.stdout and "  1/1 done (memory_vector_index" in result.stdout
+        "  3/3 done (qdrant_point_outcomes" in result.stdout
+        and "  1/1 done (memory_vector_index" in result.stdout
     )
     assert out.count("(read-only) → ") == 1  # the masked URLs once per run, not per table
     [log_path] = re.findall(r"Dagster's log of this run: (\S+\.log)", result.stdout)

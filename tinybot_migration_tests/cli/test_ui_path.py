@@ -25,7 +25,8 @@ from tinybot_migration_tests.helpers.verdict import LATENCY_WARNING, MIGRATION_C
 
 pytestmark = pytest.mark.slow
 
-MEMORY_ASSETS = ["rebuilt_memories", "shapes_memories"]
+# Partitioned by personality, sorted: the two memory sources and the Qdrant points' outcomes.
+MEMORY_ASSETS = ["qdrant_point_outcomes", "rebuilt_memories", "shapes_memories"]
 PARTITION_TAG = "dagster/partition"
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 SENSOR_INTERVAL_SECONDS = 30  # the least MEMORY_REBUILD_INTERVAL_SECONDS accepts

@@ -1,30 +1,61 @@
 """`qdrant_points`: every point of the Qdrant store the migration replaces, landed in the new DB
-before anything is decided about it (lib/qdrant/landing.py)."""
+before anything is decided about it (lib/qdrant/landing.py); `qdrant_point_outcomes`: one outcome
+for each landed point, per personality, the Qdrant-only memories imported (lib/qdrant/outcomes.py)."""
 
-from dagster import AssetCheckSpec, AssetExecutionContext, MaterializeResult, asset
+from collections.abc import Iterator
+from pathlib import Path
 
-from tinybot_migration.defs.check_results import check_results
+from dagster import (
+    AssetExecutionContext,
+    AssetSpec,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    multi_asset,
+)
+
+from tinybot_migration.defs.check_results import check_results, check_specs_for, selected_results
 from tinybot_migration.defs.cli_logger import progress_of
-from tinybot_migration.defs.pools import NEW_DATABASE_POOL
-from tinybot_migration.defs.resources import NewDatabaseResource, QdrantStoreResource
+from tinybot_migration.defs.memory_source import MEMORY_ASSET_OPTIONS, failing_clearly
+from tinybot_migration.defs.pools import EMBEDDING_POOL, NEW_DATABASE_POOL
+from tinybot_migration.defs.resources import (
+    EmbeddingProviderResource,
+    NewDatabaseResource,
+    OldDatabaseResource,
+    QdrantStoreResource,
+)
+from tinybot_migration.defs.resources.shapes_export import ShapesExportResource
+from tinybot_migration.lib.embeddings.cache import cache_model_name
+from tinybot_migration.lib.personalities import personality_ids_for
 from tinybot_migration.lib.qdrant.checks import (
+    NO_POINTS_LANDED,
     NO_QDRANT,
     QDRANT_CHECK_DESCRIPTIONS,
+    QDRANT_OUTCOME_CHECK_DESCRIPTIONS,
+    QDRANT_VECTOR_CHECK_DESCRIPTIONS,
+    every_qdrant_point_has_one_outcome,
     every_qdrant_point_landed,
     not_configured,
+    nothing_landed,
     qdrant_counts_unchanged_during_read,
+    qdrant_vector_classes_agree,
 )
 from tinybot_migration.lib.qdrant.landing import land_qdrant
+from tinybot_migration.lib.qdrant.outcomes import (
+    OUTCOMES,
+    QdrantOutcomesReport,
+    decide_qdrant_points,
+    has_landed_points,
+)
+from tinybot_migration.lib.qdrant.vectors import VectorReuse, prove_and_seed
+from tinybot_migration.lib.shapes.export import ShapesExportError
 
 QDRANT_GROUP = "qdrant"
 
 
 @asset(
     group_name=QDRANT_GROUP,
-    check_specs=[
-        AssetCheckSpec(name, asset="qdrant_points", blocking=True, description=description)
-        for name, description in QDRANT_CHECK_DESCRIPTIONS.items()
-    ],
+    check_specs=check_specs_for("qdrant_points", QDRANT_CHECK_DESCRIPTIONS, blocking=True),
     pool=NEW_DATABASE_POOL,
     kinds={"qdrant", "postgres"},
     description="Every point of every Qdrant collection (payload, vector, id as text) landed in "
@@ -68,4 +99,188 @@ def qdrant_points(
     )
 
 
-qdrant_assets = [qdrant_points]
+@asset(
+    group_name=QDRANT_GROUP,
+    deps=[qdrant_points],
+    check_specs=check_specs_for("qdrant_vectors", QDRANT_VECTOR_CHECK_DESCRIPTIONS),
+    pool=EMBEDDING_POOL,
+    kinds={"postgres", "openai"},
+    description="Landed Qdrant vectors reused only when proven: per class of points (collection layout, "
+    "personality, text format), the store's declared model (QDRANT_EMBEDDING_MODEL) must be the one embedding "
+    "now, the vectors finite, 1536-d and unit length, and sampled re-embeddings must agree (cosine >= 0.999). "
+    "The vectors of agreeing classes seed the embedding cache (never replacing a row), so the shapes.inc "
+    "import and the Qdrant-only memories take them from there. Verdicts are kept with their samples: a "
+    "re-run asks the provider nothing.",
+)
+def qdrant_vectors(
+    context: AssetExecutionContext,
+    new_database: NewDatabaseResource,
+    embedding_provider: EmbeddingProviderResource,
+    qdrant_store: QdrantStoreResource,
+) -> MaterializeResult:
+    with new_database.connect() as conn:
+        if not has_landed_points(conn):
+            context.log.info(NO_POINTS_LANDED)
+            return MaterializeResult(
+                metadata={"classes": 0, "dagster/row_count": 0},
+                check_results=check_results(nothing_landed(QDRANT_VECTOR_CHECK_DESCRIPTIONS)),
+            )
+        reuse = failing_clearly(
+            lambda: prove_and_seed(
+                conn, embedding_provider.client(), qdrant_store.embedding_model, progress_of(context)
+            )
+        )
+    context.log.info(
+        f"qdrant vectors: {len(reuse.reused_classes):,} of {len(reuse.classes):,} classes reused, "
+        f"{reuse.seeded:,} cache rows seeded"
+    )
+    return MaterializeResult(
+        metadata=vector_metadata(reuse),
+        check_results=check_results([qdrant_vector_classes_agree(reuse)]),
+    )
+
+
+def vector_metadata(reuse: VectorReuse) -> dict:
+    rows = [
+        f"| {c.key} | {c.points:,} | {c.eligible:,} | {'' if c.min_cosine is None else c.min_cosine} | {c.verdict} |"
+        f" {c.reason} |"
+        for c in sorted(reuse.classes.values(), key=lambda c: (-c.points, c.key))[:PER_PERSONALITY_ROWS]
+    ]
+    return {
+        "dagster/row_count": reuse.points_reused,
+        "declared_model": reuse.declared_model,
+        "embedding_model": reuse.cache_model,
+        "classes": len(reuse.classes),
+        "classes_reused": len(reuse.reused_classes),
+        "points_reused": reuse.points_reused,
+        "sample_inputs": reuse.sample_inputs,
+        "cache_rows_seeded": reuse.seeded,
+        "texts_already_cached": reuse.already_cached,
+        "tokens_saved_estimate": reuse.tokens_saved,
+        "usd_saved_estimate": round(reuse.usd_saved, 6),
+        "seconds": round(reuse.seconds, 3),
+        "classes_judged": MetadataValue.md(
+            "| class (layout, personality, text) | points | eligible | min cosine | verdict | why |\n"
+            "|---|---|---|---|---|---|\n" + "\n".join(rows)
+        ),
+    }
+
+
+PER_PERSONALITY_ROWS = 100
+
+
+def outcome_metadata(report: QdrantOutcomesReport, model: str) -> dict:
+    """The figures of a run's decisions (per personality in one table keyed by slug)."""
+    reasons = [
+        f"| {outcome} | {reason or '-'} | {points:,} |"
+        for (outcome, reason), points in sorted(report.reasons.items(), key=lambda item: (-item[1], item[0]))
+    ]
+    ranked = sorted(report.per_personality.items(), key=lambda item: (-item[1].points, item[0]))
+    rows = [
+        f"| {slug} | {o.points:,} | "
+        + " | ".join(f"{o.counts.get(name, 0):,}" for name in OUTCOMES)
+        + f" | {o.written:,} |"
+        for slug, o in ranked[:PER_PERSONALITY_ROWS]
+    ]
+    return {
+        "dagster/row_count": report.points,
+        "points": report.points,
+        **{f"points_{name}": report.counts.get(name, 0) for name in OUTCOMES},
+        "points_naming_no_known_personality": report.unassigned,
+        "decisions_changed": report.rows_changed,
+        "memories_imported_written": report.memories_written,
+        "memories_imported_already_present": report.already_present,
+        **report.spend_metadata(model),
+        "seconds": round(report.seconds, 3),
+        "reasons": MetadataValue.md("| outcome | reason | points |\n|---|---|---|\n" + "\n".join(reasons)),
+        "flagged": MetadataValue.json(dict(report.flagged)),
+        "examples": MetadataValue.json(report.samples),
+        "per_personality": MetadataValue.md(
+            "| personality | points | "
+            + " | ".join(OUTCOMES)
+            + " | written |\n|---|---|"
+            + "---|" * len(OUTCOMES)
+            + "---|\n"
+            + "\n".join(rows)
+        ),
+    }
+
+
+def shapes_folder(context: AssetExecutionContext, resource: ShapesExportResource) -> Path | None:
+    """The export folder whose deleted records supersede points; None (said) when there is none."""
+    try:
+        folder = resource.folder()
+    except ShapesExportError as error:
+        context.log.warning(
+            f"qdrant: the shapes.inc export cannot be read ({error}); no point is superseded by it"
+        )
+        return None
+    if folder is None:
+        context.log.info(f"qdrant: {resource.describe()}: no point is superseded by a deleted record")
+    return folder
+
+
+# A multi_asset of one asset, so that a run may leave its check out (`can_subset`).
+@multi_asset(
+    specs=[
+        AssetSpec(
+            "qdrant_point_outcomes",
+            group_name=QDRANT_GROUP,
+            deps=["qdrant_points", "qdrant_vectors", "rebuilt_memories", "shapes_memories"],
+            skippable=True,
+            kinds={"postgres", "openai"},
+            description="One outcome for every landed Qdrant point, per personality: matched (a rebuilt or "
+            "shapes.inc memory holds it), imported (a Qdrant-only memory, written through the memory pipeline "
+            "with source_system 'qdrant'), duplicate (a retry, an old-layout copy), superseded (deleted in the "
+            "export, dropped by the bot's regrouping) or rejected (with its reason; the point stays landed). "
+            "Decided from the landing alone: Qdrant may be gone. Partitioned by personality slug like the "
+            "other memory assets; points naming no known personality are decided by every run.",
+        )
+    ],
+    check_specs=check_specs_for("qdrant_point_outcomes", QDRANT_OUTCOME_CHECK_DESCRIPTIONS, blocking=True),
+    **MEMORY_ASSET_OPTIONS,
+)
+def qdrant_point_outcomes(
+    context: AssetExecutionContext,
+    new_database: NewDatabaseResource,
+    old_database: OldDatabaseResource,
+    embedding_provider: EmbeddingProviderResource,
+    shapes_export_folder: ShapesExportResource,
+) -> Iterator:
+    slugs = list(context.partition_keys)
+    model = cache_model_name(embedding_provider.client())
+    with new_database.connect() as conn:
+        if not has_landed_points(conn):
+            context.log.info(NO_POINTS_LANDED)
+            yield MaterializeResult(
+                asset_key="qdrant_point_outcomes",
+                metadata={"points": 0, "dagster/row_count": 0},
+                check_results=selected_results(context, nothing_landed(QDRANT_OUTCOME_CHECK_DESCRIPTIONS)),
+            )
+            return
+        folder = shapes_folder(context, shapes_export_folder)
+        with old_database.connect() as old_conn:
+            report = failing_clearly(
+                lambda: decide_qdrant_points(
+                    conn,
+                    old_conn,
+                    embedding_provider.client(),
+                    personality_ids_for(conn, slugs),
+                    folder,
+                    connect=new_database.connect,
+                    log=progress_of(context),
+                )
+            )
+        outcome = every_qdrant_point_has_one_outcome(conn, report.refs, OUTCOMES)
+    context.log.info(
+        f"qdrant: {report.points:,} points decided: "
+        + ", ".join(f"{report.counts.get(name, 0):,} {name}" for name in OUTCOMES)
+    )
+    yield MaterializeResult(
+        asset_key="qdrant_point_outcomes",
+        metadata=outcome_metadata(report, model),
+        check_results=selected_results(context, [outcome]),
+    )
+
+
+qdrant_assets = [qdrant_points, qdrant_vectors, qdrant_point_outcomes]

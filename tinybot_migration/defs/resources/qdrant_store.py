@@ -18,6 +18,7 @@ from tinybot_migration.lib.qdrant.source import (
     QdrantLocation,
     open_qdrant,
 )
+from tinybot_migration.lib.settings import DEFAULT_QDRANT_EMBEDDING_MODEL, QDRANT_EMBEDDING_MODEL
 
 
 class QdrantStoreResource(ConfigurableResource):
@@ -32,6 +33,11 @@ class QdrantStoreResource(ConfigurableResource):
     )
     page_size: int = Field(
         default=DEFAULT_PAGE_SIZE, description="points per scroll page (halved on a timeout, down to a floor)"
+    )
+    embedding_model: str = Field(
+        default=DEFAULT_QDRANT_EMBEDDING_MODEL,
+        description=f"env {QDRANT_EMBEDDING_MODEL}: the model the store's vectors were made with (no payload "
+        "names it); they are reused only when it is the model embedding now",
     )
 
     def location(self) -> QdrantLocation | None:

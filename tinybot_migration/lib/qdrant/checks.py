@@ -6,6 +6,7 @@ import psycopg
 
 from tinybot_migration.lib.check_outcome import CheckOutcome, Markdown
 from tinybot_migration.lib.qdrant.landing import Landing
+from tinybot_migration.lib.qdrant.vectors import MIN_COSINE, NOT_REUSED, VectorReuse
 from tinybot_migration.lib.schema import QDRANT_POINTS
 
 QDRANT_COUNTS_UNCHANGED_DURING_READ = "qdrant_counts_unchanged_during_read"
@@ -76,3 +77,88 @@ def census_markdown(landing: Landing, landed: dict[str, int]) -> str:
             f" {c.points_new:,} | {c.points_changed:,} | {landed.get(c.collection, 0):,} |"
         )
     return "\n".join(rows)
+
+
+EVERY_QDRANT_POINT_HAS_ONE_OUTCOME = "every_qdrant_point_has_one_outcome"
+QDRANT_OUTCOME_CHECK_DESCRIPTIONS = {
+    EVERY_QDRANT_POINT_HAS_ONE_OUTCOME: "Every landed point of the run's personalities (and every point naming "
+    "no known personality) has exactly one outcome (matched, imported, duplicate, superseded, rejected); "
+    "a matched or imported point names its memory, and every memory a point names exists.",
+}
+NO_POINTS_LANDED = "no Qdrant points landed (qdrant_points is empty): nothing to decide"
+
+_UNDECIDED_SQL = f"""
+WITH scope AS (SELECT * FROM unnest(%s::text[], %s::text[]) AS s(collection, point_id))
+SELECT p.collection || '/' || p.point_id, p.outcome, p.memory_id,
+       CASE
+         WHEN p.outcome IS NULL THEN 'no outcome'
+         WHEN p.outcome <> ALL(%s::text[]) THEN 'outcome ' || p.outcome || ' is not one of the five'
+         WHEN p.outcome IN ('matched', 'imported') AND p.memory_id IS NULL THEN p.outcome || ' without a memory_id'
+         WHEN p.memory_id IS NOT NULL AND m.id IS NULL THEN 'its memory ' || p.memory_id || ' does not exist'
+       END AS problem
+FROM scope JOIN {QDRANT_POINTS.qualified} p USING (collection, point_id)
+LEFT JOIN memories m ON m.id = p.memory_id
+"""
+
+
+def every_qdrant_point_has_one_outcome(
+    conn: psycopg.Connection, refs: list[tuple[str, str]], outcomes: tuple[str, ...]
+) -> CheckOutcome:
+    """The run's points `refs` (collection, point_id): one outcome each, every named memory present."""
+    rows = conn.execute(
+        _UNDECIDED_SQL, ([c for c, _ in refs], [p for _, p in refs], list(outcomes))
+    ).fetchall()
+    problems = [(ref, problem) for ref, _, _, problem in rows if problem is not None]
+    counts: dict[str, int] = {}
+    for _, outcome, _, _ in rows:
+        counts[outcome or "none"] = counts.get(outcome or "none", 0) + 1
+    missing = len(refs) - len(rows)
+    passed = not problems and missing == 0
+    if passed:
+        description = f"all {len(rows):,} points have one outcome: " + ", ".join(
+            f"{counts.get(o, 0):,} {o}" for o in outcomes
+        )
+    else:
+        named = "; ".join(f"{ref}: {problem}" for ref, problem in problems[:10])
+        gone = f"{missing:,} points decided are no longer landed; " if missing else ""
+        description = f"{gone}{len(problems):,} points without one sound outcome: {named}"
+    return CheckOutcome(
+        EVERY_QDRANT_POINT_HAS_ONE_OUTCOME,
+        passed,
+        description,
+        {
+            "points": len(rows),
+            "points_with_problems": len(problems),
+            **{f"points_{o}": counts.get(o, 0) for o in outcomes},
+        },
+    )
+
+
+QDRANT_VECTOR_CLASSES_AGREE = "qdrant_vector_classes_agree"
+QDRANT_VECTOR_CHECK_DESCRIPTIONS = {
+    QDRANT_VECTOR_CLASSES_AGREE: "Every class of landed vectors sampled agrees with a fresh embedding of its "
+    f"text (cosine >= {MIN_COSINE}). A class that does not (say, vectors re-embedded after a rename) is "
+    "not reused: its texts are embedded like any other. WARN: nothing is lost either way.",
+}
+
+
+def nothing_landed(descriptions: dict[str, str]) -> list[CheckOutcome]:
+    return [CheckOutcome(name, True, NO_POINTS_LANDED, {}) for name in descriptions]
+
+
+def qdrant_vector_classes_agree(reuse: VectorReuse) -> CheckOutcome:
+    disagree = [c for c in reuse.classes.values() if c.verdict == NOT_REUSED and c.min_cosine is not None]
+    named = "; ".join(f"{c.key} ({c.points:,} points, cosine {c.min_cosine})" for c in disagree[:10])
+    return CheckOutcome(
+        QDRANT_VECTOR_CLASSES_AGREE,
+        passed=not disagree,
+        description=f"{len(disagree):,} classes whose vectors are not embeddings of their text (embedded "
+        f"again instead): {named}"
+        if disagree
+        else f"{len(reuse.reused_classes):,} of {len(reuse.classes):,} classes agree and are reused; the rest: "
+        + "; ".join(
+            sorted({c.reason for c in reuse.classes.values() if c.verdict == NOT_REUSED})[:3] or ["none"]
+        ),
+        metadata={"classes_disagreeing": len(disagree)},
+        severity="WARN",
+    )

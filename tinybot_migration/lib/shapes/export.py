@@ -79,6 +79,7 @@ class ParsedFile:
     source_file: str  # relative to the export folder
     records: list[ShapesRecord] = field(default_factory=list)  # importable (not deleted)
     deleted: int = 0
+    deleted_texts: dict[str, str] = field(default_factory=dict)  # a deleted record's result -> its id
     rejected: list[RejectedRecord] = field(default_factory=list)
     total: int = 0  # records in the file
     error: str | None = None  # the file is not a JSON array: no record of it can be accounted for
@@ -160,9 +161,17 @@ def parse_memories_file(export_dir: Path, slug: str, now: float | None = None) -
             continue
         if record is None:
             parsed.deleted += 1
+            if isinstance(raw.get("result"), str):
+                parsed.deleted_texts.setdefault(raw["result"], record_id or f"#{index}")
         else:
             parsed.records.append(record)
     return parsed
+
+
+def deleted_records(export_dir: Path, slug: str) -> dict[str, str]:
+    """The texts of a personality's deleted records -> their ids (a Qdrant point holding one is a
+    decision the export already made); none when its file is missing or unreadable."""
+    return parse_memories_file(export_dir, slug).deleted_texts
 
 
 def read_mappings(export_dir: Path) -> dict[str, SenderMapping] | None:
