@@ -111,8 +111,11 @@ PROJECT_STEPS: tuple[ProjectStep, ...] = (
     ),
     ProjectStep(
         6,
-        "qdrant_vector_classes: which classes of Qdrant vectors are reused, on which samples",
-        _project_tables_sql((schema.QDRANT_VECTOR_CLASSES,)),
+        "qdrant_vector_classes: which classes of Qdrant vectors are reused, on which samples; the persona and "
+        "personality each decided Qdrant point stands for",
+        _project_tables_sql((schema.QDRANT_VECTOR_CLASSES,))
+        + f"\nALTER TABLE {schema.QDRANT_POINTS.qualified} ADD COLUMN IF NOT EXISTS persona_id uuid,"
+        " ADD COLUMN IF NOT EXISTS personality_id uuid;",
     ),
 )
 PROJECT_SCHEMA_VERSION = PROJECT_STEPS[-1].version

@@ -558,6 +558,9 @@ QDRANT_POINTS = Table(
         Column("reason", "text", null=True),
         Column("memory_id", "uuid", null=True),
         Column("decided_at", "timestamp with time zone", null=True),
+        # The new DB's persona and personality the point stands for (step 6; NULL where undecidable).
+        Column("persona_id", "uuid", null=True),
+        Column("personality_id", "uuid", null=True),
     ),
     primary_key=("collection", "point_id"),
     schema=PROJECT_SCHEMA,

@@ -85,7 +85,7 @@ def test_run_shows_progress_and_keeps_dagsters_lines_in_a_log_file(cli_databases
     assert re.search(r"^  15/15 done \(\w+, [\d,]+ rows\)$", result.stdout, re.M), result.stdout
     assert (
         "  3/3 done (qdrant_point_outcomes" in result.stdout
-        and "  1/1 done (memory_vector_index" in result.stdout
+        and "  2/2 done (qdrant_retrieval_parity" in result.stdout
     )
     assert out.count("(read-only) → ") == 1  # the masked URLs once per run, not per table
     [log_path] = re.findall(r"Dagster's log of this run: (\S+\.log)", result.stdout)

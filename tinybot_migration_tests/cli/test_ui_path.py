@@ -138,8 +138,10 @@ def test_the_ui_path_step_by_step_then_the_sensor_rebuilds_the_one_personality_t
     assert run["status"] == "SUCCESS", run
     # shapes_export (group shapes) is the other root the memory assets need.
     assert ui.wait_for_run(ui.materialize(["shapes_export"])["run_id"])["status"] == "SUCCESS"
-    # The Qdrant landing (group qdrant): with no Qdrant configured it says so, its checks pass.
-    assert ui.wait_for_run(ui.materialize(["qdrant_points"])["run_id"])["status"] == "SUCCESS"
+    # The Qdrant landing and its vectors (group qdrant): with no Qdrant configured they say so, their checks pass.
+    assert (
+        ui.wait_for_run(ui.materialize(["qdrant_points", "qdrant_vectors"])["run_id"])["status"] == "SUCCESS"
+    )
 
     # 2. The memory assets over every personality: one backfill, one run per asset.
     slugs = old_slugs(home)
@@ -154,8 +156,8 @@ def test_the_ui_path_step_by_step_then_the_sensor_rebuilds_the_one_personality_t
         for r in runs
     ), runs
 
-    # 3. What is downstream: the vector index and the search checks.
-    run = ui.wait_for_run(ui.materialize(["memory_vector_index"])["run_id"])
+    # 3. What is downstream: the vector index and the search checks, and retrieval parity with Qdrant.
+    run = ui.wait_for_run(ui.materialize(["memory_vector_index", "qdrant_retrieval_parity"])["run_id"])
     assert run["status"] == "SUCCESS", run
     assert_every_check_passed(ui)
     assert_migrated(home)

@@ -28,9 +28,13 @@ from tinybot_migration.lib.ids import deterministic_uuid, legacy_memory_id, memo
 from tinybot_migration.lib.memories.rebuild import rebuild_memories
 from tinybot_migration.lib.new_database_schema import apply_new_schema, apply_old_schema
 from tinybot_migration.lib.personalities import personality_ids_for
-from tinybot_migration.lib.qdrant.checks import every_qdrant_point_has_one_outcome
+from tinybot_migration.lib.qdrant.checks import (
+    every_qdrant_point_has_one_outcome,
+    retrieval_parity_nothing_missing,
+)
 from tinybot_migration.lib.qdrant.landing import land_qdrant
 from tinybot_migration.lib.qdrant.outcomes import OUTCOMES, SOURCE_QDRANT, decide_qdrant_points
+from tinybot_migration.lib.qdrant.parity import FOUND, MISSING, measure_parity
 from tinybot_migration.lib.shapes.importer import import_shapes_memories
 from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, client_for, provider_for
 from tinybot_migration_tests.helpers.shapes_exports import ShapesExport, record
@@ -337,12 +341,12 @@ def world(make_database, tmp_path, server):
     store = QdrantClient(path=str(tmp_path / "store"))
     land_qdrant(store, conn)
     store.close()
-    yield conn, old_url, export.folder
+    yield conn, old_url, export.folder, tmp_path / "store"
     conn.close()
 
 
 def decide(world, server, slugs=("luna", "sol")):
-    conn, old_url, folder = world
+    conn, old_url, folder, _ = world
     with psycopg.connect(old_url) as old:
         return decide_qdrant_points(
             conn, old, client_for(server), personality_ids_for(conn, list(slugs)), folder
@@ -396,6 +400,11 @@ def test_matched_points_name_the_memory_that_holds_them(world, server):
     assert found["shapes_mapped"][2] == legacy_memory_id(SHAPES_MAPPED, ids["luna"], "shapes memory one")
     assert found["shapes_legacy"][2] == legacy_memory_id(SHAPES_UNMAPPED, ids["luna"], "legacy memory")
     assert rows[found["sol_live"][2]] == "{user}: yo sol\n{assistant}: hey bob"
+    standing = conn.execute(
+        "SELECT persona_id, personality_id FROM tinybot_migration.qdrant_points WHERE collection = %s AND point_id = %s",
+        (ALICE, POINT_IDS["live_exact"]),
+    ).fetchone()
+    assert standing == (ids["Alice"], ids["luna"])  # what the point stands for, recorded with its outcome
 
 
 def test_qdrant_only_memories_are_imported_once_with_the_bots_ids_and_fields(world, server):
@@ -469,7 +478,7 @@ def test_the_check_fails_naming_a_point_whose_memory_is_gone_or_that_has_no_outc
 
 
 def test_the_asset_decides_a_range_of_partitions_with_its_blocking_check(world, server):
-    conn, old_url, folder = world
+    conn, old_url, folder, _ = world
     url = conn.info.dsn
     with instance_for_test() as instance:
         instance.add_dynamic_partitions(personality_partitions.name, ["luna", "sol"])
@@ -493,3 +502,35 @@ def test_the_asset_decides_a_range_of_partitions_with_its_blocking_check(world, 
     }
     assert metadata["points_imported"] == 4 and metadata["points"] == len(PLANTED) + 1
     assert deterministic_uuid(personality_seed("luna")) == ids_of(conn)["luna"]
+
+
+def test_retrieval_parity_is_the_same_from_qdrant_and_from_the_landing_and_nothing_is_missing(world, server):
+    conn, _, _, store = world
+    decide(world, server)
+    landed = measure_parity(conn)
+    client = QdrantClient(path=str(store))
+    try:
+        searched = measure_parity(conn, client)
+    finally:
+        client.close()
+    assert (landed.qdrant_answered_by, searched.qdrant_answered_by) == ("landed vectors", "qdrant")
+    assert landed.queries == searched.queries > 0
+    assert {b: r.counts for b, r in landed.buckets.items()} == {
+        b: r.counts for b, r in searched.buckets.items()
+    }
+    assert landed.total(FOUND) > 0 and landed.total(MISSING) == 0
+    assert retrieval_parity_nothing_missing(landed).passed
+
+
+def test_retrieval_parity_names_a_hit_whose_memory_was_removed_by_hand(world, server):
+    conn = world[0]
+    decide(world, server)
+    conn.execute(
+        "DELETE FROM memories WHERE id IN (SELECT memory_id FROM tinybot_migration.qdrant_points"
+        " WHERE collection = %s AND outcome IN ('matched', 'imported'))",
+        (ALICE,),
+    )
+    parity = measure_parity(conn)
+    check = retrieval_parity_nothing_missing(parity)
+    assert parity.total(MISSING) > 0 and not check.passed
+    assert f"hit {ALICE}/" in check.description and "is missing" in check.description

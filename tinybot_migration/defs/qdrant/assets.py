@@ -3,6 +3,7 @@ before anything is decided about it (lib/qdrant/landing.py); `qdrant_point_outco
 for each landed point, per personality, the Qdrant-only memories imported (lib/qdrant/outcomes.py)."""
 
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from dagster import (
@@ -13,6 +14,7 @@ from dagster import (
     asset,
     multi_asset,
 )
+from qdrant_client import QdrantClient
 
 from tinybot_migration.defs.check_results import check_results, check_specs_for, selected_results
 from tinybot_migration.defs.cli_logger import progress_of
@@ -32,13 +34,16 @@ from tinybot_migration.lib.qdrant.checks import (
     NO_QDRANT,
     QDRANT_CHECK_DESCRIPTIONS,
     QDRANT_OUTCOME_CHECK_DESCRIPTIONS,
+    QDRANT_PARITY_CHECK_DESCRIPTIONS,
     QDRANT_VECTOR_CHECK_DESCRIPTIONS,
     every_qdrant_point_has_one_outcome,
     every_qdrant_point_landed,
     not_configured,
     nothing_landed,
+    parity_markdown,
     qdrant_counts_unchanged_during_read,
     qdrant_vector_classes_agree,
+    retrieval_parity_nothing_missing,
 )
 from tinybot_migration.lib.qdrant.landing import land_qdrant
 from tinybot_migration.lib.qdrant.outcomes import (
@@ -47,6 +52,8 @@ from tinybot_migration.lib.qdrant.outcomes import (
     decide_qdrant_points,
     has_landed_points,
 )
+from tinybot_migration.lib.qdrant.parity import HIT_CLASSES, measure_parity
+from tinybot_migration.lib.qdrant.source import QdrantSourceError
 from tinybot_migration.lib.qdrant.vectors import VectorReuse, prove_and_seed
 from tinybot_migration.lib.shapes.export import ShapesExportError
 
@@ -99,6 +106,14 @@ def qdrant_points(
     )
 
 
+def nothing_to_do(context: AssetExecutionContext, checks: dict[str, str]) -> MaterializeResult:
+    """What an asset after the landing says when no point is landed: nothing to do, its checks pass."""
+    context.log.info(NO_POINTS_LANDED)
+    return MaterializeResult(
+        metadata={"points": 0, "dagster/row_count": 0}, check_results=check_results(nothing_landed(checks))
+    )
+
+
 @asset(
     group_name=QDRANT_GROUP,
     deps=[qdrant_points],
@@ -120,11 +135,7 @@ def qdrant_vectors(
 ) -> MaterializeResult:
     with new_database.connect() as conn:
         if not has_landed_points(conn):
-            context.log.info(NO_POINTS_LANDED)
-            return MaterializeResult(
-                metadata={"classes": 0, "dagster/row_count": 0},
-                check_results=check_results(nothing_landed(QDRANT_VECTOR_CHECK_DESCRIPTIONS)),
-            )
+            return nothing_to_do(context, QDRANT_VECTOR_CHECK_DESCRIPTIONS)
         reuse = failing_clearly(
             lambda: prove_and_seed(
                 conn, embedding_provider.client(), qdrant_store.embedding_model, progress_of(context)
@@ -283,4 +294,52 @@ def qdrant_point_outcomes(
     )
 
 
-qdrant_assets = [qdrant_points, qdrant_vectors, qdrant_point_outcomes]
+@contextmanager
+def reachable_qdrant(
+    context: AssetExecutionContext, store: QdrantStoreResource
+) -> Iterator[QdrantClient | None]:
+    """A client on the store when it is configured and answers; None (said) otherwise."""
+    with ExitStack() as stack:
+        try:
+            client = stack.enter_context(store.open(progress_of(context)))
+        except QdrantSourceError as error:
+            context.log.warning(f"qdrant: {error}; its answers are computed over the landed vectors")
+            client = None
+        yield client
+
+
+@asset(
+    group_name=QDRANT_GROUP,
+    deps=["memory_vector_index", qdrant_point_outcomes],
+    check_specs=check_specs_for("qdrant_retrieval_parity", QDRANT_PARITY_CHECK_DESCRIPTIONS),
+    pool=NEW_DATABASE_POOL,
+    kinds={"qdrant", "postgres"},
+    description="Retrieval parity after the vector index: sampled persona/personality pairs of the smallest, "
+    "median and largest size, stored vectors as queries, Qdrant's search with the bot's filters (or, with "
+    "Qdrant gone, the same search computed exactly over the landed vectors) against the bot's own memory query "
+    "on the new DB; every Qdrant hit found, displaced, lost, missing or dropped by a decision, per bucket.",
+)
+def qdrant_retrieval_parity(
+    context: AssetExecutionContext, new_database: NewDatabaseResource, qdrant_store: QdrantStoreResource
+) -> MaterializeResult:
+    with new_database.connect() as conn:
+        if not has_landed_points(conn):
+            return nothing_to_do(context, QDRANT_PARITY_CHECK_DESCRIPTIONS)
+        with reachable_qdrant(context, qdrant_store) as client:
+            parity = measure_parity(conn, client)
+    outcome = retrieval_parity_nothing_missing(parity)
+    return MaterializeResult(
+        metadata={
+            "dagster/row_count": parity.queries,
+            "qdrant_answered_by": parity.qdrant_answered_by,
+            "queries": parity.queries,
+            **{f"hits_{name}": parity.total(name) for name in HIT_CLASSES},
+            "per_bucket": MetadataValue.md(parity_markdown(parity)),
+            "pairs": MetadataValue.json({b.bucket: b.pairs for b in parity.buckets.values()}),
+            "examples": MetadataValue.json([e for b in parity.buckets.values() for e in b.examples]),
+        },
+        check_results=check_results([outcome]),
+    )
+
+
+qdrant_assets = [qdrant_points, qdrant_vectors, qdrant_point_outcomes, qdrant_retrieval_parity]

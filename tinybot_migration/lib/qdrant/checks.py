@@ -6,6 +6,7 @@ import psycopg
 
 from tinybot_migration.lib.check_outcome import CheckOutcome, Markdown
 from tinybot_migration.lib.qdrant.landing import Landing
+from tinybot_migration.lib.qdrant.parity import BUCKETS, HIT_CLASSES, LOST, MISSING, Parity
 from tinybot_migration.lib.qdrant.vectors import MIN_COSINE, NOT_REUSED, VectorReuse
 from tinybot_migration.lib.schema import QDRANT_POINTS
 
@@ -161,4 +162,47 @@ def qdrant_vector_classes_agree(reuse: VectorReuse) -> CheckOutcome:
         ),
         metadata={"classes_disagreeing": len(disagree)},
         severity="WARN",
+    )
+
+
+RETRIEVAL_PARITY_NOTHING_MISSING = "retrieval_parity_nothing_missing"
+QDRANT_PARITY_CHECK_DESCRIPTIONS = {
+    RETRIEVAL_PARITY_NOTHING_MISSING: "Sampled pairs of the smallest, median and largest size, stored vectors as "
+    "queries: every hit of Qdrant's search (with the bot's filters) is found, displaced, lost or dropped by a "
+    "decision in the bot's own memory query on the new DB; none is missing (no memory, or no embedding).",
+}
+
+
+def parity_markdown(parity: Parity) -> str:
+    rows = [
+        "| bucket | pairs | queries | hits | " + " | ".join(HIT_CLASSES) + " |",
+        "|---" * (4 + len(HIT_CLASSES)) + "|",
+    ]
+    for bucket in BUCKETS:
+        b = parity.buckets.get(bucket)
+        if b is None:
+            continue
+        counts = " | ".join(f"{b.counts.get(name, 0):,}" for name in HIT_CLASSES)
+        rows.append(f"| {bucket} | {len(b.pairs)} | {b.queries:,} | {b.hits:,} | {counts} |")
+    return "\n".join(rows)
+
+
+def retrieval_parity_nothing_missing(parity: Parity) -> CheckOutcome:
+    missing = parity.total(MISSING)
+    examples = [e for b in parity.buckets.values() for e in b.examples if e.endswith(MISSING)]
+    lost = parity.total(LOST)
+    summary = ", ".join(f"{parity.total(name):,} {name}" for name in HIT_CLASSES)
+    return CheckOutcome(
+        RETRIEVAL_PARITY_NOTHING_MISSING,
+        passed=missing == 0,
+        description=(
+            f"{missing:,} Qdrant hits have no memory on the new DB: " + "; ".join(examples[:5])
+            if missing
+            else f"{parity.queries:,} queries, Qdrant answered by {parity.qdrant_answered_by}: {summary}"
+            + (f" ({lost:,} lost to the index's approximation)" if lost else "")
+        ),
+        metadata={
+            "parity": Markdown(parity_markdown(parity)),
+            **{f"hits_{name}": parity.total(name) for name in HIT_CLASSES},
+        },
     )

@@ -37,7 +37,8 @@ INSERT INTO {QDRANT_POINTS.qualified} AS landed (collection, point_id, payload, 
 SELECT collection, point_id, payload, vector, vector_kind FROM {_STAGE}
 ON CONFLICT (collection, point_id) DO UPDATE
 SET payload = EXCLUDED.payload, vector = EXCLUDED.vector, vector_kind = EXCLUDED.vector_kind,
-    landed_at = now(), outcome = NULL, reason = NULL, memory_id = NULL, decided_at = NULL
+    landed_at = now(), outcome = NULL, reason = NULL, memory_id = NULL, decided_at = NULL,
+    persona_id = NULL, personality_id = NULL
 WHERE (landed.payload, landed.vector, landed.vector_kind)
       IS DISTINCT FROM (EXCLUDED.payload, EXCLUDED.vector, EXCLUDED.vector_kind)
 RETURNING (xmax = 0) AS inserted

@@ -28,7 +28,7 @@ import re
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -77,6 +77,8 @@ class Decision:
     outcome: str
     reason: str | None = None
     memory_id: uuid.UUID | None = None
+    persona_id: uuid.UUID | None = None  # what the point stands for in the new DB, where known
+    personality_id: uuid.UUID | None = None
 
 
 @dataclass
@@ -275,12 +277,22 @@ def decide_personality(
                 continue
         live.append(candidate)
     if not live:
-        return _with_copies(result, copies)
+        return _standing_for(_with_copies(result, copies), candidates)
     held = MemoriesOfPersonality(conn, personality_id, (c.content for c in live))
     claimed: dict[uuid.UUID, str] = {}
     for candidate in sorted(live, key=_oldest_first):
         result.decisions[candidate.point.ref] = _decide(candidate, held, deleted, claimed, result)
-    return _with_copies(result, copies)
+    return _standing_for(_with_copies(result, copies), candidates)
+
+
+def _standing_for(result: PersonalityDecisions, candidates: list[Candidate]) -> PersonalityDecisions:
+    """Each candidate's decision names the persona and personality it stands for in the new DB."""
+    for c in candidates:
+        decision = result.decisions[c.point.ref]
+        result.decisions[c.point.ref] = replace(
+            decision, persona_id=c.persona_id, personality_id=c.personality_id
+        )
+    return result
 
 
 def _with_copies(result: PersonalityDecisions, copies: dict[str, str]) -> PersonalityDecisions:
@@ -447,7 +459,9 @@ class QdrantSource:
             for ref, decision in list(decided.decisions.items()):
                 report.refs.append(tuple(ref.partition("/")[::2]))
                 if decision.memory_id in self._refused:
-                    decision = decided.decisions[ref] = Decision(REJECTED, self._refused[decision.memory_id])
+                    decision = decided.decisions[ref] = replace(
+                        decision, outcome=REJECTED, reason=self._refused[decision.memory_id], memory_id=None
+                    )
                 report.counts[decision.outcome] += 1
                 report.reasons[(decision.outcome, reason_class(decision.reason))] += 1
                 if slug:
@@ -478,20 +492,24 @@ def record_decisions(conn: psycopg.Connection, decisions: dict[str, Decision]) -
     """Write the decisions into qdrant_points where they differ; returns how many rows changed."""
     if not decisions:
         return 0
+    decided = ("outcome", "reason", "memory_id", "persona_id", "personality_id")
+    columns = ", ".join(decided)
     with conn.transaction():
         conn.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {_RECORD_STAGE} (collection text, point_id text, outcome text,"
-            " reason text, memory_id uuid) ON COMMIT DELETE ROWS"
+            " reason text, memory_id uuid, persona_id uuid, personality_id uuid) ON COMMIT DELETE ROWS"
         )
         with conn.cursor().copy(f"COPY {_RECORD_STAGE} FROM STDIN") as copy:
-            for ref, decision in decisions.items():
+            for ref, d in decisions.items():
                 collection, _, point_id = ref.partition("/")  # Qdrant names hold no "/"
-                copy.write_row((collection, point_id, decision.outcome, decision.reason, decision.memory_id))
+                copy.write_row(
+                    (collection, point_id, d.outcome, d.reason, d.memory_id, d.persona_id, d.personality_id)
+                )
         changed = conn.execute(
-            f"UPDATE {QDRANT_POINTS.qualified} p SET outcome = d.outcome, reason = d.reason,"
-            f" memory_id = d.memory_id, decided_at = now() FROM {_RECORD_STAGE} d"
+            f"UPDATE {QDRANT_POINTS.qualified} p SET ({columns}, decided_at) = "
+            f"({', '.join('d.' + c for c in decided)}, now()) FROM {_RECORD_STAGE} d"
             " WHERE p.collection = d.collection AND p.point_id = d.point_id"
-            " AND (p.outcome, p.reason, p.memory_id) IS DISTINCT FROM (d.outcome, d.reason, d.memory_id)"
+            f" AND ({', '.join('p.' + c for c in decided)}) IS DISTINCT FROM ({', '.join('d.' + c for c in decided)})"
         ).rowcount
     return changed
 
