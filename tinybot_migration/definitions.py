@@ -8,6 +8,8 @@ from dagster import AssetsDefinition, Definitions, EnvVar, colored_console_logge
 
 import tinybot_migration  # noqa: F401  (warning filters before any decorator runs)
 from tinybot_migration.defs.cli_logger import CLI_LOGGER, cli_logger
+from tinybot_migration.defs.cutover import definitions as cutover
+from tinybot_migration.defs.cutover.assets import MigrationChecksResource
 from tinybot_migration.defs.memories import definitions as memories
 from tinybot_migration.defs.memory_bill import memory_bill_jobs
 from tinybot_migration.defs.qdrant import definitions as qdrant
@@ -35,7 +37,7 @@ from tinybot_migration.lib.settings import (
 
 # Each domain's definitions module, in pipeline order (only `defs` below may be a module-level
 # Definitions object, or the Dagster CLIs refuse to load this module).
-DOMAINS = (relational, memories, shapes, search, qdrant)
+DOMAINS = (relational, memories, shapes, search, qdrant, cutover)
 
 
 def _from_env(name: str) -> EnvVar | None:
@@ -64,6 +66,9 @@ defs = Definitions.merge(
             "shapes_export_folder": ShapesExportResource(path=_from_env(SHAPES_EXPORT_SETTING)),
             "embedding_provider": EmbeddingProviderResource(
                 **_settings_from_env(**EMBEDDING_ENVIRONMENT), **numbers_from_environment()
+            ),
+            "migration_checks": MigrationChecksResource(
+                checks=[key.to_user_string() for asset in ALL_ASSETS for key in asset.check_keys]
             ),
             "qdrant_store": QdrantStoreResource(
                 **_settings_from_env(**QDRANT_ENVIRONMENT, embedding_model=QDRANT_EMBEDDING_MODEL)

@@ -78,7 +78,11 @@ def test_the_migration_stages_follow_the_graph_and_cover_every_asset():
         AssetKey("qdrant_point_outcomes"),  # after both sources: a point is matched to their memories
     )
     # After both memory sources; parity compares Qdrant's answers with the indexed bot query.
-    assert stages[2].asset_keys == (AssetKey("memory_vector_index"), AssetKey("qdrant_retrieval_parity"))
+    assert stages[2].asset_keys == (
+        AssetKey("memory_vector_index"),
+        AssetKey("qdrant_retrieval_parity"),
+        AssetKey("cutover_report"),  # last: it weighs everything else
+    )
     for stage in stages:
         job_keys = defs.resolve_job_def(stage.job_name).asset_layer.selected_asset_keys
         assert set(job_keys) == set(stage.asset_keys)

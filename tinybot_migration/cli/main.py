@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from tinybot_migration.cli.cutover import cutover_report_command
 from tinybot_migration.cli.dev import dev_command
 from tinybot_migration.cli.search import search_command
 from tinybot_migration.cli.summary import (
@@ -24,11 +25,15 @@ from tinybot_migration.cli.summary import (
 )
 from tinybot_migration.cli.sync import sync_command
 from tinybot_migration.lib.progress import as_lines
+from tinybot_migration.lib.qdrant.source import QdrantLocation
 from tinybot_migration.lib.settings import (
     NEW_DATABASE,
     OLD_DATABASE,
+    QDRANT_PATH,
+    QDRANT_URL,
     SHAPES_EXPORT_SETTING,
     configured_shapes_export,
+    qdrant_environment,
     shapes_export_dir,
     tinybot_home,
 )
@@ -39,9 +44,30 @@ def _demo_data(scale: int, seed: int, replace: bool):
     from tinybot_migration.lib.embedded_postgres import embedded_database_url
     from tinybot_migration.lib.settings import OLD_DATABASE_NAME
 
-    return generate_demo_data(
+    summary = generate_demo_data(
         embedded_database_url(OLD_DATABASE_NAME), shapes_export_dir(), scale=scale, seed=seed, replace=replace
     )
+    return summary, _demo_qdrant_store(seed, replace=True)  # the store follows the data just written
+
+
+def _demo_qdrant_store(seed: int, replace: bool):
+    """The demo's local-mode Qdrant store, written from the demo old DB and export (lib/demo_data/qdrant_store.py)."""
+    from tinybot_migration.lib.demo_data.qdrant_store import write_demo_qdrant_store
+    from tinybot_migration.lib.embedded_postgres import embedded_database_url
+    from tinybot_migration.lib.settings import OLD_DATABASE_NAME, demo_qdrant_dir
+
+    return write_demo_qdrant_store(
+        embedded_database_url(OLD_DATABASE_NAME),
+        shapes_export_dir(),
+        demo_qdrant_dir(),
+        seed=seed,
+        replace=replace,
+    )
+
+
+def _store_line(store) -> str:
+    scaled = " (its first block only)" if store.scaled_down else ""
+    return f"a Qdrant store of {store.points:,} points in {store.collections} collections{scaled}"
 
 
 INTERRUPTED_EXIT = 130  # the shell's code for a command stopped by Ctrl-C
@@ -58,6 +84,11 @@ def _refuse_configured_sources(command: str) -> None:
             f"{command} only writes demo data into the embedded old database, and {OLD_DATABASE.variable} is "
             f"set: the old database is read-only to this project. Unset {OLD_DATABASE.variable} to use the demo."
         )
+    if qdrant_environment().keys() & {"url", "path"}:
+        raise SystemExit(
+            f"{command} writes its Qdrant store under $TINYBOT_HOME, and {QDRANT_URL} or {QDRANT_PATH} is set: "
+            f"the store the migration replaces is read-only to this project. Unset them to use the demo."
+        )
     if configured_shapes_export():
         raise SystemExit(
             f"{command} writes its shapes.inc export under $TINYBOT_HOME, and {SHAPES_EXPORT_SETTING} is set: "
@@ -67,12 +98,12 @@ def _refuse_configured_sources(command: str) -> None:
 
 def cmd_demo_data(scale: int, seed: int, replace: bool) -> int:
     _refuse_configured_sources("demo-data")
-    summary = _demo_data(scale, seed, replace)
+    summary, store = _demo_data(scale, seed, replace)
     console.print(
         f"{_written(summary)}: "
         + ", ".join(f"{table} {count:,}" for table, count in summary.table_counts.items())
         + f"; {summary.shapes_memories:,} shapes.inc memories in {summary.shapes_folders} folders"
-        f" under {shapes_export_dir()}"
+        f" under {shapes_export_dir()}; {_store_line(store)}"
     )
     return 0
 
@@ -87,13 +118,15 @@ def cmd_demo(scale: int, seed: int, replace: bool, log_level: str | None) -> int
 
     if replace or not old_database_has_data(embedded_database_url(OLD_DATABASE_NAME)):
         # An empty old DB next to a leftover demo export (say the DB was wiped): regenerate both.
-        summary = _demo_data(scale, seed, replace=replace or shapes_export_dir().exists())
+        summary, store = _demo_data(scale, seed, replace=replace or shapes_export_dir().exists())
         data = (  # every table's count is in the summary's old rows
             f"{_written(summary)}: {summary.table_counts['conversation_history']:,} messages, "
-            f"{summary.shapes_memories:,} shapes.inc memories"
+            f"{summary.shapes_memories:,} shapes.inc memories, {_store_line(store)}"
         )
     else:
         data = "demo data already present (--replace regenerates it)"
+        if QdrantLocation.demo() is None:  # data from before the demo had a Qdrant store
+            data += f"; {_store_line(_demo_qdrant_store(seed, replace=False))}"
     console.print(f"tinybot demo in {tinybot_home()}: {data}", highlight=False)
     # The bill first, without its own progress: the summary sets it against what was spent.
     bill = _memory_bill(progress=False)
@@ -349,6 +382,7 @@ def purge_command() -> int:
 
 
 cli.add_command(search_command)
+cli.add_command(cutover_report_command)
 cli.add_command(sync_command)
 cli.add_command(dev_command)
 

@@ -41,6 +41,11 @@ def print_summary(report, bill=None) -> None:
         )
     if report.assets:  # a run that failed before any step has no table to show
         console.print(table)
+    seeded = (
+        report.assets["qdrant_vectors"].metadata.get("cache_rows_seeded", 0)
+        if "qdrant_vectors" in report.assets
+        else 0
+    )
     for name, asset in report.assets.items():
         if "records_imported" in asset.metadata:
             console.print(_shapes_line(name, asset.metadata))
@@ -48,9 +53,14 @@ def print_summary(report, bill=None) -> None:
             console.print(_pending_line(name, asset.metadata))
         if "memories_written" in asset.metadata:
             planned = bill.sources.get(name) if bill is not None else None
-            console.print(_memory_line(name, asset.metadata, planned))
+            console.print(_memory_line(name, asset.metadata, planned, seeded))
         if "build_seconds" in asset.metadata:
             _print_index(name, asset.metadata)
+        if "points_matched" in asset.metadata:
+            console.print(_qdrant_line(name, asset.metadata), highlight=False)
+    for name, asset in report.assets.items():
+        if "verdict" in asset.metadata:
+            _print_cutover(name, asset.metadata)
     _print_findings(report)
     if report.interrupted:
         console.print(f"[yellow]interrupted[/]: {report.failure}. {interrupted_advice()}")
@@ -95,7 +105,7 @@ def _requests(m: dict) -> str:
     return f" in {m.get('provider_requests', 0):,} requests"
 
 
-def _memory_line(name: str, m: dict, planned: dict | None = None) -> str:
+def _memory_line(name: str, m: dict, planned: dict | None = None, seeded: int = 0) -> str:
     """What a memory asset wrote and embedded; with `planned` (its estimate's figures), the bill
     the dry run announced, said to match when texts, tokens and dollars all do."""
     cost = f", estimated ${m['estimated_cost_usd']:.4f}" if m.get("estimated_cost_usd") else ""
@@ -111,11 +121,16 @@ def _memory_line(name: str, m: dict, planned: dict | None = None) -> str:
     if planned:
         announced = (planned["texts_to_embed"], planned["estimated_tokens"], planned["estimated_cost_usd"])
         spent = (m.get("provider_inputs"), m.get("tokens"), m.get("estimated_cost_usd", 0.0))
+        as_spent = announced[:2] == spent[:2] and round(announced[2], 4) == round(spent[2], 4)
+        # The bill is priced before the landing: texts proven Qdrant vectors then served cost nothing.
+        reused = seeded and (spent[0] or 0) < announced[0]
         line += (
             f"; the dry run estimated {announced[0]:,} texts, {announced[1]:,} tokens, ${announced[2]:.4f}"
             + (
                 " (as spent)"
-                if announced[:2] == spent[:2] and round(announced[2], 4) == round(spent[2], 4)
+                if as_spent
+                else f" ({seeded:,} texts came from proven Qdrant vectors)"
+                if reused
                 else ""
             )
         )
@@ -144,6 +159,25 @@ def _shapes_line(name: str, m: dict) -> str:
     if m.get("memories_linked"):
         line += f"; {m['memories_linked']:,} memories linked to personas"
     return line
+
+
+def _qdrant_line(name: str, m: dict) -> str:
+    outcomes = ("matched", "imported", "duplicate", "superseded", "rejected")
+    counts = ", ".join(f"{m.get(f'points_{o}', 0):,} {o}" for o in outcomes)
+    return f"{name}: {m['points']:,} points: {counts} ({m.get('memories_imported_written', 0):,} written now)"
+
+
+def _print_cutover(name: str, m: dict) -> None:
+    """The go/no-go in a line or two: its verdict, and the first blockers (`cutover-report` has the rest)."""
+    colour = "green" if m["verdict"] == "GO" else "red"
+    lines = [line for line in str(m.get("report", "")).splitlines() if line.startswith("- blocker")]
+    console.print(
+        f"{name}: [bold {colour}]{m['verdict']}[/] for cutover, {m['blockers']} blockers"
+        + (" (`tinybot-migration cutover-report` says why)" if lines else ""),
+        highlight=False,
+    )
+    for line in lines[:3]:
+        console.print(f"  {line[2:]}", highlight=False, no_wrap=True, overflow="ellipsis")
 
 
 def _print_index(name: str, m: dict) -> None:

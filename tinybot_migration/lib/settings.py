@@ -51,6 +51,14 @@ def dagster_home() -> Path:
 
 
 DEMO_SHAPES_EXPORT_FOLDER = "shapes_export"  # under TINYBOT_HOME
+DEMO_QDRANT_FOLDER = "qdrant_store"  # under TINYBOT_HOME: the demo's local-mode Qdrant store
+DEMO_QDRANT_EMBEDDING_MODEL = "hash-1536"  # its vectors are the offline embedder's
+
+
+def demo_qdrant_dir() -> Path:
+    return tinybot_home() / DEMO_QDRANT_FOLDER
+
+
 SHAPES_EXPORT_SETTING = "SHAPES_EXPORT_DIR"
 
 

@@ -54,6 +54,8 @@ from tinybot_migration.lib.demo_data.qdrant_store import (
 )
 from tinybot_migration.lib.embedded_postgres import embedded_database_url
 from tinybot_migration.lib.embeddings.hash_embedder import hash_embedding
+from tinybot_migration.lib.qdrant.points import is_refusal
+from tinybot_migration.lib.qdrant.vectors import cosine
 
 DIM = 1536
 GROUP_NAMESPACE = uuid.UUID("f47ac10b-58cc-4372-a567-0e02b2c3d479")
@@ -196,14 +198,6 @@ def index_export(sources: Sources, export_dir: Path, defaults: dict[str, str]) -
                     early = str(uuid.uuid5(uuid.NAMESPACE_DNS, record["id"]))
                     sources.early[(collection, early)] = (record, sender, path.parent.name)
                 sources.shapes[(collection, point_id)] = (record, sender, path.parent.name)
-
-
-def is_refusal(text: str) -> bool:
-    return any(prefix in text[:50] for prefix in ("I cannot generate", "I'm unable to"))
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 # --- classifying every point -------------------------------------------------------------------------
@@ -534,3 +528,13 @@ def test_a_folder_that_is_not_a_store_is_refused(demo, tmp_path):
     with pytest.raises(ValueError, match="already holds a Qdrant store.*replace=True") as refused:
         write_demo_qdrant_store(demo.url, demo.export_dir, demo.store_dir)
     assert str(demo.store_dir) in str(refused.value)
+
+
+def test_a_larger_scale_writes_the_first_block_only(demo, make_database, tmp_path):
+    """Block 0 of scale-2 data is the scale-1 data (same seed): so is the store, flagged scaled down."""
+    url = make_database("qdrant_store_scale_two")
+    generate_demo_data(url, tmp_path / "shapes", scale=2, seed=42)
+    result = write_demo_qdrant_store(url, tmp_path / "shapes", tmp_path / "store", seed=42)
+    assert result.scaled_down and result.scale == 2 and "scale 2" in result.note
+    assert result.planted == demo.result.planted
+    assert (result.points, result.collections) == (demo.result.points, demo.result.collections)

@@ -23,6 +23,7 @@ from tinybot_migration.defs.partitions import personality_partitions
 from tinybot_migration.defs.qdrant.assets import qdrant_point_outcomes
 from tinybot_migration.defs.relational.assets import relational_assets
 from tinybot_migration.defs.resources import NewDatabaseResource, OldDatabaseResource, ShapesExportResource
+from tinybot_migration.lib.cutover import FailedCheck, cutover_report, evidence_lines
 from tinybot_migration.lib.embeddings.hash_embedder import hash_embedding
 from tinybot_migration.lib.ids import deterministic_uuid, legacy_memory_id, memory_id, personality_seed
 from tinybot_migration.lib.memories.rebuild import rebuild_memories
@@ -33,7 +34,7 @@ from tinybot_migration.lib.qdrant.checks import (
     retrieval_parity_nothing_missing,
 )
 from tinybot_migration.lib.qdrant.landing import land_qdrant
-from tinybot_migration.lib.qdrant.outcomes import OUTCOMES, SOURCE_QDRANT, decide_qdrant_points
+from tinybot_migration.lib.qdrant.outcomes import SOURCE_QDRANT, decide_qdrant_points
 from tinybot_migration.lib.qdrant.parity import FOUND, MISSING, measure_parity
 from tinybot_migration.lib.shapes.importer import import_shapes_memories
 from tinybot_migration_tests.helpers.openai_server import OpenAITestServer, client_for, provider_for
@@ -386,7 +387,7 @@ def test_every_planted_point_gets_its_outcome_and_reason(world, server):
     assert found["retry"][2] == found["live_exact"][2]
     assert report.counts["rejected"] == sum(p[3] == "rejected" for p in PLANTED.values())
     assert sum(report.counts.values()) == len(PLANTED) + 1
-    check = every_qdrant_point_has_one_outcome(conn, report.refs, OUTCOMES)
+    check = every_qdrant_point_has_one_outcome(conn, report.refs)
     assert check.passed, check.description
 
 
@@ -471,7 +472,7 @@ def test_the_check_fails_naming_a_point_whose_memory_is_gone_or_that_has_no_outc
         "UPDATE tinybot_migration.qdrant_points SET outcome = NULL WHERE point_id = %s AND collection = %s",
         (POINT_IDS["zero_vector"], ALICE),
     )
-    check = every_qdrant_point_has_one_outcome(conn, report.refs, OUTCOMES)
+    check = every_qdrant_point_has_one_outcome(conn, report.refs)
     assert not check.passed
     assert f"{ALICE}/{POINT_IDS['qdrant_only']}: its memory {gone} does not exist" in check.description
     assert f"{ALICE}/{POINT_IDS['zero_vector']}: no outcome" in check.description
@@ -534,3 +535,32 @@ def test_retrieval_parity_names_a_hit_whose_memory_was_removed_by_hand(world, se
     check = retrieval_parity_nothing_missing(parity)
     assert parity.total(MISSING) > 0 and not check.passed
     assert f"hit {ALICE}/" in check.description and "is missing" in check.description
+
+
+def test_the_cutover_report_is_go_then_names_a_removed_memory_a_new_point_and_a_failed_check(world, server):
+    conn, _, _, store = world
+    decide(world, server)
+    conn.execute("CREATE INDEX idx_memories_embedding ON memories USING hnsw (embedding vector_cosine_ops)")
+    report = cutover_report(conn, None, [], qdrant_configured=True)
+    assert report.go, report.blockers
+    assert report.outcomes["imported"] == 4 and report.parity is not None and report.parity.queries > 0
+    assert any(p.persona == "Alice" and p.personality == "luna" for p in report.pairs)
+
+    gone = outcomes(conn)["qdrant_only"][2]
+    conn.execute("DELETE FROM memories WHERE id = %s", (gone,))
+    client = QdrantClient(path=str(store))
+    try:
+        client.upsert(
+            ALICE,
+            [models.PointStruct(id=str(uuid.uuid4()), vector=vector("late"), payload={"content": "late"})],
+        )
+        failed = [FailedCheck("memories", "a_check", "it failed")]
+        report = cutover_report(conn, client, failed, qdrant_configured=True)
+    finally:
+        client.close()
+    assert not report.go
+    blockers = "\n".join(report.blockers)
+    assert f"point {ALICE}/{POINT_IDS['qdrant_only']}: its memory {gone} does not exist" in blockers
+    assert f"collection {ALICE}: Qdrant holds" in blockers and "written since" in blockers
+    assert "check memories.a_check failed: it failed" in blockers
+    assert evidence_lines(report)[0].startswith("**NO-GO**")

@@ -2,6 +2,7 @@
 before anything is decided about it (lib/qdrant/landing.py); `qdrant_point_outcomes`: one outcome
 for each landed point, per personality, the Qdrant-only memories imported (lib/qdrant/outcomes.py)."""
 
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -138,7 +139,7 @@ def qdrant_vectors(
             return nothing_to_do(context, QDRANT_VECTOR_CHECK_DESCRIPTIONS)
         reuse = failing_clearly(
             lambda: prove_and_seed(
-                conn, embedding_provider.client(), qdrant_store.embedding_model, progress_of(context)
+                conn, embedding_provider.client(), qdrant_store.declared_model(), progress_of(context)
             )
         )
     context.log.info(
@@ -282,7 +283,7 @@ def qdrant_point_outcomes(
                     log=progress_of(context),
                 )
             )
-        outcome = every_qdrant_point_has_one_outcome(conn, report.refs, OUTCOMES)
+        outcome = every_qdrant_point_has_one_outcome(conn, report.refs)
     context.log.info(
         f"qdrant: {report.points:,} points decided: "
         + ", ".join(f"{report.counts.get(name, 0):,} {name}" for name in OUTCOMES)
@@ -325,8 +326,10 @@ def qdrant_retrieval_parity(
     with new_database.connect() as conn:
         if not has_landed_points(conn):
             return nothing_to_do(context, QDRANT_PARITY_CHECK_DESCRIPTIONS)
+        started = time.perf_counter()
         with reachable_qdrant(context, qdrant_store) as client:
             parity = measure_parity(conn, client)
+        seconds = time.perf_counter() - started
     outcome = retrieval_parity_nothing_missing(parity)
     return MaterializeResult(
         metadata={
@@ -337,6 +340,8 @@ def qdrant_retrieval_parity(
             "per_bucket": MetadataValue.md(parity_markdown(parity)),
             "pairs": MetadataValue.json({b.bucket: b.pairs for b in parity.buckets.values()}),
             "examples": MetadataValue.json([e for b in parity.buckets.values() for e in b.examples]),
+            "bot_query_p95_ms": parity.latency_ms(95) or 0.0,
+            "seconds": round(seconds, 3),
         },
         check_results=check_results([outcome]),
     )

@@ -18,7 +18,11 @@ from tinybot_migration.lib.qdrant.source import (
     QdrantLocation,
     open_qdrant,
 )
-from tinybot_migration.lib.settings import DEFAULT_QDRANT_EMBEDDING_MODEL, QDRANT_EMBEDDING_MODEL
+from tinybot_migration.lib.settings import (
+    DEFAULT_QDRANT_EMBEDDING_MODEL,
+    DEMO_QDRANT_EMBEDDING_MODEL,
+    QDRANT_EMBEDDING_MODEL,
+)
 
 
 class QdrantStoreResource(ConfigurableResource):
@@ -41,10 +45,22 @@ class QdrantStoreResource(ConfigurableResource):
     )
 
     def location(self) -> QdrantLocation | None:
-        """Where the store is, or None when nothing is configured (both set is an error)."""
+        """Where the store is: as configured (both set is an error); unset, the demo's store when
+        `tinybot-migration demo` wrote one; else None."""
         if not self.url and not self.path:
-            return None
+            return QdrantLocation.demo()
         return QdrantLocation(self.url, self.api_key, self.path, self.timeout_seconds)
+
+    def declared_model(self) -> str:
+        """The model the store's vectors were made with: the demo store's is the offline embedder's."""
+        location = self.location()
+        if (
+            location is not None
+            and location.is_demo
+            and self.embedding_model == DEFAULT_QDRANT_EMBEDDING_MODEL
+        ):
+            return DEMO_QDRANT_EMBEDDING_MODEL
+        return self.embedding_model
 
     @contextmanager
     def open(self, log: Progress | None = None) -> Iterator[QdrantClient | None]:

@@ -32,8 +32,9 @@ Vectors are the offline `hash_embedding(text, 1536)` the demo's provider uses, s
 vector is the embedding of its content. Everything is drawn from one `random.Random(seed)`, so the
 same sources and seed give the same store. At demo scale > 1 only the first block (personalities
 with slug number <= PERSONALITIES_PER_BLOCK, their conversations and export folders) is written:
-local mode keeps every vector in RAM and slows down past ~20,000 points per collection, so the
-result says `scaled_down=True` with a note.
+local mode keeps every vector in RAM (a scale-1 store is ~12,500 points, ~200 MB on disk, ~0.5 GB
+of RAM to write or open) and warns above 20,000 points per collection. The result then says
+`scaled_down=True`, with a note.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ from tinybot_migration.lib.demo_data.shapes_export import MAPPINGS_FILE
 from tinybot_migration.lib.demo_data.shapes_export import _date as export_date
 from tinybot_migration.lib.embeddings.hash_embedder import hash_embedding
 from tinybot_migration.lib.passwords import redact_url
+from tinybot_migration.lib.qdrant.points import REFUSAL_WINDOW, is_refusal
+from tinybot_migration.lib.qdrant.source import LOCAL_STORE_MARKER
+from tinybot_migration.lib.qdrant.vectors import cosine
 from tinybot_migration.lib.schema import EMBEDDING_DIMENSIONS
 
 # Planted categories, in the order the summary lists them.
@@ -127,7 +131,7 @@ NOT_POINTS = (EXCHANGE_WITHOUT_POINT, SHAPES_RECORD_UNUSABLE)
 
 SHAPES_GROUP_NAMESPACE = uuid.UUID("f47ac10b-58cc-4372-a567-0e02b2c3d479")
 WRONG_SIZE_COLLECTION = "persona-legacy-wrongsize-demo"
-STORE_MARKER = "meta.json"  # what local mode keeps at a store's top
+STORE_MARKER = LOCAL_STORE_MARKER
 _STORE_ENTRIES = {STORE_MARKER, ".lock", "collection"}
 BATCH_SIZE = 256
 
@@ -153,8 +157,6 @@ _LATE_MS = (1_000, 25_000)
 ERA_ONE_PREFIX = "User ("
 _RETRY_LATER_MS = (1_000, 5_000)
 REFUSALS = ("I cannot generate that content.", "I'm unable to help with that.")
-REFUSAL_PREFIXES = ("I cannot generate", "I'm unable to")
-REFUSAL_WINDOW = 50
 YEAR_3000_MS = 32_503_680_000_000
 _DAY_MS = 86_400_000
 _EPOCH = datetime(1970, 1, 1)
@@ -454,15 +456,6 @@ def shapes_point_id(record_id: str, senders: list, sender: str) -> str | int:
 def early_shapes_id(record_id: str) -> str:
     """The early ingest's point id for a record."""
     return str(uuid.uuid5(uuid.NAMESPACE_DNS, record_id))
-
-
-def is_refusal(text: str) -> bool:
-    head = text[:REFUSAL_WINDOW]
-    return any(prefix in head for prefix in REFUSAL_PREFIXES)
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 @dataclass

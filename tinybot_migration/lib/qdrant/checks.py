@@ -6,6 +6,7 @@ import psycopg
 
 from tinybot_migration.lib.check_outcome import CheckOutcome, Markdown
 from tinybot_migration.lib.qdrant.landing import Landing
+from tinybot_migration.lib.qdrant.outcomes import OUTCOMES, point_problems
 from tinybot_migration.lib.qdrant.parity import BUCKETS, HIT_CLASSES, LOST, MISSING, Parity
 from tinybot_migration.lib.qdrant.vectors import MIN_COSINE, NOT_REUSED, VectorReuse
 from tinybot_migration.lib.schema import QDRANT_POINTS
@@ -88,50 +89,26 @@ QDRANT_OUTCOME_CHECK_DESCRIPTIONS = {
 }
 NO_POINTS_LANDED = "no Qdrant points landed (qdrant_points is empty): nothing to decide"
 
-_UNDECIDED_SQL = f"""
-WITH scope AS (SELECT * FROM unnest(%s::text[], %s::text[]) AS s(collection, point_id))
-SELECT p.collection || '/' || p.point_id, p.outcome, p.memory_id,
-       CASE
-         WHEN p.outcome IS NULL THEN 'no outcome'
-         WHEN p.outcome <> ALL(%s::text[]) THEN 'outcome ' || p.outcome || ' is not one of the five'
-         WHEN p.outcome IN ('matched', 'imported') AND p.memory_id IS NULL THEN p.outcome || ' without a memory_id'
-         WHEN p.memory_id IS NOT NULL AND m.id IS NULL THEN 'its memory ' || p.memory_id || ' does not exist'
-       END AS problem
-FROM scope JOIN {QDRANT_POINTS.qualified} p USING (collection, point_id)
-LEFT JOIN memories m ON m.id = p.memory_id
-"""
 
-
-def every_qdrant_point_has_one_outcome(
-    conn: psycopg.Connection, refs: list[tuple[str, str]], outcomes: tuple[str, ...]
-) -> CheckOutcome:
+def every_qdrant_point_has_one_outcome(conn: psycopg.Connection, refs: list[tuple[str, str]]) -> CheckOutcome:
     """The run's points `refs` (collection, point_id): one outcome each, every named memory present."""
-    rows = conn.execute(
-        _UNDECIDED_SQL, ([c for c, _ in refs], [p for _, p in refs], list(outcomes))
-    ).fetchall()
-    problems = [(ref, problem) for ref, _, _, problem in rows if problem is not None]
-    counts: dict[str, int] = {}
-    for _, outcome, _, _ in rows:
-        counts[outcome or "none"] = counts.get(outcome or "none", 0) + 1
-    missing = len(refs) - len(rows)
-    passed = not problems and missing == 0
+    judged = point_problems(conn, refs)
+    gone = len(refs) - judged.points
+    passed = judged.problems == 0 and gone == 0
     if passed:
-        description = f"all {len(rows):,} points have one outcome: " + ", ".join(
-            f"{counts.get(o, 0):,} {o}" for o in outcomes
+        description = f"all {judged.points:,} points have one outcome: " + ", ".join(
+            f"{judged.counts.get(o, 0):,} {o}" for o in OUTCOMES
         )
     else:
-        named = "; ".join(f"{ref}: {problem}" for ref, problem in problems[:10])
-        gone = f"{missing:,} points decided are no longer landed; " if missing else ""
-        description = f"{gone}{len(problems):,} points without one sound outcome: {named}"
+        lost = f"{gone:,} points decided are no longer landed; " if gone else ""
+        description = f"{lost}{judged.problems:,} points without one sound outcome: " + "; ".join(
+            judged.named
+        )
     return CheckOutcome(
         EVERY_QDRANT_POINT_HAS_ONE_OUTCOME,
         passed,
         description,
-        {
-            "points": len(rows),
-            "points_with_problems": len(problems),
-            **{f"points_{o}": counts.get(o, 0) for o in outcomes},
-        },
+        {"points": judged.points, "points_with_problems": judged.problems},
     )
 
 
@@ -149,12 +126,12 @@ def nothing_landed(descriptions: dict[str, str]) -> list[CheckOutcome]:
 
 def qdrant_vector_classes_agree(reuse: VectorReuse) -> CheckOutcome:
     disagree = [c for c in reuse.classes.values() if c.verdict == NOT_REUSED and c.min_cosine is not None]
-    named = "; ".join(f"{c.key} ({c.points:,} points, cosine {c.min_cosine})" for c in disagree[:10])
+    named = "; ".join(f"{c.key} ({c.points:,} points, cosine {c.min_cosine:.3f})" for c in disagree[:10])
     return CheckOutcome(
         QDRANT_VECTOR_CLASSES_AGREE,
         passed=not disagree,
-        description=f"{len(disagree):,} classes whose vectors are not embeddings of their text (embedded "
-        f"again instead): {named}"
+        description=f"{len(disagree):,} class(es) of vectors that are not embeddings of their text, embedded "
+        f"again: {named}"
         if disagree
         else f"{len(reuse.reused_classes):,} of {len(reuse.classes):,} classes agree and are reused; the rest: "
         + "; ".join(

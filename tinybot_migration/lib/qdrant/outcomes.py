@@ -533,3 +533,56 @@ def decide_qdrant_points(
     import the Qdrant-only memories through the pipeline, and record each decision (module docstring)."""
     source = QdrantSource(conn, old_conn, personality_ids, export_dir, now)
     return write_memories(source, conn, provider, connect=connect, log=log)
+
+
+# Why a landed point is not soundly accounted for, or NULL (the check and the cutover report ask).
+_JUDGED_SQL = f"""
+WITH judged AS (
+    SELECT p.collection || '/' || p.point_id AS ref, p.outcome,
+           CASE
+             WHEN p.outcome IS NULL THEN 'no outcome (not decided yet)'
+             WHEN p.outcome <> ALL(%(outcomes)s::text[]) THEN 'outcome ' || p.outcome || ' is not one of the five'
+             WHEN p.outcome IN ('matched', 'imported') AND p.memory_id IS NULL THEN p.outcome || ' without a memory'
+             WHEN p.memory_id IS NOT NULL AND m.id IS NULL
+               THEN 'its memory ' || p.memory_id || ' does not exist (deleted after the run?)'
+             WHEN p.memory_id IS NOT NULL AND m.embedding IS NULL THEN 'its memory ' || p.memory_id || ' has no embedding'
+           END AS problem
+    FROM {QDRANT_POINTS.qualified} p {{scope}} LEFT JOIN memories m ON m.id = p.memory_id
+)
+SELECT coalesce(outcome, 'none'), count(*), count(problem),
+       (array_agg(ref || ': ' || problem ORDER BY ref) FILTER (WHERE problem IS NOT NULL))[1:%(named)s]
+FROM judged GROUP BY 1
+"""
+_SCOPE = "JOIN unnest(%(collections)s::text[], %(ids)s::text[]) AS s(collection, point_id) USING (collection, point_id)"
+
+
+@dataclass
+class PointProblems:
+    """How the landed points (or some of them) stand: points per outcome, and those not soundly
+    accounted for (no outcome, no memory where one is named, a memory without an embedding)."""
+
+    counts: Counter = field(default_factory=Counter)  # outcome ('none': undecided) -> points
+    problems: int = 0
+    named: list[str] = field(default_factory=list)  # "collection/point: why", the first few of each outcome
+
+    @property
+    def points(self) -> int:
+        return sum(self.counts.values())
+
+
+def point_problems(
+    conn: psycopg.Connection, refs: list[tuple[str, str]] | None = None, named: int = SAMPLES * 2
+) -> PointProblems:
+    """Judge every landed point, or only `refs` (collection, point_id)."""
+    params = {"outcomes": list(OUTCOMES), "named": named}
+    if refs is not None:
+        params |= {"collections": [c for c, _ in refs], "ids": [p for _, p in refs]}
+    result = PointProblems()
+    for outcome, points, problems, examples in conn.execute(
+        _JUDGED_SQL.format(scope=_SCOPE if refs is not None else ""), params
+    ):
+        result.counts[outcome] = points
+        result.problems += problems
+        result.named += examples or []
+    result.named = sorted(result.named)[:named]
+    return result

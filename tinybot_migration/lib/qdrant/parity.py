@@ -22,6 +22,7 @@ Every Qdrant hit is then one of:
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -79,6 +80,10 @@ class BucketParity:
 class Parity:
     qdrant_answered_by: str  # "qdrant" (its own search) or "landed vectors" (computed exactly)
     buckets: dict[str, BucketParity] = field(default_factory=dict)
+    bot_query_ms: list[float] = field(default_factory=list)  # each bot query's wall time, as run here
+
+    def latency_ms(self, q: float) -> float | None:
+        return round(float(np.percentile(self.bot_query_ms, q)), 2) if self.bot_query_ms else None
 
     def total(self, hit_class: str) -> int:
         return sum(b.counts.get(hit_class, 0) for b in self.buckets.values())
@@ -90,7 +95,7 @@ class Parity:
 
 def sampled_pairs(conn: psycopg.Connection) -> dict[str, list[Pair]]:
     """Pairs by bucket: those of the smallest, median and largest Qdrant point counts among the
-    pairs whose points were decided to stand for a persona of the new DB (deterministic)."""
+    pairs of two points or more decided to stand for a persona of the new DB (deterministic)."""
     rows = conn.execute(
         f"""
         SELECT collection, payload->>'personalityId', count(*),
@@ -99,7 +104,7 @@ def sampled_pairs(conn: psycopg.Connection) -> dict[str, list[Pair]]:
         FROM {QDRANT_POINTS.qualified}
         WHERE collection LIKE 'persona-%%' AND collection NOT LIKE 'persona-legacy-%%'
         GROUP BY 1, 2
-        HAVING bool_or(persona_id IS NOT NULL)
+        HAVING bool_or(persona_id IS NOT NULL) AND count(*) > 1
         ORDER BY 3, 1, 2
         """
     ).fetchall()
@@ -194,7 +199,7 @@ def measure_parity(conn: psycopg.Connection, client: QdrantClient | None = None)
             landed = None if client is not None else LandedSearch(conn, pair)
             for query in query_points(conn, pair):
                 hits = qdrant_search(client, pair, query) if client is not None else landed.search(query)
-                _classify(conn, pair, query, hits, result)
+                _classify(conn, pair, query, hits, result, parity.bot_query_ms)
     return parity
 
 
@@ -204,10 +209,13 @@ def _classify(
     query: QueryPoint,
     hits: list[tuple[str, float]],
     result: BucketParity,
+    timings: list[float],
 ) -> None:
     result.queries += 1
     cutoff = datetime.fromtimestamp(query.created_at_ms / 1000, UTC)
+    started = time.perf_counter()
     answer = bot_memory_query(query.vector.tolist(), pair.persona_id, pair.personality_id, cutoff).run(conn)
+    timings.append((time.perf_counter() - started) * 1000)
     answered = {row.id for row in answer}
     floor = min(row.score for row in answer) if len(answer) == DEFAULT_LIMIT else DEFAULT_MIN_SIMILARITY
     decided = _decisions(conn, [ref for ref, _ in hits])

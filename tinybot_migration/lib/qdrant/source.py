@@ -22,7 +22,13 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from tinybot_migration.lib.progress import Notice, Progress, quiet
-from tinybot_migration.lib.settings import QDRANT_API_KEY, QDRANT_PATH, QDRANT_URL, qdrant_environment
+from tinybot_migration.lib.settings import (
+    QDRANT_API_KEY,
+    QDRANT_PATH,
+    QDRANT_URL,
+    demo_qdrant_dir,
+    qdrant_environment,
+)
 
 LOCAL_STORE_MARKER = "meta.json"  # what qdrant-client's local mode keeps at a store's top
 DEFAULT_TIMEOUT_SECONDS = 60  # qdrant-client's 5 s is too short for pages of vectors behind a proxy
@@ -55,11 +61,21 @@ class QdrantLocation:
 
     @classmethod
     def from_environment(cls) -> QdrantLocation | None:
-        """The configured store, or None when neither QDRANT_URL nor QDRANT_PATH is set."""
+        """The configured store; unset, the demo's store when there is one; else None."""
         values = qdrant_environment()
         if not values.get("url") and not values.get("path"):
-            return None
+            return cls.demo()
         return cls(**values)
+
+    @classmethod
+    def demo(cls) -> QdrantLocation | None:
+        """The demo's local store under $TINYBOT_HOME, when `tinybot-migration demo` wrote one."""
+        folder = demo_qdrant_dir()
+        return cls(path=str(folder)) if (folder / LOCAL_STORE_MARKER).is_file() else None
+
+    @property
+    def is_demo(self) -> bool:
+        return self.path is not None and Path(self.path).expanduser().resolve() == demo_qdrant_dir().resolve()
 
     def describe(self) -> str:
         """Where it is, safe to show: the path, or the URL without credentials or query."""
