@@ -123,14 +123,14 @@ def _memory_line(name: str, m: dict, planned: dict | None = None, seeded: int = 
         spent = (m.get("provider_inputs"), m.get("tokens"), m.get("estimated_cost_usd", 0.0))
         as_spent = announced[:2] == spent[:2] and round(announced[2], 4) == round(spent[2], 4)
         # The bill is priced before the landing: texts proven Qdrant vectors then served cost nothing.
-        reused = seeded and (spent[0] or 0) < announced[0]
+        served = announced[0] - (spent[0] or 0) if seeded else 0
         line += (
             f"; the dry run estimated {announced[0]:,} texts, {announced[1]:,} tokens, ${announced[2]:.4f}"
             + (
                 " (as spent)"
                 if as_spent
-                else f" ({seeded:,} texts came from proven Qdrant vectors)"
-                if reused
+                else f" ({served:,} of them came from proven Qdrant vectors)"
+                if served > 0
                 else ""
             )
         )

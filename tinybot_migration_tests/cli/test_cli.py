@@ -205,7 +205,7 @@ def test_demo_from_scratch_prints_every_check_passing(tmp_path):
     bills = re.findall(
         r"(rebuilt_memories|shapes_memories): [\d,]+ memories .*? ([\d,]+) texts embedded offline, ([\d,]+) "
         r"tokens; the dry run estimated ([\d,]+) texts, ([\d,]+) tokens, \$[\d.]+"
-        r"( \(as spent\)| \(([\d,]+) texts came from proven Qdrant vectors\))?",
+        r"( \(as spent\)| \(([\d,]+) of them came from proven Qdrant vectors\))?",
         flat,
     )
     assert [b[0] for b in bills] == ["rebuilt_memories", "shapes_memories"], flat
@@ -214,13 +214,11 @@ def test_demo_from_scratch_prints_every_check_passing(tmp_path):
         rebuilt[1:3] == rebuilt[3:5] and rebuilt[5] == " (as spent)"
     )  # no Qdrant text is a rebuilt memory's
     # The demo store's shapes.inc points agree with their texts: their vectors served the import.
-    assert (
-        shapes[6] and shapes[1] == "0" and int(shapes[6].replace(",", "")) >= int(shapes[3].replace(",", ""))
-    ), flat
+    assert shapes[1] == "0" and shapes[6] == shapes[3], flat
     # The demo's output fits on one screen, even piped. Piped progress adds a line every few seconds on a
     # slow machine (a terminal's bars vanish), so only the lines that are not progress are counted.
     progress = re.compile(r"^  (\d+/\d+ done|\w+: [\d,]+(/[\d,]+)? [^,]+, [\d,]+/s$)")
-    assert len([line for line in result.stdout.splitlines() if not progress.match(line)]) <= 50, result.stdout
+    assert len([line for line in result.stdout.splitlines() if not progress.match(line)]) <= 54, result.stdout
     assert "conversation_history" in result.stdout and "4,364" in result.stdout
     assert "rebuilt_memories: 2,135 memories (2,135 written, 0 already present)" in result.stdout
     assert "0 cache hits" in result.stdout and "tokens" in result.stdout

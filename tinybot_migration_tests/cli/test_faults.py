@@ -26,8 +26,8 @@ from tinybot_migration_tests.helpers.environment import fresh_environment
 from tinybot_migration_tests.helpers.openai_server import OpenAITestServer
 from tinybot_migration_tests.helpers.servers import stop_servers_under
 from tinybot_migration_tests.helpers.verdict import (
-    DEMO_WARNINGS,
     MIGRATION_CHECKS,
+    PROVIDER_DEMO_WARNINGS,
     assert_all_checks_passed,
 )
 
@@ -125,7 +125,7 @@ def test_a_run_killed_while_holding_a_slot_does_not_block_the_next(home, provide
     after = run_to_end(home, provider_server)
     assert after.returncode == 0, after.stdout + after.stderr
     assert "was left STARTED by a process that is gone" in after.stdout and "marked failed" in after.stdout
-    assert_all_checks_passed(after.stdout, MIGRATION_CHECKS, DEMO_WARNINGS)
+    assert_all_checks_passed(after.stdout, MIGRATION_CHECKS, PROVIDER_DEMO_WARNINGS)
 
 
 def test_a_pool_held_by_a_live_run_is_waited_for_then_given_up_on_clearly(home, provider_server, monkeypatch):
@@ -173,7 +173,7 @@ def test_the_database_stopped_mid_run_is_said_plainly_and_running_again_resumes(
 
     again = run_to_end(home, provider_server)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert_all_checks_passed(again.stdout, MIGRATION_CHECKS, DEMO_WARNINGS)
+    assert_all_checks_passed(again.stdout, MIGRATION_CHECKS, PROVIDER_DEMO_WARNINGS)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
@@ -206,7 +206,7 @@ def test_a_signal_stops_a_paying_run_within_seconds_and_a_rerun_pays_nothing_twi
 
     again = run_to_end(home, provider_server)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert_all_checks_passed(again.stdout, MIGRATION_CHECKS, DEMO_WARNINGS)
+    assert_all_checks_passed(again.stdout, MIGRATION_CHECKS, PROVIDER_DEMO_WARNINGS)
     paid = [text for request in provider_server.requests for text in request]
     assert len(paid) == len(set(paid))  # what was paid before the signal was cached, not paid again
 
@@ -253,7 +253,7 @@ def test_a_truncated_export_file_and_a_record_without_text_never_cost_the_index(
             path.write_bytes(data)
     fixed = run_to_end(home, provider_server)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
-    assert_all_checks_passed(fixed.stdout, MIGRATION_CHECKS, DEMO_WARNINGS)
+    assert_all_checks_passed(fixed.stdout, MIGRATION_CHECKS, PROVIDER_DEMO_WARNINGS)
     assert "unreadable" not in fixed.stdout
     with psycopg.connect(embedded_database_url("tinybot_new", home), autocommit=True) as conn:
         assert conn.execute(
@@ -290,7 +290,7 @@ def test_two_runs_at_once_both_succeed_and_pay_each_text_once(tmp_path, provider
         stop_servers_under(home)
     for run, output in zip(runs, outputs, strict=True):
         assert run.returncode == 0, output
-        assert_all_checks_passed(output, MIGRATION_CHECKS, DEMO_WARNINGS)
+        assert_all_checks_passed(output, MIGRATION_CHECKS, PROVIDER_DEMO_WARNINGS)
         assert "Deadlock" not in output and "Traceback" not in output
     paid = [text for request in provider_server.requests for text in request]
     assert paid and len(paid) == len(set(paid))
@@ -308,4 +308,4 @@ def test_the_providers_retries_show_on_the_terminal_as_they_happen(home, provide
         re.search(r"^  rebuilt_memories: embedding batch \d+/\d+ .*HTTP 429, retry \d of 6 in 1\.0s", r)
         for r in retries
     )
-    assert_all_checks_passed(result.stdout, MIGRATION_CHECKS, DEMO_WARNINGS)
+    assert_all_checks_passed(result.stdout, MIGRATION_CHECKS, PROVIDER_DEMO_WARNINGS)

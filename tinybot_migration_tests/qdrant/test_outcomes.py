@@ -19,11 +19,12 @@ import pytest
 from dagster import instance_for_test, materialize
 from qdrant_client import QdrantClient, models
 
+from tinybot_migration.defs.cutover.assets import cutover_is_safe
 from tinybot_migration.defs.partitions import personality_partitions
 from tinybot_migration.defs.qdrant.assets import qdrant_point_outcomes
 from tinybot_migration.defs.relational.assets import relational_assets
 from tinybot_migration.defs.resources import NewDatabaseResource, OldDatabaseResource, ShapesExportResource
-from tinybot_migration.lib.cutover import FailedCheck, cutover_report, evidence_lines
+from tinybot_migration.lib.cutover import CutoverReport, FailedCheck, cutover_report, evidence_lines
 from tinybot_migration.lib.embeddings.hash_embedder import hash_embedding
 from tinybot_migration.lib.ids import deterministic_uuid, legacy_memory_id, memory_id, personality_seed
 from tinybot_migration.lib.memories.rebuild import rebuild_memories
@@ -564,3 +565,44 @@ def test_the_cutover_report_is_go_then_names_a_removed_memory_a_new_point_and_a_
     assert f"collection {ALICE}: Qdrant holds" in blockers and "written since" in blockers
     assert "check memories.a_check failed: it failed" in blockers
     assert evidence_lines(report)[0].startswith("**NO-GO**")
+
+
+def test_the_verdict_check_fails_as_a_warning_naming_the_blockers():
+    safe = cutover_is_safe(CutoverReport(notes=["no Qdrant store landed"]))
+    assert safe.passed and "GO: no Qdrant store landed" in safe.description
+    unsafe = cutover_is_safe(CutoverReport(blockers=["point persona-a/1: its memory m does not exist"]))
+    assert not unsafe.passed and unsafe.severity == "WARN"
+    assert "NO-GO, 1 blockers: point persona-a/1: its memory m does not exist" in unsafe.description
+
+
+def test_a_qdrant_only_memory_gives_way_when_the_export_holds_its_record_again(world, server):
+    """A shapes.inc file unreadable in one run and fixed for the next: the points imported from
+    Qdrant meanwhile are matched to the export's memories, and no memory is left twice."""
+    conn, old_url, folder, _ = world
+    decide(world, server)
+    before = outcomes(conn)
+    assert before["legacy_missing_from_export"][0] == before["qdrant_only"][0] == "imported"
+    luna_file = folder / "luna" / "luna_memories.json"
+    records = json.loads(luna_file.read_text())
+    records += [
+        record([SHAPES_UNMAPPED], "legacy only in qdrant", seconds=-86_400 + 4, record_id="m1/m2"),
+        record([SHAPES_MAPPED], PLANTED["qdrant_only"][1]["content"], seconds=30, record_id="m3/m4"),
+    ]
+    luna_file.write_text(json.dumps(records))
+    import_shapes_memories(conn, client_for(server), folder, personality_ids_for(conn, ["luna"]))
+    same_id = before["legacy_missing_from_export"][2]  # the shapes import's id: it takes the row over
+    assert conn.execute("SELECT source_system FROM memories WHERE id = %s", (same_id,)).fetchone() == (
+        "shapes-inc",
+    )
+    report = decide(world, server)
+    after = outcomes(conn)
+    assert (
+        after["legacy_missing_from_export"][:1] == ("matched",)
+        and after["legacy_missing_from_export"][2] == same_id
+    )
+    assert after["qdrant_only"][0] == "matched" and after["qdrant_only"][2] != before["qdrant_only"][2]
+    assert report.stale_imports_removed == 1  # the persona's Qdrant-only copy of that text went
+    assert conn.execute(
+        "SELECT count(*) FROM memories WHERE id = %s", (before["qdrant_only"][2],)
+    ).fetchone() == (0,)
+    assert every_qdrant_point_has_one_outcome(conn, report.refs).passed

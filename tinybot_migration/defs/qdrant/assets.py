@@ -200,6 +200,7 @@ def outcome_metadata(report: QdrantOutcomesReport, model: str) -> dict:
         **{f"points_{name}": report.counts.get(name, 0) for name in OUTCOMES},
         "points_naming_no_known_personality": report.unassigned,
         "decisions_changed": report.rows_changed,
+        "stale_imports_removed": report.stale_imports_removed,
         "memories_imported_written": report.memories_written,
         "memories_imported_already_present": report.already_present,
         **report.spend_metadata(model),

@@ -4,8 +4,9 @@ a single memory the bot adds, sync).
 A source hands over `NewMemory` rows carrying every column but the embedding. They are embedded
 through the cache in chunks of one request; as many chunks run side by side as the provider allows
 requests in flight, each on its own connection, so database writes overlap the provider's work.
-Each chunk is written with binary COPY into staging and `INSERT … ON CONFLICT (id) DO NOTHING` in
-one transaction, so the chunks finished before a failure survive it and a re-run writes nothing.
+Each chunk is written with binary COPY into staging and `INSERT … ON CONFLICT (id)` in one
+transaction, so the chunks finished before a failure survive it and a re-run writes nothing: a row
+already there is kept, unless it is a Qdrant-only memory and the writer's is another source's.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ from tinybot_migration.lib.progress import Advanced, Notice, Progress, rate
 
 SOURCE_BOT = "tzurot-v3"  # what the bot writes itself
 SOURCE_SHAPES = "shapes-inc"
+# A Qdrant-only memory (lib/qdrant/outcomes.py): it gives way to any other source writing the same id
+# (a shapes.inc file readable again holds the record the Qdrant point stood in for).
+SOURCE_QDRANT = "qdrant"
 # Advisory locks serialising runs that write memories of the same personalities (see personality_locks).
 PERSONALITY_LOCK_CLASS = 0x7469_6E6D  # "tinm"
 PERSONALITY_LOCK_BUCKETS = 64
@@ -86,6 +90,7 @@ def _copy_type(sql_type: str) -> str:
 
 
 _STAGED_COLUMNS = (*_FIELDS, "embedding")
+_TAKE_OVER = ", ".join(f"{name} = EXCLUDED.{name}" for name in _STAGED_COLUMNS if name != "id")
 _STAGED_TYPES = [_copy_type(_TABLE_TYPES[name]) for name in _STAGED_COLUMNS]
 assert set(_STAGED_COLUMNS) == set(_TABLE_TYPES), "NewMemory must carry every column of memories"
 
@@ -424,7 +429,9 @@ def write_memories(
                     copy.write_row((*_values(memory), vector))
             return conn.execute(
                 f"INSERT INTO memories ({columns}) SELECT {columns} FROM stage_memories ORDER BY id"
-                " ON CONFLICT (id) DO NOTHING RETURNING personality_id"
+                f" ON CONFLICT (id) DO UPDATE SET {_TAKE_OVER} WHERE memories.source_system = %s"
+                " AND EXCLUDED.source_system <> %s RETURNING personality_id",
+                (SOURCE_QDRANT, SOURCE_QDRANT),
             ).fetchall()
 
     inserted = retry_deadlocks(transaction)

@@ -96,34 +96,50 @@ def land_qdrant(
     started = time.perf_counter()
     landing = Landing()
     names = sorted(c.name for c in client.get_collections().collections)
-    log(f"qdrant: landing {len(names):,} collections")
+    # Every collection counted first: one progress line for the whole store, and the count each
+    # collection's read is judged against still comes before it.
+    counted = {name: client.count(name, exact=True).count for name in names}
+    log(f"qdrant: landing {sum(counted.values()):,} points of {len(names):,} collections")
+    progress = _StoreProgress(sum(counted.values()), log)
     for name in names:
-        landing.collections.append(land_collection(client, conn, name, page_size, log))
+        landing.collections.append(land_collection(client, conn, name, counted[name], page_size, progress))
     landing.seconds = time.perf_counter() - started
     return landing
 
 
+@dataclass
+class _StoreProgress:
+    """Points landed over the whole store, said as one progress stage."""
+
+    total: int
+    log: Progress
+    done: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, points: int) -> None:
+        self.done += points
+        elapsed = time.perf_counter() - self.started
+        self.log(Advanced("qdrant_points", self.done, self.total, "points landed", rate(self.done, elapsed)))
+
+
 def land_collection(
-    client: QdrantClient, conn: psycopg.Connection, name: str, page_size: int, log: Progress
+    client: QdrantClient,
+    conn: psycopg.Connection,
+    name: str,
+    count_before: int,
+    page_size: int,
+    progress: _StoreProgress,
 ) -> CollectionLanding:
     started = time.perf_counter()
     size, distance = _vector_config(client, name)
-    census = CollectionLanding(name, size, distance, client.count(name, exact=True).count)
+    census = CollectionLanding(name, size, distance, count_before)
     conn.execute(_STAGE_SQL)
-    for points in scroll_points(client, name, page_size, log):
+    for points in scroll_points(client, name, page_size, progress.log):
         new, changed = _land_page(conn, name, points)
         census.points_read += len(points)
         census.points_new += new
         census.points_changed += changed
-        log(
-            Advanced(
-                f"qdrant {name}",
-                census.points_read,
-                census.count_before,
-                "points landed",
-                rate(census.points_read, time.perf_counter() - started),
-            )
-        )
+        progress.add(len(points))
     census.count_after = client.count(name, exact=True).count
     census.seconds = time.perf_counter() - started
     _record_census(conn, census)

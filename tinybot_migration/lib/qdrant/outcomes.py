@@ -38,7 +38,7 @@ import psycopg
 from tinybot_migration.lib.embeddings.client import EmbeddingClient
 from tinybot_migration.lib.ids import legacy_memory_id, memory_id
 from tinybot_migration.lib.memories.pipeline import write_memories
-from tinybot_migration.lib.memories.writer import SOURCE_BOT, MemorySourceReport, NewMemory
+from tinybot_migration.lib.memories.writer import SOURCE_BOT, SOURCE_QDRANT, MemorySourceReport, NewMemory
 from tinybot_migration.lib.personalities import personality_batches
 from tinybot_migration.lib.postgres import Connect
 from tinybot_migration.lib.progress import Progress
@@ -54,7 +54,6 @@ from tinybot_migration.lib.relational.copy import IdMaps
 from tinybot_migration.lib.schema import QDRANT_POINTS, SHAPES_PERSONA_MAPPINGS, bot_timestamp
 from tinybot_migration.lib.shapes.export import deleted_records
 
-SOURCE_QDRANT = "qdrant"  # memories.source_system of a Qdrant-only memory
 MATCHED, IMPORTED, DUPLICATE, SUPERSEDED, REJECTED = (
     "matched",
     "imported",
@@ -98,6 +97,7 @@ class QdrantOutcomesReport(MemorySourceReport):
     unassigned: int = 0  # points naming no known personality (decided in every run)
     refs: list[tuple[str, str]] = field(default_factory=list)  # (collection, point_id) decided by the run
     rows_changed: int = 0  # decisions written (new or different)
+    stale_imports_removed: int = 0  # Qdrant-only memories another source now holds
 
     @property
     def points(self) -> int:
@@ -188,8 +188,19 @@ class MemoriesOfPersonality:
             (personality_id, list(set(texts))),
         ):
             for owner in (persona, shapes_user):
-                if owner is not None:
-                    self.by_text.setdefault((owner, content), Held(mid, source))
+                key = (owner, content)
+                # Another source's memory of the text wins over a Qdrant-only one (which then goes).
+                if owner is not None and (
+                    key not in self.by_text or self.by_text[key].source_system == SOURCE_QDRANT
+                ):
+                    self.by_text[key] = Held(mid, source)
+        self.imports = {
+            row[0]
+            for row in conn.execute(
+                "SELECT id FROM memories WHERE personality_id = %s AND source_system = %s",
+                (personality_id, SOURCE_QDRANT),
+            )
+        }
         self.exchanges: dict[tuple[uuid.UUID, str | None], list[tuple[datetime, str, uuid.UUID]]] = (
             defaultdict(list)
         )
@@ -242,6 +253,9 @@ class PersonalityDecisions:
 
     decisions: dict[str, Decision] = field(default_factory=dict)  # point ref -> decision
     new_memories: list[NewMemory] = field(default_factory=list)
+    # Qdrant-only memories written before that no point stands for any more: a rebuilt or shapes.inc
+    # memory holds their text now (say, an export file readable again). They go.
+    stale_imports: set[uuid.UUID] = field(default_factory=set)
     flagged: dict[str, str] = field(default_factory=dict)  # point ref -> remark
 
 
@@ -282,6 +296,8 @@ def decide_personality(
     claimed: dict[uuid.UUID, str] = {}
     for candidate in sorted(live, key=_oldest_first):
         result.decisions[candidate.point.ref] = _decide(candidate, held, deleted, claimed, result)
+    imported = {d.memory_id for d in result.decisions.values() if d.outcome == IMPORTED}
+    result.stale_imports = held.imports - imported
     return _standing_for(_with_copies(result, copies), candidates)
 
 
@@ -474,7 +490,12 @@ class QdrantSource:
 
     def record(self, conn: psycopg.Connection, batch: dict[str, uuid.UUID]) -> None:
         decisions = {ref: d for decided in self._decided.values() for ref, d in decided.decisions.items()}
-        self.report.rows_changed += record_decisions(conn, decisions)
+        stale = [m for decided in self._decided.values() for m in decided.stale_imports]
+        with conn.transaction():
+            self.report.rows_changed += record_decisions(conn, decisions)
+            self.report.stale_imports_removed += conn.execute(
+                "DELETE FROM memories WHERE id = ANY(%s) AND source_system = %s", (stale, SOURCE_QDRANT)
+            ).rowcount
 
 
 _IDS = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}|\d+")
