@@ -8,14 +8,15 @@ and the latest result of every check in the Dagster instance. Exit 0 only when t
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import click
+import psycopg
 from qdrant_client import QdrantClient
 
 from tinybot_migration.cli.summary import console
 from tinybot_migration.lib.cutover import CutoverReport, cutover_report, evidence_lines
-from tinybot_migration.lib.qdrant.source import QdrantLocation, QdrantSourceError, open_qdrant
+from tinybot_migration.lib.qdrant.source import QdrantLocation, QdrantSourceError, opened_store
 from tinybot_migration.lib.settings import NEW_DATABASE
 
 NO_GO_EXIT = 1
@@ -46,7 +47,7 @@ def build_report() -> CutoverReport:
     failed, never_ran = _latest_checks()
     location = QdrantLocation.from_environment()
     database = NewDatabaseResource(url=NEW_DATABASE.configured_url())
-    with database.connect_read_only() as conn, _answering(location) as (client, unreachable):
+    with database.connect_read_only() as conn, _answering(location, conn) as (client, unreachable):
         report = cutover_report(conn, client, failed, qdrant_configured=location is not None)
     if unreachable:
         report.notes.append(unreachable)
@@ -56,20 +57,20 @@ def build_report() -> CutoverReport:
 
 
 @contextmanager
-def _answering(location: QdrantLocation | None) -> Iterator[tuple[QdrantClient | None, str | None]]:
+def _answering(
+    location: QdrantLocation | None, conn: psycopg.Connection
+) -> Iterator[tuple[QdrantClient | None, str | None]]:
     """(a client on the store, None) when it answers; (None, why not) when it does not or is not set."""
     if location is None:
         yield None, None
         return
-    try:
-        client = open_qdrant(location)
-    except QdrantSourceError as error:
-        yield None, f"Qdrant did not answer ({error}): its side was computed over the landed vectors"
-        return
-    try:
+    with ExitStack() as stack:
+        try:
+            client = stack.enter_context(opened_store(location, conn))
+        except QdrantSourceError as error:
+            yield None, f"Qdrant did not answer ({error}): its side was computed over the landed vectors"
+            return
         yield client, None
-    finally:
-        client.close()
 
 
 def _latest_checks():

@@ -43,6 +43,7 @@ def retry_deadlocks(transaction: Callable[[], T], attempts: int = DEADLOCK_ATTEM
 # at once: the second waits, then finds the work done.
 LOCK_CLASS = 0x7469_6E64  # "tind"
 VECTOR_INDEX_LOCK = (LOCK_CLASS, 1)  # building or dropping idx_memories_embedding
+QDRANT_STORE_LOCK = (LOCK_CLASS, 2)  # a local-mode Qdrant store open (one client per folder)
 SYNC_TARGET_LOCK = (LOCK_CLASS, 2)  # a sync writing into this database
 LOCK_POLL_SECONDS = 1.0
 

@@ -58,7 +58,7 @@ def cutover_report_asset(
 ) -> MaterializeResult:
     keys = [k for k in migration_checks.check_keys() if k.asset_key != context.asset_key]
     failed, never_ran = failed_checks(context.instance, keys)
-    with new_database.connect_read_only() as conn, reachable_qdrant(context, qdrant_store) as client:
+    with new_database.connect_read_only() as conn, reachable_qdrant(context, qdrant_store, conn) as client:
         report = cutover_report(conn, client, failed, qdrant_configured=qdrant_store.location() is not None)
     if never_ran:
         report.notes.append(f"{never_ran:,} checks have never run")

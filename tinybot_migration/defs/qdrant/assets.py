@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import psycopg
 from dagster import (
     AssetExecutionContext,
     AssetSpec,
@@ -75,19 +76,15 @@ def qdrant_points(
     context: AssetExecutionContext, new_database: NewDatabaseResource, qdrant_store: QdrantStoreResource
 ) -> MaterializeResult:
     progress = progress_of(context)
-    with qdrant_store.open(progress) as client:
+    with new_database.connect() as conn, qdrant_store.open(progress, conn) as client:
         if client is None:
             context.log.info(NO_QDRANT)
             return MaterializeResult(
                 metadata={"configured": False, "dagster/row_count": 0},
                 check_results=check_results(not_configured()),
             )
-        with new_database.connect() as conn:
-            landing = land_qdrant(client, conn, qdrant_store.page_size, progress)
-            outcomes = [
-                qdrant_counts_unchanged_during_read(landing),
-                every_qdrant_point_landed(conn, landing),
-            ]
+        landing = land_qdrant(client, conn, qdrant_store.page_size, progress)
+        outcomes = [qdrant_counts_unchanged_during_read(landing), every_qdrant_point_landed(conn, landing)]
     context.log.info(
         f"qdrant: {landing.points_read:,} points of {len(landing.collections):,} collections read in "
         f"{landing.seconds:.1f}s, {landing.points_new:,} new, {landing.points_changed:,} changed"
@@ -298,12 +295,13 @@ def qdrant_point_outcomes(
 
 @contextmanager
 def reachable_qdrant(
-    context: AssetExecutionContext, store: QdrantStoreResource
+    context: AssetExecutionContext, store: QdrantStoreResource, conn: psycopg.Connection
 ) -> Iterator[QdrantClient | None]:
-    """A client on the store when it is configured and answers; None (said) otherwise."""
+    """A client on the store when it is configured and answers (runs sharing the new DB `conn`
+    take turns on a local store); None (said) otherwise."""
     with ExitStack() as stack:
         try:
-            client = stack.enter_context(store.open(progress_of(context)))
+            client = stack.enter_context(store.open(progress_of(context), conn))
         except QdrantSourceError as error:
             context.log.warning(f"qdrant: {error}; its answers are computed over the landed vectors")
             client = None
@@ -328,7 +326,7 @@ def qdrant_retrieval_parity(
         if not has_landed_points(conn):
             return nothing_to_do(context, QDRANT_PARITY_CHECK_DESCRIPTIONS)
         started = time.perf_counter()
-        with reachable_qdrant(context, qdrant_store) as client:
+        with reachable_qdrant(context, qdrant_store, conn) as client:
             parity = measure_parity(conn, client)
         seconds = time.perf_counter() - started
     outcome = retrieval_parity_nothing_missing(parity)

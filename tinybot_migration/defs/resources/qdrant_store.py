@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psycopg
 from dagster import ConfigurableResource
 from pydantic import Field
 from qdrant_client import QdrantClient
@@ -16,7 +17,7 @@ from tinybot_migration.lib.qdrant.source import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_TIMEOUT_SECONDS,
     QdrantLocation,
-    open_qdrant,
+    opened_store,
 )
 from tinybot_migration.lib.settings import (
     DEFAULT_QDRANT_EMBEDDING_MODEL,
@@ -63,15 +64,14 @@ class QdrantStoreResource(ConfigurableResource):
         return self.embedding_model
 
     @contextmanager
-    def open(self, log: Progress | None = None) -> Iterator[QdrantClient | None]:
-        """A client on the store for the block (closed after: a local store allows one client), or
-        None when no Qdrant is configured."""
+    def open(
+        self, log: Progress | None = None, conn: psycopg.Connection | None = None
+    ) -> Iterator[QdrantClient | None]:
+        """A client on the store for the block (closed after; runs sharing the new DB `conn` take
+        turns on a local store), or None when no Qdrant is configured."""
         location = self.location()
         if location is None:
             yield None
             return
-        client = open_qdrant(location, log)
-        try:
+        with opened_store(location, conn, log) as client:
             yield client
-        finally:
-            client.close()

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import psycopg
 from qdrant_client import QdrantClient
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from tinybot_migration.lib.postgres import QDRANT_STORE_LOCK, advisory_lock
 from tinybot_migration.lib.progress import Notice, Progress, quiet
 from tinybot_migration.lib.settings import (
     QDRANT_API_KEY,
@@ -202,3 +205,25 @@ def scroll_points(
         if next_offset is None:
             return
         offset = next_offset
+
+
+STORE_IN_USE = "qdrant: another run has the local store open (one client per folder); waiting for it"
+
+
+@contextmanager
+def opened_store(
+    location: QdrantLocation, conn: psycopg.Connection | None = None, log: Progress | None = None
+) -> Iterator[QdrantClient]:
+    """A client on the store for the block, closed after. A local store admits one client: runs
+    sharing the new DB `conn` take turns on it (an advisory lock) instead of failing."""
+    log = log or quiet
+    with (
+        advisory_lock(conn, QDRANT_STORE_LOCK, STORE_IN_USE, log)
+        if conn is not None and location.path
+        else nullcontext()
+    ):
+        client = open_qdrant(location, log)
+        try:
+            yield client
+        finally:
+            client.close()
