@@ -48,6 +48,7 @@ from tinybot_migration.lib.qdrant.points import (
     LandedPoint,
     OldIds,
     candidate_of,
+    canonical_id,
     is_refusal,
 )
 from tinybot_migration.lib.relational.copy import IdMaps
@@ -120,15 +121,8 @@ class PointIndex:
         )
         by_personality: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for collection, point_id, key in rows:
-            by_personality[_canonical_key(key)].append((collection, point_id))
+            by_personality["" if key is None else canonical_id(key)].append((collection, point_id))
         return cls(dict(by_personality))
-
-
-def _canonical_key(key: str | None) -> str:
-    try:
-        return str(uuid.UUID(key)) if key is not None else ""
-    except ValueError:
-        return key
 
 
 def read_points(conn: psycopg.Connection, refs: list[tuple[str, str]]) -> list[LandedPoint]:

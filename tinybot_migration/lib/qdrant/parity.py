@@ -32,7 +32,12 @@ import numpy as np
 import psycopg
 from qdrant_client import QdrantClient, models
 
-from tinybot_migration.lib.memories.bot_query import DEFAULT_LIMIT, DEFAULT_MIN_SIMILARITY, bot_memory_query
+from tinybot_migration.lib.memories.bot_query import (
+    DEFAULT_LIMIT,
+    DEFAULT_MIN_SIMILARITY,
+    bot_memory_query,
+    vector_literal,
+)
 from tinybot_migration.lib.qdrant.points import PERSONA, Layout
 from tinybot_migration.lib.schema import EMBEDDING_DIMENSIONS, QDRANT_POINTS
 
@@ -258,7 +263,7 @@ def _memories(
 ) -> dict[uuid.UUID, float | None]:
     """memory id -> its score for the query where it would qualify (NULL embedding: None; created
     after the cutoff: below any floor)."""
-    literal = "[" + ",".join(repr(float(x)) for x in query.vector) + "]"
+    literal = vector_literal(query.vector)
     rows = conn.execute(
         "SELECT id, CASE WHEN embedding IS NULL THEN NULL"
         " WHEN created_at >= %s::timestamptz THEN -1 ELSE 1 - (embedding <=> %s::vector) END"

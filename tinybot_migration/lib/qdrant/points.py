@@ -184,7 +184,7 @@ def _personality_of(payload: dict, ids: OldIds) -> uuid.UUID | str:
     key = personality_key(payload)
     if key is None:
         return "personalityId missing" if "personalityId" not in payload else "personalityId not text"
-    new = ids.personalities.get(_canonical(key))
+    new = ids.personalities.get(canonical_id(key))
     return uuid.UUID(new) if new else f"unknown personality {key} (not in the new database)"
 
 
@@ -202,7 +202,7 @@ def _owner_of(
         key = layout.key
     if not isinstance(key, str):
         return "personaId missing" if key is None else "personaId not text"
-    new = ids.personas.get(_canonical(key))
+    new = ids.personas.get(canonical_id(key))
     return (uuid.UUID(new), None) if new else f"unknown persona {key} (not in the new database)"
 
 
@@ -214,7 +214,7 @@ def _legacy_owner(shapes_user: str, ids: OldIds) -> tuple[uuid.UUID | None, uuid
     return ids.shapes_personas.get(user), user
 
 
-def _canonical(key: str) -> str:
+def canonical_id(key: str) -> str:
     """An id as the maps hold it (lower-case hyphenated UUID text); other text as it is."""
     try:
         return str(uuid.UUID(key))
