@@ -191,8 +191,8 @@ def _print_index(name: str, m: dict) -> None:
     buckets = [b for b in ("smallest", "median", "largest") if f"search_p95_ms_{b}" in m]
     if m.get("search_queries") and buckets:
         console.print(
-            f"search: {m['search_queries']} queries, recall@10 "
-            f"at least {m['search_min_recall_at_10']:.3f}; p95 "
+            f"search: {m['search_queries']} queries, recall@{m['search_recall_at']} "
+            f"at least {m['search_min_recall']:.3f}; p95 "
             + " / ".join(f"{m[f'search_p95_ms_{b}']:.2f}" for b in buckets)
             + " ms at "
             + " / ".join(f"{m[f'search_rows_{b}']:,}" for b in buckets)

@@ -21,8 +21,14 @@ from tinybot_migration.lib.memories.search_checks import (
     search_uses_the_intended_plan,
     vector_index_present_and_valid,
 )
-from tinybot_migration.lib.memories.search_quality import SearchQuality, measure_search, search_plans
+from tinybot_migration.lib.memories.search_quality import (
+    RECALL_AT,
+    SearchQuality,
+    measure_search,
+    search_plans,
+)
 from tinybot_migration.lib.memories.vector_index import (
+    APPROXIMATE_PERSONA_INDEX_MIN_ROWS,
     AUTO_BUILD_MEMORY,
     DEFAULT_EF_CONSTRUCTION,
     DEFAULT_EF_SEARCH,
@@ -55,14 +61,21 @@ class VectorIndexConfig(Config):
     )
     persona_index_min_rows: int = Field(
         default=DEFAULT_PERSONA_INDEX_MIN_ROWS,
-        description="a persona, or a persona with one personality, with this many memories gets its own "
-        "partial HNSW index (one below half of it loses it); 0: no persona index",
+        description="0 (the default): no persona index, and the bot's query reads a persona's rows exactly. "
+        "Otherwise a persona, or a persona with one personality, with this many memories gets its own partial "
+        f"HNSW index (one below half of it loses it): faster for large personas but approximate (e.g. "
+        f"{APPROXIMATE_PERSONA_INDEX_MIN_ROWS:,}: recall@15 0.987-0.997 at 3-7 ms where exact takes 15-50 ms at "
+        "100x, benchmarks/README.md); lower min_recall to what you accept",
     )
     ef_search: int = Field(
         default=DEFAULT_EF_SEARCH,
         description="hnsw.ef_search set on the database for every session: candidates an HNSW scan starts from",
     )
-    min_recall: float = Field(default=0.99, description="recall@10 against exact search below this fails")
+    min_recall: float = Field(
+        default=1.0,
+        description=f"recall@{RECALL_AT} of the bot's query against exact search below this fails (1.0: exactly "
+        "the rows an exact scan returns)",
+    )
     max_p95_ms: float = Field(
         default=5.0, description="a p95 search latency above this in any persona size bucket warns"
     )
@@ -87,13 +100,15 @@ class VectorIndexConfig(Config):
     kinds={"postgres", "pgvector"},
     description=f"{INDEX_NAME}: HNSW (vector_cosine_ops) over every memory, built after both memory sources "
     "are loaded with maintenance_work_mem sized from the table, concurrently when the table serves other "
-    "sessions; left in place when it exists and is valid (a large load drops it first). Then a partial HNSW "
-    f"index ({PERSONA_INDEX_PREFIX}…) per persona, and per persona with one personality, with "
-    "persona_index_min_rows memories or more, and the "
+    "sessions; left in place when it exists and is valid (a large load drops it first). The bot's query never "
+    "takes it (it reads a persona's rows exactly through a B-tree); it is there because the migration plan asks "
+    "for it and the bot's later migrations replace it by name. Only when persona_index_min_rows is set "
+    f"(approximate, off by default): a partial HNSW index ({PERSONA_INDEX_PREFIX}…) per persona, and per persona "
+    "with one personality, with that many memories or more, and the "
     f"database settings their scans need (hnsw.iterative_scan = {ITERATIVE_SCAN}, hnsw.ef_search, "
     "hnsw.max_scan_tuples); only what is missing is built. Then the table is vacuumed and analyzed, and the bot's "
-    "query, in a new session as the bot's, is measured against exact search on sampled personas (recall@10, "
-    "p50/p95 per persona size) and its plans checked.",
+    f"query, in a new session as the bot's, is measured against exact search on sampled personas (recall@{RECALL_AT}, "
+    "rows returned, p50/p95 per persona size) and its plans checked.",
 )
 def memory_vector_index(
     context: AssetExecutionContext,
@@ -143,6 +158,10 @@ def memory_vector_index(
             "dagster/row_count": build.rows,
             "action": build.action,
             "build_seconds": round(build.seconds, 3),
+            # None: not rewritten (the index was in place, others use the table, or no room)
+            "scope_order_seconds": None
+            if build.scope_order_seconds is None
+            else round(build.scope_order_seconds, 3),
             "vacuum_seconds": round(vacuum_seconds, 3),
             "index_size_bytes": build.state.size_bytes,
             "maintenance_work_mem_mb": build.maintenance_work_mem_mb,
@@ -186,7 +205,9 @@ def search_metadata(quality: SearchQuality) -> dict:
         metadata[f"search_p50_ms_{bucket}"] = round(figures.p(50), 3)
         metadata[f"search_p95_ms_{bucket}"] = round(figures.p(95), 3)
         metadata[f"search_rows_{bucket}"] = figures.rows
-    metadata["search_min_recall_at_10"] = round(quality.min_recall, 4)
+    metadata["search_recall_at"] = RECALL_AT
+    metadata["search_min_recall"] = round(quality.min_recall, 4)
+    metadata["search_fewer_rows"] = quality.fewer
     if quality.example:
         metadata["search_example"] = quality.example
     return metadata

@@ -5,8 +5,9 @@ text of some of its own memories cut in half (a paraphrase by truncation, embedd
 cache so a re-run pays nothing). Every query runs the bot's own statement (`bot_query.py`) with
 whatever indexes and settings the database has, timed, with and without the threshold, and again
 as `EXACT_QUERY` (exact distance over every row of the persona, an order no vector index can
-serve); recall@10 counts a returned memory as right when its score reaches the exact tenth score
-(ties at the cut are not errors).
+serve); recall@15 (the bot's k) counts a returned memory as right when its score reaches the exact
+15th score (ties at the cut are not errors), and a query that returns fewer rows than the exact
+answer has is counted apart: the trap of a filtered HNSW scan.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from tinybot_migration.lib.embeddings.client import EmbeddingClient
 from tinybot_migration.lib.memories.bot_query import DEFAULT_LIMIT, DEFAULT_MIN_SIMILARITY, bot_memory_query
 from tinybot_migration.lib.memories.vector_index import PersonaIndex, Scope, persona_indexes
 
-RECALL_AT = 10
+RECALL_AT = DEFAULT_LIMIT  # the bot's k
 NO_THRESHOLD = -1.0
 THRESHOLDS = {"threshold": DEFAULT_MIN_SIMILARITY, "no_threshold": NO_THRESHOLD}
 SCORE_TOLERANCE = 1e-6
@@ -45,12 +46,13 @@ class BucketFigures:
     rows: int = 0  # memories of the largest persona sampled in the bucket
     latencies_ms: list[float] = field(default_factory=list)  # with and without the threshold
     recalls: dict[str, list[float]] = field(default_factory=lambda: {which: [] for which in THRESHOLDS})
+    fewer: int = 0  # searches that returned fewer rows than the exact answer has
 
     def p(self, percent: float) -> float:
         return float(np.percentile(self.latencies_ms, percent)) if self.latencies_ms else 0.0
 
     def recall(self, which: str) -> float:
-        """recall@10 of the bucket: the mean over its queries (the usual definition)."""
+        """recall@k of the bucket: the mean over its queries (the usual definition)."""
         return float(np.mean(self.recalls[which])) if self.recalls[which] else 1.0
 
     def worst_query_recall(self, which: str) -> float:
@@ -68,6 +70,10 @@ class SearchQuality:
     @property
     def min_recall(self) -> float:
         return min((b.recall(w) for b in self.buckets.values() for w in THRESHOLDS), default=1.0)
+
+    @property
+    def fewer(self) -> int:
+        return sum(b.fewer for b in self.buckets.values())
 
     @property
     def worst_p95_ms(self) -> float:
@@ -166,6 +172,7 @@ def measure_search(
                 timings.append((time.perf_counter() - started) * 1000)
             figures.latencies_ms.append(float(np.median(timings)))
             figures.recalls[which].append(recall_at(found, sample.exact[threshold]))
+            figures.fewer += len(found) < len(sample.exact[threshold])
         quality.queries += 1
     for bucket, figures in quality.buckets.items():
         figures.personas = len({s.persona_id for s in samples if s.bucket == bucket})

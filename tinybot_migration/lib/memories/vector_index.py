@@ -4,21 +4,27 @@
   migrations drop it by that name): built after the bulk load with memory sized to the table,
   dropped before a load that would have to maintain it row by row, left in place by incremental
   runs. Under the bot's persona filter it is a trap (a scan finds ef_search candidates, then
-  filters them away); the planner reaches for it only for personas that hold a large share of the
-  table, which is why:
-- one partial HNSW index per scope with at least `persona_index_min_rows` memories: a persona
-  (`WHERE persona_id = '<uuid>'`), or a persona with one personality (`… AND personality_id =
-  '<uuid>'`), as the bot's query filters when it has a personality. The query for that scope walks a
-  graph of its memories only, a few milliseconds where reading them all exactly costs ~1.5-6 µs a
-  row (benchmarks/README.md, "The bot's memory query"). Smaller scopes are read exactly through a
-  B-tree (the bot's `memories_persona_id_idx`, the project's persona-personality-time one).
-- database settings (`ALTER DATABASE … SET`, seen by every new session, the bot's included):
-  `hnsw.iterative_scan = strict_order`, so a persona index under a personality or cutoff filter
-  keeps walking until k rows qualify, in order, instead of returning fewer; `hnsw.ef_search`;
+  filters them away); no measured plan of the bot's query took it, at 1x or 100x (the plan check
+  says so on the data migrated). The bot's query reads a persona's rows exactly through a B-tree
+  (the bot's `memories_persona_id_idx`, the project's persona-personality-time one): the exact
+  answer, 15-50 ms p50 for the largest personas at 100x (benchmarks/README.md).
+- only when asked (`persona_index_min_rows` > 0; approximate, so off by default): one partial HNSW
+  index per scope with at least that many memories: a persona (`WHERE persona_id = '<uuid>'`), or
+  a persona with one personality (`… AND personality_id = '<uuid>'`), as the bot's query filters
+  when it has a personality. The query for that scope walks a graph of its memories only, 3-7 ms at
+  100x where reading them all exactly costs ~1.5-6 µs a row, at recall@15 0.987-0.997.
+- with them, database settings (`ALTER DATABASE … SET`, seen by every new session, the bot's
+  included): `hnsw.iterative_scan = strict_order`, so a persona index under a personality or cutoff
+  filter keeps walking until k rows qualify, in order, instead of returning fewer; `hnsw.ef_search`;
   `hnsw.max_scan_tuples` at least the largest indexed scope, so such a walk may cover it all.
   Without them the persona indexes would lose rows: when the role may not set them, none is built.
 
-After a load the table is vacuumed and analyzed (`vacuum_for_search`) so the planner knows its size.
+Before the global index is built over a fresh load (nobody else connected), the table is rewritten
+in (persona, personality, created_at) order (`order_rows_by_scope`, a CLUSTER): a scope's rows then
+sit on adjacent pages, which PostgreSQL reads several at a time, and the exact read of the largest
+personas at 100x drops from 15.9 / 46.9 to 11.3 / 19.5 ms p50 / p95 (104 s for 10 GB). Done before
+the HNSW build, so that the rewrite does not build the graph twice. After a load the table is
+vacuumed and analyzed (`vacuum_for_search`) so the planner knows its size.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from psycopg import sql
 from tinybot_migration.lib.database import DatabaseConnectionError
 from tinybot_migration.lib.postgres import VECTOR_INDEX_LOCK, Connect, advisory_lock
 from tinybot_migration.lib.progress import Advanced, Notice, Progress, quiet, rate
-from tinybot_migration.lib.schema import EMBEDDING_DIMENSIONS
+from tinybot_migration.lib.schema import EMBEDDING_DIMENSIONS, PERSONA_PERSONALITY_INDEX
 
 INDEX_NAME = "idx_memories_embedding"
 DEFAULT_M = 16
@@ -57,10 +63,13 @@ GRAPH_OUTGREW_MEMORY = "hnsw graph no longer fits into maintenance_work_mem"
 # costs per row, so past about half the table the rebuild is cheaper.
 BULK_LOAD_SHARE = 0.5
 BULK_LOAD_MIN_ROWS = 10_000
-# Personas with at least this many memories get their own partial HNSW index: reading that many
-# rows exactly costs about 5 ms at 100x (1.5 µs a row in cache, up to 6 µs from the OS's), the
-# bot's latency target here.
-DEFAULT_PERSONA_INDEX_MIN_ROWS = 1_000
+# Off by default: the bot's query must return exactly the rows an exact scan returns, and an HNSW
+# walk does not (recall@15 0.987-0.997 a bucket at 100x, benchmarks/README.md). A deployment that
+# trades that for speed sets persona_index_min_rows, e.g. to APPROXIMATE_PERSONA_INDEX_MIN_ROWS:
+# from there reading a scope's rows exactly costs more than ~5 ms at 100x (1.5 µs a row in cache, up
+# to 6 µs from the OS's) while its index answers in 3-7 ms.
+DEFAULT_PERSONA_INDEX_MIN_ROWS = 0
+APPROXIMATE_PERSONA_INDEX_MIN_ROWS = 1_000
 PERSONA_INDEX_PREFIX = "tinybot_migration_hnsw_"
 # Candidates a persona index's scan starts from (pgvector's default is 40): recall@15 reached 1.000
 # at 100 on clustered vectors of personas up to 6,400 memories (benchmarks/README.md).
@@ -88,6 +97,7 @@ class IndexBuild:
     maintenance_work_mem_mb: int = 0
     concurrently: bool = False
     wanted_memory_mb: int = 0  # what the whole graph needs in memory
+    scope_order_seconds: float | None = None  # the rewrite in scope order before the build; None: not done
     graph_fit_in_memory: bool = True  # False: PostgreSQL finished the build on disk (its NOTICE)
     parallel_workers: int = 0  # max_parallel_maintenance_workers of the build's session
 
@@ -178,6 +188,7 @@ def _ensure_vector_index(
     memory_mb = build_memory_mb(rows, m, build_memory_cap_mb(conn, max_build_memory_mb))
     workers = int(conn.execute("SHOW max_parallel_maintenance_workers").fetchone()[0])
     concurrently = other_sessions(conn) > 0
+    ordered = None if concurrently else order_rows_by_scope(conn, memory_mb, log)
     log(
         f"vector index: building {INDEX_NAME} over {rows:,} memories (m={m}, ef_construction={ef_construction}, "
         f"maintenance_work_mem {memory_mb:,} MB, {workers} parallel workers"
@@ -202,8 +213,51 @@ def _ensure_vector_index(
         lambda: _build_progress(conn.info.backend_pid, rows, watch, log),
     )
     return IndexBuild(
-        action, rows, seconds, index_state(conn), memory_mb, concurrently, wanted_mb, fit, workers
+        action,
+        rows,
+        seconds,
+        index_state(conn),
+        maintenance_work_mem_mb=memory_mb,
+        concurrently=concurrently,
+        wanted_memory_mb=wanted_mb,
+        scope_order_seconds=ordered,
+        graph_fit_in_memory=fit,
+        parallel_workers=workers,
     )
+
+
+SCOPE_ORDER_INDEX = PERSONA_PERSONALITY_INDEX[1].name
+
+
+def order_rows_by_scope(
+    conn: psycopg.Connection, memory_mb: int, log: Progress | None = None
+) -> float | None:
+    """Rewrite memories in (persona, personality, created_at) order: CLUSTER on the project's
+    B-tree, whose mark is then cleared (the bot's catalog keeps no trace of it). Only while nobody
+    else uses the table (CLUSTER locks it whole) and before the HNSW build (it would rebuild the
+    graph). Returns the seconds, or None when it was not done: the B-tree is missing, the server has
+    no room for the copy or the role does not own the table (the exact path is as right, only
+    slower; a notice says so)."""
+    log = log or quiet
+    if conn.execute("SELECT to_regclass(%s)", (f"public.{SCOPE_ORDER_INDEX}",)).fetchone()[0] is None:
+        return None
+    log(f"vector index: rewriting memories in persona, personality, time order ({SCOPE_ORDER_INDEX})")
+    started = time.perf_counter()
+    conn.execute(f"SET maintenance_work_mem = '{int(memory_mb)}MB'")
+    try:
+        conn.execute(sql.SQL("CLUSTER memories USING {}").format(sql.Identifier(SCOPE_ORDER_INDEX)))
+        conn.execute("ALTER TABLE memories SET WITHOUT CLUSTER")
+    except (psycopg.errors.DiskFull, psycopg.errors.InsufficientPrivilege) as error:
+        log(
+            Notice(
+                f"vector index: memories left in their load order ({error.diag.message_primary}): the bot's query "
+                "is as exact, and slower for large personas"
+            )
+        )
+        return None
+    finally:
+        conn.execute("RESET maintenance_work_mem")
+    return time.perf_counter() - started
 
 
 def build_hnsw(
