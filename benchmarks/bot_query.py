@@ -71,19 +71,26 @@ EXPLAIN (ANALYZE, BUFFERS) per bucket. Then concurrency, for `--concurrency-vari
 Variants (`VARIANTS`, a registry by name; `--variants a,b` selects; each is applied on top of the
 delivered database and undone before the next; settings go in with `ALTER DATABASE … SET` so that
 every new connection has them; variants that drop the delivered index run last):
-  delivered                             what the project delivers (the asset's own calls): idx_memories_embedding,
-                                        a partial HNSW (tinybot_migration_hnsw_…, m=16, ef_construction=64) per
-                                        persona, and per persona with one personality, of 1,000+ memories,
-                                        ALTER DATABASE hnsw.iterative_scan =
-                                        strict_order, ef_search 100, max_scan_tuples; vacuum
-  delivered_ef40                        delivered with pgvector's default hnsw.ef_search = 40
-  delivered_ef200                       delivered with hnsw.ef_search = 200 (exactness against latency)
-  delivered_maxscan{2000,5000}          delivered with a lower hnsw.max_scan_tuples (random vectors: few rows pass the
-                                        threshold, and the iterative scan walks the persona's whole graph)
+  delivered                             what the project delivers (the asset's own calls): the table rewritten in
+                                        (persona, personality, created_at) order and idx_memories_embedding
+                                        (ensure_vector_index), no persona index, no settings; vacuum. With
+                                        --skip-global-index, ensure_vector_index does not run: the table stays in
+                                        load order (scope_ordered_heap rewrites it)
+  persona_indexes                       the opt-in approximate delivery: a partial HNSW (tinybot_migration_hnsw_…,
+                                        m=16, ef_construction=64) per persona, and per persona with one personality,
+                                        of 1,000+ memories, ALTER DATABASE hnsw.iterative_scan = strict_order,
+                                        ef_search 100, max_scan_tuples
+  persona_indexes_ef{40,200}            persona_indexes with hnsw.ef_search = 40 (pgvector's default) or 200
+  persona_indexes_maxscan{2000,5000}    persona_indexes with a lower hnsw.max_scan_tuples (random vectors: few rows
+                                        pass the threshold, and the iterative scan walks the persona's whole graph)
   global_only                           what was delivered before issue 31: idx_memories_embedding alone, no settings
   no_hnsw                               every HNSW index dropped: memories_persona_id_idx + exact sort
-  iterative_{strict,relaxed}_ef{40,100} on top of delivered: hnsw.iterative_scan, hnsw.ef_search
-  iterative_strict_ef40_maxscan100000   on top of delivered: strict_order, ef_search 40, max_scan_tuples 100000
+  iterative_{strict,relaxed}_ef{40,100} persona_indexes with hnsw.iterative_scan, hnsw.ef_search
+  iterative_strict_ef40_maxscan100000   persona_indexes with strict_order, ef_search 40, max_scan_tuples 100000
+  scope_ordered_heap                    the table rewritten (CLUSTER, as the delivery does before its build) in
+                                        (persona, personality, created_at) order, no persona index; irreversible: last
+Runs before 4 December 2026 (benchmarks/README.md, runs 1-6) named the persona indexes `delivered`
+and their settings variants `delivered_*`.
 
 Output: a table per vectors kind (variant x bucket) and a concurrency table on stdout; everything in
 `benchmarks/results/bot_query_scale_<N>.json` (a preset) or `bot_query_rows_<rows>.json` (explicit

@@ -16,6 +16,7 @@ from tinybot_migration.defs.resources import EmbeddingProviderResource, NewDatab
 from tinybot_migration.defs.search.assets import memory_vector_index
 from tinybot_migration.lib.memories import vector_index
 from tinybot_migration.lib.memories.bot_query import PERSONA_INDEX as SEARCH_INDEX
+from tinybot_migration.lib.memories.bot_query import bot_memory_query
 from tinybot_migration.lib.memories.search_checks import (
     EXACT_PATHS,
     every_memory_has_an_embedding,
@@ -29,6 +30,7 @@ from tinybot_migration.lib.memories.vector_index import (
     INDEX_NAME,
     build_memory_mb,
     drop_for_bulk_load,
+    ensure_persona_indexes,
     ensure_vector_index,
     index_state,
     vacuum_for_search,
@@ -37,6 +39,7 @@ from tinybot_migration.lib.new_database_schema import apply_new_schema
 from tinybot_migration.lib.postgres import VECTOR_INDEX_LOCK
 from tinybot_migration.lib.progress import Advanced
 from tinybot_migration_tests.helpers.openai_server import offline_client
+from tinybot_migration_tests.search.conftest import T0, unit
 
 
 def plan(conn, query) -> str:
@@ -90,6 +93,40 @@ def test_a_fresh_build_first_rewrites_the_table_in_scope_order(world):
         "SELECT bool_or(indisclustered) FROM pg_index WHERE indrelid = 'memories'::regclass"
     ).fetchone()[0]
     assert ensure_vector_index(conn).scope_order_seconds is None  # left in place: nothing rewritten
+
+
+def global_index_plans(url: str, persona, vectors) -> int:
+    """How many of the bot's queries for `persona`, planned in a new session (the database's
+    settings, as the bot's sessions have them), walk the global index."""
+    with psycopg.connect(url, autocommit=True) as session:
+        plans = [bot_memory_query(vector, persona).explain(session) for vector in vectors]
+    return sum(INDEX_NAME in plan for plan in plans)
+
+
+def test_the_delivery_keeps_the_bots_query_off_the_global_index_for_a_persona_holding_most_rows(world):
+    """A persona with nearly every memory: without settings the planner walks the global HNSW index
+    for it (approximate); the delivered database settings price that walk out, and the bot's query
+    returns the exact answer."""
+    conn, main = world["conn"], world["personas"]["Main"]
+    rng = np.random.default_rng(11)
+    with conn.cursor().copy(
+        "COPY memories (id, persona_id, personality_id, content, embedding, created_at) FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(["uuid", "uuid", "uuid", "text", "vector", "timestamp"])
+        for i in range(1_940):
+            copy.write_row((uuid.uuid4(), main, world["personalities"]["luna"], f"bulk {i}", unit(rng), T0))
+    ensure_vector_index(conn)
+    vacuum_for_search(conn)
+    queries = [unit(rng) for _ in range(5)]
+    assert global_index_plans(world["url"], main, queries) == 5  # the trap, on pgvector's defaults
+
+    settings = ensure_persona_indexes(conn).settings  # the default: no persona index, EXACT_SETTINGS
+    assert settings["hnsw.ef_search"] == "1000" and settings["hnsw.iterative_scan"] == "strict_order"
+    assert global_index_plans(world["url"], main, queries) == 0
+    with psycopg.connect(world["url"], autocommit=True) as session:
+        quality = measure_search(session, offline_client(), personas_per_bucket=1, queries_per_persona=3)
+        assert search_uses_the_intended_plan(search_plans(session, quality), 2_000).passed
+    assert search_recall_against_exact(quality, 1.0).passed and quality.fewer == 0
 
 
 def test_the_build_memory_is_sized_from_the_table_and_capped(world):

@@ -4,7 +4,8 @@
   migrations drop it by that name): built after the bulk load with memory sized to the table,
   dropped before a load that would have to maintain it row by row, left in place by incremental
   runs. Under the bot's persona filter it is a trap (a scan finds ef_search candidates, then
-  filters them away); no measured plan of the bot's query took it, at 1x or 100x (the plan check
+  filters them away). The planner takes it only for a persona holding much of the table, so with
+  no persona index the database gets EXACT_SETTINGS, which price that walk out (the plan check
   says so on the data migrated). The bot's query reads a persona's rows exactly through a B-tree
   (the bot's `memories_persona_id_idx`, the project's persona-personality-time one): the exact
   answer, 15-50 ms p50 for the largest personas at 100x (benchmarks/README.md).
@@ -485,6 +486,28 @@ def database_settings(conn: psycopg.Connection) -> dict[str, str]:
     return dict(entry.split("=", 1) for entry in (row[0] if row else []))
 
 
+# pgvector prices an HNSW scan by the candidates it starts from: at its largest ef_search the
+# global index costs more than reading a persona's rows exactly, even for a persona holding 80% of
+# a 10,000-row table (which the planner otherwise walks it for, 20 of 20 queries); and a scan that
+# is still chosen keeps walking (strict order) until k rows qualify.
+EXACT_SETTINGS = {"hnsw.iterative_scan": ITERATIVE_SCAN, "hnsw.ef_search": "1000"}
+
+
+def _keep_the_global_index_out(conn: psycopg.Connection, log: Progress) -> dict[str, str]:
+    """With no persona index, the database's settings that keep the bot's query off the global
+    index (EXACT_SETTINGS). Returns the database's settings; a role that may not set them gets a
+    notice (the plan check then shows whether a plan takes the index)."""
+    try:
+        return apply_search_settings(conn, EXACT_SETTINGS)
+    except SearchSettingsRefused as refused:
+        log(
+            Notice(
+                f"vector index: the bot's query may walk {INDEX_NAME} for a persona holding much of the table: {refused}"
+            )
+        )
+        return database_settings(conn)
+
+
 def search_settings(ef_search: int, largest_indexed: int) -> dict[str, str]:
     """What the persona indexes need from every session: see the module docstring."""
     return {
@@ -534,8 +557,9 @@ def ensure_persona_indexes(
     """A valid partial index for every scope (a persona, or a persona with one personality) with at
     least `min_rows` memories, the search settings they need on the database, and no index left for
     a scope that fell below half of `min_rows` (between the two, an index is kept and none is built:
-    a scope near the line does not flip). Only what is missing is built. `conn` must be in autocommit mode; `min_rows` 0 turns
-    the persona indexes off (each one dropped)."""
+    a scope near the line does not flip). Only what is missing is built. `conn` must be in
+    autocommit mode; `min_rows` 0 (the default) turns the persona indexes off (each one dropped).
+    With no persona index left, the database gets EXACT_SETTINGS instead."""
     log = log or quiet
     with vector_index_lock(conn, log):
         return _ensure_persona_indexes(
@@ -574,6 +598,8 @@ def _ensure_persona_indexes(
                 _drop_index(conn, existing[scope].name, concurrently)
                 report.dropped.append(existing[scope].name)
             kept, wanted = set(), {}
+    else:  # no persona index: the bot's query reads every persona exactly
+        report.settings = _keep_the_global_index_out(conn, log)
     report.kept = len(kept)
     if wanted:
         _build_persona_indexes(
