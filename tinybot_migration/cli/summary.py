@@ -183,7 +183,10 @@ def _print_cutover(name: str, m: dict) -> None:
 def _print_index(name: str, m: dict) -> None:
     line = f"{name}: {m['action']} over {m['dagster/row_count']:,} memories"
     if m["action"] != "left in place":
-        line += f" in {m['build_seconds']:.1f}s (maintenance_work_mem {m['maintenance_work_mem_mb']:,} MB)"
+        line += f" in {m['build_seconds']:.1f}s (maintenance_work_mem {m['maintenance_work_mem_mb']:,} MB"
+        if m.get("scope_order_seconds") is not None:
+            line += f"; rows put in persona order first, {m['scope_order_seconds']:.1f}s"
+        line += ")"
     line += f", {m['index_size_bytes'] / 2**20:,.1f} MB"
     if m.get("persona_indexes"):
         line += f"; {m['persona_indexes']:,} persona indexes, {m['persona_index_bytes'] / 2**20:,.1f} MB"
