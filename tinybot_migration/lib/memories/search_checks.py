@@ -167,17 +167,18 @@ def search_recall_against_exact(quality: SearchQuality, min_recall: float) -> Ch
         for which in THRESHOLDS
         if figures.recall(which) < min_recall
     ]
-    below += [
+    problems = [f"recall@{RECALL_AT} below {min_recall}: {'; '.join(below)}"] if below else []
+    problems += [
         f"{bucket}: {figures.fewer} searches returned fewer rows than qualify"
         for bucket, figures in quality.buckets.items()
         if figures.fewer
     ]
     return CheckOutcome(
         SEARCH_RECALL_AGAINST_EXACT,
-        passed=not below,
+        passed=not problems,
         description=(
-            f"recall@{RECALL_AT} below {min_recall}: {'; '.join(below)}"
-            if below
+            "; ".join(problems)
+            if problems
             else f"recall@{RECALL_AT} at least {quality.min_recall:.3f} in every bucket, with and without the "
             f"threshold, never fewer rows than qualify ({quality.queries} queries)"
         ),

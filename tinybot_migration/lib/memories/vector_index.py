@@ -244,9 +244,9 @@ def order_rows_by_scope(
         return None
     log(f"vector index: rewriting memories in persona, personality, time order ({SCOPE_ORDER_INDEX})")
     started = time.perf_counter()
-    conn.execute(f"SET maintenance_work_mem = '{int(memory_mb)}MB'")
     try:
-        conn.execute(sql.SQL("CLUSTER memories USING {}").format(sql.Identifier(SCOPE_ORDER_INDEX)))
+        with maintenance_work_mem(conn, memory_mb):
+            conn.execute(sql.SQL("CLUSTER memories USING {}").format(sql.Identifier(SCOPE_ORDER_INDEX)))
         conn.execute("ALTER TABLE memories SET WITHOUT CLUSTER")
     except (psycopg.errors.DiskFull, psycopg.errors.InsufficientPrivilege) as error:
         log(
@@ -256,9 +256,17 @@ def order_rows_by_scope(
             )
         )
         return None
+    return time.perf_counter() - started
+
+
+@contextmanager
+def maintenance_work_mem(conn: psycopg.Connection, memory_mb: int) -> Iterator[None]:
+    """The session's maintenance_work_mem at `memory_mb` for the block, reset after it."""
+    conn.execute(f"SET maintenance_work_mem = '{int(memory_mb)}MB'")
+    try:
+        yield
     finally:
         conn.execute("RESET maintenance_work_mem")
-    return time.perf_counter() - started
 
 
 def build_hnsw(
@@ -281,10 +289,9 @@ def build_hnsw(
             outgrew.append(diagnostic.message_primary)
 
     started = time.perf_counter()
-    conn.execute(f"SET maintenance_work_mem = '{int(memory_mb)}MB'")
     conn.add_notice_handler(note)
     try:
-        with watching():
+        with maintenance_work_mem(conn, memory_mb), watching():
             conn.execute(
                 f"CREATE INDEX {'CONCURRENTLY ' if concurrently else ''}{name} ON memories"
                 f" USING hnsw (embedding vector_cosine_ops) WITH (m = {int(m)}, ef_construction = {int(ef_construction)})"
@@ -292,7 +299,6 @@ def build_hnsw(
             )
     finally:
         conn.remove_notice_handler(note)
-        conn.execute("RESET maintenance_work_mem")
     return time.perf_counter() - started, not outgrew
 
 
